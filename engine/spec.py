@@ -1,0 +1,240 @@
+"""Node type declarations: socket types, params, node specs and the registry.
+
+This module is the contract between the engine, the node types and the GUI.
+It imports neither Qt nor torch.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
+
+
+class SocketType(str, Enum):
+    """What travels along a link. Values are the names written in graph files."""
+
+    MODEL = "MODEL"  # a loaded denoiser (UNet + schedule + prediction type)
+    AUTOENCODER = "AUTOENCODER"  # first stage: encode images to latents and back
+    CONDITIONER = "CONDITIONER"  # turns prompts / layouts / maps into CONDITIONING
+    CONDITIONING = "CONDITIONING"
+    LATENT = "LATENT"
+    IMAGE = "IMAGE"
+    MASK = "MASK"
+    LAYOUT = "LAYOUT"
+    SEMANTIC_MAP = "SEMANTIC_MAP"
+    INT = "INT"
+    FLOAT = "FLOAT"
+    STRING = "STRING"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ParamType(str, Enum):
+    INT = "int"
+    FLOAT = "float"
+    BOOL = "bool"
+    STRING = "string"  # one line
+    TEXT = "text"  # multi-line (prompts)
+    CHOICE = "choice"  # one of `choices`, or of a dynamic list named by `choices_from`
+    PATH = "path"  # a file path; its identity (size, mtime) is part of the cache key
+    SEED = "seed"  # an int in [0, 2**63 - 1]; the GUI offers randomise/increment after run
+    JSON = "json"  # any JSON value (layout boxes, painted masks as base64 PNG, ...)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+SEED_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Input:
+    name: str
+    type: SocketType
+    optional: bool = False
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class Output:
+    name: str
+    type: SocketType
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: ParamType
+    default: Any
+    help: str = ""
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    choices: tuple[str, ...] = ()
+    # Names a list the application fills at run time ("checkpoints", "samplers", ...).
+    # Such a param accepts any string at validation; the node checks it when it runs.
+    choices_from: str | None = None
+    # Show this param as a widget inside the node on the canvas (the main knobs).
+    inline: bool = False
+
+    def check(self, value: Any) -> str | None:
+        """Return a one-line problem with `value`, or None when it is acceptable."""
+        t = self.type
+        if t in (ParamType.INT, ParamType.SEED):
+            if isinstance(value, bool) or not isinstance(value, int):
+                return f"expects an integer, got {_short(value)}"
+            if t is ParamType.SEED and not 0 <= value <= SEED_MAX:
+                return f"seed {value} is outside [0, 2**63-1]"
+        elif t is ParamType.FLOAT:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return f"expects a number, got {_short(value)}"
+            if not math.isfinite(value):
+                return f"expects a finite number, got {value}"
+        elif t is ParamType.BOOL:
+            if not isinstance(value, bool):
+                return f"expects true or false, got {_short(value)}"
+        elif t in (ParamType.STRING, ParamType.TEXT, ParamType.PATH, ParamType.CHOICE):
+            if not isinstance(value, str):
+                return f"expects text, got {_short(value)}"
+            if t is ParamType.CHOICE and self.choices and value not in self.choices:
+                return f"{value!r} is not one of: {', '.join(self.choices)}"
+        if t in (ParamType.INT, ParamType.FLOAT, ParamType.SEED):
+            if self.min is not None and value < self.min:
+                return f"{value} is below the minimum {self.min:g}"
+            if self.max is not None and value > self.max:
+                return f"{value} is above the maximum {self.max:g}"
+        return None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class ComputeContext(Protocol):
+    """What a node's compute function may use besides its inputs and params."""
+
+    node_id: str
+    settings: "EngineSettings"
+    models: Any  # engine.models_store.ModelStore: loaded models kept across runs
+    graph_json: dict  # the graph being run, for embedding in written images
+
+    def progress(self, step: int, total: int, preview: Any = None) -> None:
+        """Report step/total; `preview` is an optional small RGB uint8 array (H, W, 3)."""
+
+    def check_cancelled(self) -> None:
+        """Raise engine.errors.Cancelled if the user asked to stop. Call once per step."""
+
+    def count_model_evals(self, n: int = 1) -> None:
+        """Record n denoiser (UNet) forward passes."""
+
+
+@dataclass
+class EngineSettings:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: str = "auto"  # auto | fp32 | fp16 | bf16
+    output_dir: str = "."
+    model_dirs: tuple[str, ...] = ()  # searched after resources/models
+    cache_dir: str | None = None  # None: the user cache directory
+    memory_cache_bytes: int = 2 * 1024**3
+    disk_cache_bytes: int = 4 * 1024**3
+
+
+ComputeFn = Callable[[ComputeContext, Mapping[str, Any], Mapping[str, Any]], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """A node type. `compute(ctx, inputs, params)` returns {output name: value}.
+
+    compute must be pure: same inputs and params, same outputs. Randomness comes
+    only from SEED params. Missing optional inputs are absent from `inputs`.
+    """
+
+    type: str
+    title: str
+    category: str
+    help: str
+    compute: ComputeFn
+    inputs: tuple[Input, ...] = ()
+    outputs: tuple[Output, ...] = ()
+    params: tuple[Param, ...] = ()
+    version: int = 1  # bump when compute changes meaning: it is part of the cache key
+    output_node: bool = False  # a sink: runs when the whole graph is run
+    side_effects: bool = False  # writes files etc.: never served from the cache
+
+    def input(self, name: str) -> Input | None:
+        return next((i for i in self.inputs if i.name == name), None)
+
+    def output(self, name: str) -> Output | None:
+        return next((o for o in self.outputs if o.name == name), None)
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+    def default_params(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params}
+
+
+@dataclass
+class NodeRegistry:
+    """The node types an engine knows. Built explicitly and passed around; no globals."""
+
+    _specs: dict[str, NodeSpec] = field(default_factory=dict)
+
+    def register(self, spec: NodeSpec) -> NodeSpec:
+        if spec.type in self._specs:
+            raise ValueError(f"node type {spec.type!r} is registered twice")
+        self._specs[spec.type] = spec
+        return spec
+
+    def register_all(self, specs: Iterable[NodeSpec]) -> None:
+        for spec in specs:
+            self.register(spec)
+
+    def get(self, type_name: str) -> NodeSpec | None:
+        return self._specs.get(type_name)
+
+    def __getitem__(self, type_name: str) -> NodeSpec:
+        return self._specs[type_name]
+
+    def __contains__(self, type_name: object) -> bool:
+        return type_name in self._specs
+
+    def __iter__(self) -> Iterator[NodeSpec]:
+        return iter(sorted(self._specs.values(), key=lambda s: (s.category, s.type)))
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """JSON-ready description of every node type (for `main.py nodes --json`)."""
+        return [describe_spec(s) for s in self]
+
+
+def describe_spec(spec: NodeSpec) -> dict[str, Any]:
+    return {
+        "type": spec.type,
+        "title": spec.title,
+        "category": spec.category,
+        "help": spec.help,
+        "version": spec.version,
+        "output_node": spec.output_node,
+        "inputs": [{"name": i.name, "type": i.type.value, "optional": i.optional, "help": i.help}
+                   for i in spec.inputs],
+        "outputs": [{"name": o.name, "type": o.type.value, "help": o.help} for o in spec.outputs],
+        "params": [_describe_param(p) for p in spec.params],
+    }
+
+
+def _describe_param(p: Param) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": p.name, "type": p.type.value, "default": p.default, "help": p.help}
+    for key in ("min", "max", "step", "choices_from"):
+        if getattr(p, key) is not None:
+            out[key] = getattr(p, key)
+    if p.choices:
+        out["choices"] = list(p.choices)
+    return out
