@@ -1,0 +1,18 @@
+"""Node types, one small module per node or family, gathered into a registry.
+
+Importing this package must not import torch or Qt: node modules import torch
+inside their compute functions.
+"""
+from __future__ import annotations
+
+from engine.spec import NodeRegistry
+
+
+def build_registry() -> NodeRegistry:
+    """The registry of every built-in node type. Each module exposes SPECS."""
+    # Each node module is listed here explicitly (no discovery by name).
+    modules: list = []
+    registry = NodeRegistry()
+    for module in modules:
+        registry.register_all(module.SPECS)
+    return registry
