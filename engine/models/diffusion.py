@@ -1,0 +1,79 @@
+"""The MODEL value: a UNet denoiser with its noise schedule and prediction type.
+
+Samplers see the model only through `apply` and `alphas_cumprod`; how the
+conditioning reaches the UNet (cross-attention, concatenation, class/vector
+embedding) is decided here, once, from the config's conditioning key.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from engine.models.configs import DiffusionConfig
+from engine.values import Conditioning
+
+
+def make_betas(cfg: DiffusionConfig) -> torch.Tensor:
+    """(T,) float64 betas of the original code's `make_beta_schedule`."""
+    n = cfg.timesteps
+    if cfg.beta_schedule == "linear":
+        return torch.linspace(cfg.linear_start**0.5, cfg.linear_end**0.5, n, dtype=torch.float64) ** 2
+    if cfg.beta_schedule == "cosine":
+        s = 8e-3
+        steps = torch.arange(n + 1, dtype=torch.float64) / n + s
+        alphas = torch.cos(steps / (1 + s) * math.pi / 2) ** 2
+        alphas = alphas / alphas[0]
+        return (1 - alphas[1:] / alphas[:-1]).clamp(max=0.999)
+    raise ValueError(f"unknown beta schedule {cfg.beta_schedule!r}")
+
+
+class LatentDiffusionModel(nn.Module):
+    """Wraps a UNet: `apply(x_t, t, cond)` returns the raw eps or v prediction."""
+
+    def __init__(self, unet: nn.Module, config: DiffusionConfig, name: str = ""):
+        super().__init__()
+        self.unet = unet
+        self.config = config
+        self.name = name
+        alphas_cumprod = torch.cumprod(1.0 - make_betas(config), dim=0)
+        self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)  # (T,) float64
+
+    @property
+    def prediction(self) -> str:
+        return self.config.prediction
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    def apply(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning | None) -> torch.Tensor:
+        """x: (B, C, h, w) noisy latent; t: (B,) timesteps in [0, T); returns (B, C_out, h, w)."""
+        context = y = None
+        x_in = x
+        if cond is not None:
+            if cond.concat is not None:
+                x_in = torch.cat([x, _match_batch(cond.concat, x.shape[0]).to(x)], dim=1)
+            if cond.crossattn is not None:
+                context = _match_batch(cond.crossattn, x.shape[0]).to(x)
+            if cond.y is not None:
+                y = _match_batch(cond.y, x.shape[0]).to(x.device)
+        dtype = self.dtype
+        if y is not None and y.is_floating_point():
+            y = y.to(dtype)
+        out = self.unet(x_in.to(dtype), t, context=None if context is None else context.to(dtype), y=y)
+        return out.to(x.dtype)
+
+
+def _match_batch(tensor: torch.Tensor, batch: int) -> torch.Tensor:
+    """Repeat a batch-1 (or batch-dividing) conditioning tensor to `batch` items."""
+    if tensor.shape[0] == batch:
+        return tensor
+    if batch % tensor.shape[0] != 0:
+        raise ValueError(f"conditioning batch {tensor.shape[0]} does not divide latent batch {batch}")
+    return tensor.repeat_interleave(batch // tensor.shape[0], dim=0)
