@@ -91,7 +91,7 @@ class Param:
         elif t is ParamType.FLOAT:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 return f"expects a number, got {_short(value)}"
-            if not math.isfinite(value):
+            if isinstance(value, float) and not math.isfinite(value):  # ints are finite, maybe huge
                 return f"expects a finite number, got {value}"
         elif t is ParamType.BOOL:
             if not isinstance(value, bool):
@@ -103,9 +103,9 @@ class Param:
                 return f"{value!r} is not one of: {', '.join(self.choices)}"
         if t in (ParamType.INT, ParamType.FLOAT, ParamType.SEED):
             if self.min is not None and value < self.min:
-                return f"{value} is below the minimum {self.min:g}"
+                return f"{_short(value)} is below the minimum {self.min:g}"
             if self.max is not None and value > self.max:
-                return f"{value} is above the maximum {self.max:g}"
+                return f"{_short(value)} is above the maximum {self.max:g}"
         return None
 
 
