@@ -43,7 +43,12 @@ class ValidationError(KilnError):
 
 
 class NodeError(KilnError):
-    """A node failed while running. `node_id` says which; the message says why."""
+    """A node failed while running. `node_id` says which; the message says why.
+
+    `details` holds the traceback of an unexpected exception (for the log panel).
+    """
+
+    details: str = ""
 
     def __init__(self, node_id: str, message: str, param: str | None = None):
         self.node_id = node_id

@@ -143,6 +143,10 @@ class EngineSettings:
     disk_cache_bytes: int = 4 * 1024**3
 
 
+# A compute result may also carry, under this key, the paths of files it wrote
+# (SaveImage); the executor reports them in RunResult.files. Not an output socket.
+FILES_KEY = "_files"
+
 ComputeFn = Callable[[ComputeContext, Mapping[str, Any], Mapping[str, Any]], Mapping[str, Any]]
 
 
