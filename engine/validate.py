@@ -1,0 +1,163 @@
+"""Checking a graph against the node registry before it runs.
+
+`validate` reports every problem at once, each against the node that has it, so
+the GUI can badge all of them and the CLI can print them together. Unknown
+params are kept silently (a newer Kiln may have added them); missing params take
+the spec default. Disabled nodes do not run, so their unconnected inputs are not
+reported, but their links' socket types still are.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+import networkx as nx
+
+from engine.errors import Issue, ValidationError
+from engine.graph import Graph, Link, Node
+from engine.spec import NodeRegistry, NodeSpec
+
+
+def validate(graph: Graph, registry: NodeRegistry, targets: Iterable[str] | None = None) -> list[Issue]:
+    """Every problem in `graph`. With `targets` (node ids or unique titles), missing
+    inputs are reported only for those nodes and the nodes they depend on."""
+    issues: list[Issue] = []
+    for node in graph.nodes.values():
+        spec = registry.get(node.type)
+        if spec is None:
+            issues.append(_unknown_type(node, registry))
+        else:
+            issues.extend(_param_issues(node, spec))
+    issues.extend(_link_issues(graph, registry))
+    dependencies = _dependency_graph(graph)
+    scope, target_issues = _scope(graph, dependencies, targets)
+    issues.extend(target_issues)
+    issues.extend(_missing_inputs(graph, registry, scope))
+    issues.extend(_cycle_issues(dependencies))
+    return issues
+
+
+def check(graph: Graph, registry: NodeRegistry, targets: Iterable[str] | None = None) -> None:
+    """Raise ValidationError listing every problem, if there is any."""
+    issues = validate(graph, registry, targets)
+    if issues:
+        raise ValidationError(issues)
+
+
+def _unknown_type(node: Node, registry: NodeRegistry) -> Issue:
+    known = [spec.type for spec in registry]
+    close = difflib.get_close_matches(node.type, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return Issue("unknown_type", f"unknown node type {node.type!r}{hint}", node_id=node.id)
+
+
+def _param_issues(node: Node, spec: NodeSpec) -> list[Issue]:
+    if not isinstance(node.params, dict):
+        return [Issue("bad_param", "params are not a set of names and values", node_id=node.id)]
+    issues = []
+    for param in spec.params:
+        if param.name not in node.params:
+            continue  # the default applies
+        try:
+            problem = param.check(node.params[param.name])
+        except (TypeError, ValueError, OverflowError):
+            problem = "has a value that cannot be used"
+        if problem:
+            issues.append(Issue("bad_param", problem, node_id=node.id, param=param.name))
+    return issues
+
+
+def _link_issues(graph: Graph, registry: NodeRegistry) -> list[Issue]:
+    issues = []
+    feeding: dict[tuple[str, str], Link] = {}
+    for link in sorted(graph.links):
+        issues.extend(_one_link_issues(graph, registry, link))
+        earlier = feeding.setdefault((link.dst, link.dst_socket), link)
+        if earlier is not link:
+            message = f"has two links ({_end(earlier)} and {_end(link)}); an input takes one"
+            issues.append(Issue("bad_link", message, node_id=link.dst, socket=link.dst_socket))
+    return issues
+
+
+def _one_link_issues(graph: Graph, registry: NodeRegistry, link: Link) -> list[Issue]:
+    if link.src not in graph.nodes:
+        message = f"is linked from node {link.src!r}, which is not in the graph"
+        return [Issue("bad_link", message, node_id=link.dst, socket=link.dst_socket)]
+    if link.dst not in graph.nodes:
+        message = f"output {link.src_socket!r} is linked to node {link.dst!r}, which is not in the graph"
+        return [Issue("bad_link", message, node_id=link.src)]
+    src_spec = registry.get(graph.nodes[link.src].type)
+    dst_spec = registry.get(graph.nodes[link.dst].type)
+    issues = []
+    output = src_spec.output(link.src_socket) if src_spec else None
+    if src_spec and output is None:
+        names = ", ".join(o.name for o in src_spec.outputs) or "none"
+        message = f"has no output {link.src_socket!r} (linked to {link.dst}.{link.dst_socket}); outputs: {names}"
+        issues.append(Issue("bad_link", message, node_id=link.src))
+    input_ = dst_spec.input(link.dst_socket) if dst_spec else None
+    if dst_spec and input_ is None:
+        names = ", ".join(i.name for i in dst_spec.inputs) or "none"
+        message = f"has no input {link.dst_socket!r} (linked from {_end(link)}); inputs: {names}"
+        issues.append(Issue("bad_link", message, node_id=link.dst, socket=link.dst_socket))
+    if output is not None and input_ is not None and output.type != input_.type:
+        message = f"expects {input_.type.value} but is linked to {_end(link)}, which gives {output.type.value}"
+        issues.append(Issue("type_mismatch", message, node_id=link.dst, socket=link.dst_socket))
+    return issues
+
+
+def _end(link: Link) -> str:
+    return f"{link.src}.{link.src_socket}"
+
+
+def _dependency_graph(graph: Graph) -> nx.DiGraph:
+    """Edges run from the node that gives a value to the node that uses it."""
+    dependencies = nx.DiGraph()
+    dependencies.add_nodes_from(graph.nodes)
+    dependencies.add_edges_from((lk.src, lk.dst) for lk in graph.links
+                                if lk.src in graph.nodes and lk.dst in graph.nodes)
+    return dependencies
+
+
+def _scope(graph: Graph, dependencies: nx.DiGraph,
+           targets: Iterable[str] | None) -> tuple[set[str], list[Issue]]:
+    """The nodes a run of `targets` needs (all nodes when None), and unknown targets."""
+    if targets is None:
+        return set(graph.nodes), []
+    scope: set[str] = set()
+    issues = []
+    for target in targets:
+        node = graph.find(target)
+        if node is None:
+            issues.append(Issue("bad_target", f"there is no node {target!r} (by id or unique title) to run"))
+            continue
+        scope.add(node.id)
+        scope.update(nx.ancestors(dependencies, node.id))
+    return scope, issues
+
+
+def _missing_inputs(graph: Graph, registry: NodeRegistry, scope: set[str]) -> list[Issue]:
+    connected = {(lk.dst, lk.dst_socket) for lk in graph.links}
+    issues = []
+    for node in graph.nodes.values():
+        spec = registry.get(node.type)
+        if node.id not in scope or node.disabled or spec is None:
+            continue
+        for input_ in spec.inputs:
+            if not input_.optional and (node.id, input_.name) not in connected:
+                message = f"needs a {input_.type.value} link, but none is connected"
+                issues.append(Issue("missing_input", message, node_id=node.id, socket=input_.name))
+    return issues
+
+
+def _cycle_issues(dependencies: nx.DiGraph) -> list[Issue]:
+    """One issue per node on a cycle: the nodes of each strongly connected loop."""
+    issues = []
+    for component in sorted(nx.strongly_connected_components(dependencies), key=min):
+        first = min(component)
+        if len(component) == 1 and not dependencies.has_edge(first, first):
+            continue
+        loop = nx.find_cycle(dependencies.subgraph(component), source=first)
+        path = " -> ".join([edge[0] for edge in loop] + [loop[0][0]])
+        for node_id in sorted(component):
+            issues.append(Issue("cycle", f"is part of a cycle ({path}); links must not loop back", node_id=node_id))
+    return issues
