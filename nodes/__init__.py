@@ -11,7 +11,9 @@ from engine.spec import NodeRegistry
 def build_registry() -> NodeRegistry:
     """The registry of every built-in node type. Each module exposes SPECS."""
     # Each node module is listed here explicitly (no discovery by name).
-    modules: list = []
+    from nodes import image_basic, image_io, primitives
+
+    modules: list = [primitives, image_basic, image_io]
     registry = NodeRegistry()
     for module in modules:
         registry.register_all(module.SPECS)

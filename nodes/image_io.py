@@ -1,0 +1,166 @@
+"""Images in and out: LoadImage, SaveImage (PNG with the graph embedded), PreviewImage.
+
+LoadImage's MASK comes from the alpha channel: transparent pixels are the region
+to regenerate (alpha 0 -> mask 1, opaque -> 0), so an image with a hole erased
+in a paint program feeds inpainting directly. Without alpha the mask is all 0.
+"""
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Any, Mapping
+
+from engine.errors import UserInputError
+from engine.spec import FILES_KEY, Input, NodeSpec, Output, Param, ParamType, SocketType
+from engine.values import Image
+
+_MAX_PIXELS = 8192 * 8192
+
+
+def _load(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    rgba = _read_rgba(params["path"])  # (H, W, 4) uint8
+    array = torch.from_numpy(np.ascontiguousarray(rgba)).permute(2, 0, 1).float() / 255.0  # (4, H, W)
+    pixels = array[:3].unsqueeze(0).contiguous()  # (1, 3, H, W)
+    mask = (1.0 - array[3:]).unsqueeze(0).contiguous()  # (1, 1, H, W), 1 = transparent
+    return {"image": Image(pixels), "mask": mask}
+
+
+def _read_rgba(path: str) -> Any:
+    import numpy as np
+    from PIL import Image as PILImage, ImageOps, UnidentifiedImageError
+
+    if not path:
+        raise UserInputError("no image file chosen", "path")
+    try:
+        with PILImage.open(path) as img:
+            if img.width * img.height > _MAX_PIXELS:
+                raise UserInputError(f"{path}: {img.width}x{img.height} is too large to load", "path")
+            img = ImageOps.exif_transpose(img)
+            return np.asarray(img.convert("RGBA"))
+    except FileNotFoundError:
+        raise UserInputError(f"{path}: file not found", "path") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise UserInputError(f"{path}: not an image Kiln can read ({type(exc).__name__})", "path") from None
+    except PILImage.DecompressionBombError:
+        raise UserInputError(f"{path}: too large to load", "path") from None
+
+
+def to_uint8_hwc(pixels: Any) -> list:
+    """(B, 3, H, W) floats in [0, 1] -> list of (H, W, 3) uint8 numpy arrays."""
+    import torch
+
+    rounded = (pixels.detach().float().cpu().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+    return [item.permute(1, 2, 0).numpy() for item in rounded]
+
+
+def _save(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    image: Image = inputs["image"]
+    folder, stem = _output_place(ctx.settings.output_dir, params["prefix"])
+    paths = []
+    for index, pixels in enumerate(to_uint8_hwc(image.pixels)):
+        info = _image_info(ctx.node_id, image, index)
+        paths.append(_write_new_png(folder, stem, pixels, ctx.graph_json, info))
+    return {"image": image, FILES_KEY: paths}
+
+
+def _image_info(node_id: str, image: Image, index: int) -> dict[str, Any]:
+    info: dict[str, Any] = {"width": image.size[0], "height": image.size[1], "node": node_id,
+                            "batch_index": index}
+    if index < len(image.seeds):
+        info["seed"] = int(image.seeds[index])
+    return info
+
+
+def _output_place(output_dir: str, prefix: str) -> tuple[Path, str]:
+    """(folder, file stem) for a prefix such as "kiln" or "portraits/face"."""
+    parts = Path(prefix.strip()).parts
+    if not parts or Path(prefix).is_absolute() or ".." in parts or not parts[-1].strip("."):
+        raise UserInputError(f"{prefix!r} is not a usable file prefix", "prefix")
+    folder = Path(output_dir, *parts[:-1])
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserInputError(f"cannot create output folder {folder}: {exc.strerror or exc}", "prefix") from None
+    return folder, parts[-1]
+
+
+def _write_new_png(folder: Path, stem: str, pixels: Any, graph: dict, info: dict) -> str:
+    """Write `{stem}_{NNNNN}.png` with the next free number; never overwrites a file."""
+    from engine.pngmeta import encode_png
+
+    data = encode_png(pixels, graph, info)
+    number = _next_number(folder, stem)
+    while True:
+        path = folder / f"{stem}_{number:05d}.png"
+        if _create_exclusive(path, data):
+            return str(path)
+        number += 1
+
+
+def _next_number(folder: Path, stem: str) -> int:
+    pattern = re.compile(re.escape(stem) + r"_(\d{5,})\.png")
+    numbers = [int(m.group(1)) for name in os.listdir(folder) if (m := pattern.fullmatch(name))]
+    return max(numbers, default=0) + 1
+
+
+def _create_exclusive(path: Path, data: bytes) -> bool:
+    """Write a complete file at `path` unless one exists (then False). Readers never see half."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.link(tmp, path)  # atomic, and fails if `path` exists
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # a file system without hard links
+        try:
+            with open(path, "xb") as f:
+                f.write(data)
+            return True
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise UserInputError(f"cannot write {path}: {exc.strerror or exc}", "prefix") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _preview(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    return {"image": inputs["image"]}
+
+
+LOAD_IMAGE = NodeSpec(
+    type="LoadImage", title="Load Image", category="image",
+    help="Read a PNG/JPEG/WebP file. MASK is 1 where the image is transparent (to regenerate).",
+    compute=_load,
+    outputs=(Output("image", SocketType.IMAGE), Output("mask", SocketType.MASK, "1 = transparent")),
+    params=(Param("path", ParamType.PATH, "", "image file", inline=True),),
+)
+
+SAVE_IMAGE = NodeSpec(
+    type="SaveImage", title="Save Image", category="image",
+    help="Write each image as {prefix}_NNNNN.png in the output folder, with the graph embedded.",
+    compute=_save,
+    inputs=(Input("image", SocketType.IMAGE),),
+    outputs=(Output("image", SocketType.IMAGE, "the same image, for viewing"),),
+    params=(Param("prefix", ParamType.STRING, "kiln", "file name start; may include sub-folders",
+                  inline=True),),
+    output_node=True,
+    side_effects=True,
+)
+
+PREVIEW_IMAGE = NodeSpec(
+    type="PreviewImage", title="Preview Image", category="image",
+    help="Show the image in the viewer without writing a file.",
+    compute=_preview,
+    inputs=(Input("image", SocketType.IMAGE),),
+    outputs=(Output("image", SocketType.IMAGE),),
+    output_node=True,
+)
+
+SPECS = (LOAD_IMAGE, SAVE_IMAGE, PREVIEW_IMAGE)
