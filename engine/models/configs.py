@@ -33,6 +33,7 @@ class UNetConfig:
     use_linear_in_transformer: bool = False  # SD 2.x: Linear proj_in/proj_out
     legacy: bool = True
     adm_in_channels: int | None = None  # vector conditioning ("adm" with a feature vector)
+    use_new_attention_order: bool = False  # AttentionBlock: split q/k/v before heads (not legacy)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(asdict(self))
