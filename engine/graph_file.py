@@ -235,45 +235,57 @@ def _first_line(exc: BaseException) -> str:
 def graph_from_dict(data: Any, source: str = "<memory>") -> Graph:
     """Build a Graph from a parsed file document of any supported version."""
     try:
-        _check_json_tree(data, "the file", 0)
+        _check_json_tree(data, (), 0)
         document = _upgrade(data)
         return _parse_v1(document)
     except _Malformed as exc:
         raise GraphFileError(source, str(exc)) from None
 
 
-def _check_json_tree(value: Any, where: str, depth: int) -> None:
+def _check_json_tree(value: Any, path: tuple, depth: int) -> None:
     """Everything must be plain JSON data that can be written back unchanged."""
     if depth > _MAX_DEPTH:
-        raise _Malformed(f"{where} is nested more than {_MAX_DEPTH} levels deep")
+        raise _Malformed(f"{_where(path[:5])} is nested more than {_MAX_DEPTH} levels deep")
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise _Malformed(f"{where} has a key that is not text: {_short(key)}")
-            _check_text(key, where)
-            _check_json_tree(item, f"{where} > {_short(key)}", depth + 1)
+                raise _Malformed(f"{_where(path)} has a key that is not text: {_short(key)}")
+            _check_text(key, path)
+            _check_json_tree(item, path + (key,), depth + 1)
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            _check_json_tree(item, f"{where} > [{index}]", depth + 1)
+            _check_json_tree(item, path + (index,), depth + 1)
     elif isinstance(value, str):
-        _check_text(value, where)
+        _check_text(value, path)
     elif isinstance(value, bool) or value is None:
         pass
     elif isinstance(value, int):
         if value.bit_length() > _MAX_INT_BITS:
-            raise _Malformed(f"{where} holds an integer too large to be useful")
+            raise _Malformed(f"{_where(path)} holds an integer too large to be useful")
     elif isinstance(value, float):
         if not math.isfinite(value):
-            raise _Malformed(f"{where} holds {value}, which is not a number JSON allows")
+            raise _Malformed(f"{_where(path)} holds {value}, which is not a number JSON allows")
     else:
-        raise _Malformed(f"{where} holds a {type(value).__name__}, which is not JSON data")
+        raise _Malformed(f"{_where(path)} holds a value of type {type(value).__name__}, which is not JSON data")
 
 
-def _check_text(text: str, where: str) -> None:
+def _where(path: tuple) -> str:
+    """Words for a place in the document: "node 'a', param 'seed'", "backdrop 'b'", ..."""
+    if len(path) >= 2 and path[0] in ("nodes", "backdrops", "groups"):
+        owner = {"nodes": "node", "backdrops": "backdrop", "groups": "group"}[path[0]]
+        name = f"#{path[1] + 1}" if isinstance(path[1], int) else repr(path[1])
+        rest = path[2:]
+        if owner == "node" and len(rest) >= 2 and rest[0] == "params":
+            return f"{owner} {name}, param {rest[1]!r}" + "".join(f"[{p!r}]" for p in rest[2:])
+        return f"{owner} {name}" + (": " + ".".join(str(p) for p in rest) if rest else "")
+    return "the file" + (" at " + ".".join(str(p) for p in path) if path else "")
+
+
+def _check_text(text: str, path: tuple) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise _Malformed(f"{where} holds text with an invalid character (a lone surrogate)") from None
+        raise _Malformed(f"{_where(path)} holds text with an invalid character (a lone surrogate)") from None
 
 
 def _short(value: Any) -> str:
