@@ -144,7 +144,7 @@ def _missing_inputs(graph: Graph, registry: NodeRegistry, scope: set[str]) -> li
             continue
         for input_ in spec.inputs:
             if not input_.optional and (node.id, input_.name) not in connected:
-                message = f"needs a {input_.type.value} link, but none is connected"
+                message = f"is required but not connected (it takes {input_.type.value})"
                 issues.append(Issue("missing_input", message, node_id=node.id, socket=input_.name))
     return issues
 
