@@ -235,6 +235,7 @@ class _Run:
                     self._set(nid, "cached")
                     covered |= self.producers(nid)
                 else:
+                    self._set(nid, "skipped")  # until it runs
                     to_run.append(nid)
                     demanded |= self.producers(nid)
             elif nid in demanded:
@@ -267,6 +268,7 @@ class _Run:
         self.compute_keys()
         self.emit(E.RunStarted(tuple(self.order)))
         to_run = self.plan()
+        self.result.nodes = {nid: self.result.nodes[nid] for nid in self.order}  # in run order
         for nid in self.order:
             if self.result.nodes[nid].status == "cached":
                 self.emit(E.Cached(nid))

@@ -1,0 +1,348 @@
+"""Command line: `python main.py [GRAPH]` opens the GUI; subcommands run headless.
+
+    python main.py run GRAPH.json|IMAGE.png [--set NODE.PARAM=VALUE]... [--out DIR] [--json]
+                       [--batch FILE.jsonl] [--device D] [--cache-dir D] [--no-disk-cache]
+    python main.py validate GRAPH
+    python main.py nodes [--json]
+    python main.py inspect-model FILE [--json]
+
+Exit status: 0 success; 1 a node failed while running; 2 a user mistake (bad
+arguments, unreadable or invalid graph, unknown node or param), reported as one
+line on stderr. A subcommand is a function `(argv, registry) -> int` listed in
+COMMANDS. torch, transformers and Qt are imported only when something needs them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from engine.errors import KilnError
+from engine.graph import Graph
+from engine.spec import NodeRegistry, ParamType
+
+_TEXT_PARAMS = (ParamType.STRING, ParamType.TEXT, ParamType.PATH, ParamType.CHOICE)
+
+
+class UsageError(KilnError):
+    """Bad command-line arguments."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def main(argv: list[str] | None = None, registry: NodeRegistry | None = None) -> int:
+    """Entry point of main.py. `registry` replaces the built-in node types (tests)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in COMMANDS:
+            return COMMANDS[argv[0]](argv[1:], registry)
+        return cmd_gui(argv, registry)
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
+    except KilnError as exc:
+        return _fail(str(exc))
+    except BrokenPipeError:  # `main.py nodes | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:
+        print("kiln: interrupted", file=sys.stderr)
+        return 130
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"kiln: {' '.join(message.split())}", file=sys.stderr)
+    return code
+
+
+def _registry(registry: NodeRegistry | None) -> NodeRegistry:
+    if registry is not None:
+        return registry
+    from nodes import build_registry
+
+    return build_registry()
+
+
+def _load_graph(path: str) -> Graph:
+    from engine import graph_file
+
+    return graph_file.load(path)
+
+
+# --- GUI ---------------------------------------------------------------------
+def cmd_gui(argv: list[str], registry: NodeRegistry | None) -> int:
+    parser = _Parser(prog="main.py", description="Kiln: node-graph latent diffusion. Without a command "
+                     "it opens the editor. Commands: " + ", ".join(COMMANDS) + " (main.py COMMAND --help).")
+    parser.add_argument("graph", nargs="?", help="graph file (.json) or Kiln PNG to open")
+    parser.add_argument("--screenshot", metavar="PATH", help="save a screenshot of the window and quit")
+    parser.add_argument("--run", action="store_true", help="run the graph once it is open")
+    parser.add_argument("--size", metavar="WxH", type=_window_size, help="window size, e.g. 1600x1000")
+    args = parser.parse_args(argv)
+    if args.graph and not os.path.exists(args.graph) and os.sep not in args.graph and "." not in args.graph:
+        raise UsageError(f"unknown command {args.graph!r}; commands: {', '.join(COMMANDS)}")
+    try:
+        from app.main import run_app
+    except ModuleNotFoundError as exc:
+        if exc.name in ("app", "app.main"):
+            return _fail("the editor is not part of this installation (app.main is missing); "
+                         "use `python main.py run GRAPH` to run a graph headless")
+        if exc.name and exc.name.split(".")[0] in ("PySide6", "qasync"):
+            return _fail(f"the editor needs {exc.name.split('.')[0]}: pip install PySide6-Essentials qasync")
+        raise
+    return int(run_app(args.graph, screenshot=args.screenshot, run=args.run, size=args.size) or 0)
+
+
+def _window_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 1600x1000") from None
+    if not (200 <= w <= 16384 and 200 <= h <= 16384):
+        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be 200..16384")
+    return w, h
+
+
+# --- run ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Override:
+    node_id: str
+    param: str
+    value: Any
+
+
+def parse_set(item: str, graph: Graph, registry: NodeRegistry) -> Override:
+    """`NODE.PARAM=VALUE` -> Override; VALUE is JSON when it parses (text params keep text)."""
+    target, eq, raw = item.partition("=")
+    node_ref, dot, param = target.strip().rpartition(".")
+    if not eq or not dot or not node_ref or not param:
+        raise UsageError(f"--set {item!r}: expected NODE.PARAM=VALUE")
+    override = resolve_override(node_ref, param, graph, registry)
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    spec = registry[graph.nodes[override.node_id].type]
+    if spec.param(param).type in _TEXT_PARAMS and not isinstance(value, str):  # type: ignore[union-attr]
+        value = raw
+    return Override(override.node_id, param, value)
+
+
+def resolve_override(node_ref: str, param: str, graph: Graph, registry: NodeRegistry,
+                     value: Any = None) -> Override:
+    """Find the node (by id, else by unique title) and check it has the param."""
+    node_id = find_node(graph, registry, node_ref)
+    node = graph.nodes[node_id]
+    spec = registry.get(node.type)
+    if spec is None:
+        raise UsageError(f"node {node_id!r} has unknown type {node.type!r}")
+    if spec.param(param) is None:
+        names = ", ".join(p.name for p in spec.params) or "none"
+        raise UsageError(f"node {node_id!r} ({spec.type}) has no param {param!r}; its params: {names}")
+    return Override(node_id, param, value)
+
+
+def find_node(graph: Graph, registry: NodeRegistry, ref: str) -> str:
+    """A node id from an id or a title (the shown title: the node's own, else its type's)."""
+    if ref in graph.nodes:
+        return ref
+    matches = [n.id for n in graph if (n.title or _type_title(n.type, registry)) == ref]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise UsageError(f"title {ref!r} names {len(matches)} nodes ({', '.join(sorted(matches))}); use an id")
+    raise UsageError(f"no node with id or title {ref!r} in the graph")
+
+
+def _type_title(type_name: str, registry: NodeRegistry) -> str | None:
+    spec = registry.get(type_name)
+    return spec.title if spec is not None else None
+
+
+def apply_overrides(graph: Graph, overrides: list[Override]) -> Graph:
+    out = graph.copy()
+    for o in overrides:
+        out.nodes[o.node_id].params[o.param] = o.value
+    return out
+
+
+def read_batch(path: str, graph: Graph, registry: NodeRegistry) -> list[Graph]:
+    """One graph per non-blank JSONL line of `{"NODE.PARAM": value}` overrides, all checked now."""
+    from engine.validate import check
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.readlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+    jobs = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            job = apply_overrides(graph, _batch_overrides(line, graph, registry))
+            check(job, registry)
+        except KilnError as exc:
+            raise UsageError(f"{path}:{number}: {exc}") from None
+        jobs.append(job)
+    if not jobs:
+        raise UsageError(f"{path}: no jobs (expected one JSON object per line)")
+    return jobs
+
+
+def _batch_overrides(line: str, graph: Graph, registry: NodeRegistry) -> list[Override]:
+    try:
+        data = json.loads(line)
+    except ValueError as exc:
+        raise UsageError(f"not valid JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        raise UsageError('expected an object like {"NODE.PARAM": value}')
+    overrides = []
+    for target, value in data.items():
+        node_ref, dot, param = target.rpartition(".")
+        if not dot or not node_ref or not param:
+            raise UsageError(f"{target!r}: expected a key NODE.PARAM")
+        overrides.append(resolve_override(node_ref, param, graph, registry, value))
+    return overrides
+
+
+def _run_parser() -> _Parser:
+    p = _Parser(prog="main.py run", description="Run a graph headless; SaveImage nodes write PNGs "
+                "(graph and settings embedded) into --out.")
+    p.add_argument("graph", help="graph file (.json) or a PNG written by Kiln")
+    p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
+                   help="change a param (NODE is an id or a unique title; VALUE is JSON or text)")
+    p.add_argument("--out", metavar="DIR", help="folder for images (default: current folder)")
+    p.add_argument("--json", action="store_true", help="print one JSON summary object")
+    p.add_argument("--batch", metavar="FILE.jsonl", help='one run per line of {"NODE.PARAM": value}')
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--cache-dir", metavar="DIR", help="result cache folder (default: user cache)")
+    p.add_argument("--no-disk-cache", action="store_true", help="keep results in memory only")
+    return p
+
+
+def cmd_run(argv: list[str], registry: NodeRegistry | None) -> int:
+    args = _run_parser().parse_args(argv)
+    graph = _load_graph(args.graph)
+    registry = _registry(registry)
+    graph = apply_overrides(graph, [parse_set(item, graph, registry) for item in args.set])
+    jobs = read_batch(args.batch, graph, registry) if args.batch else None
+    executor = _make_executor(args, registry)
+    if jobs is None:
+        result = executor.run(graph)
+        summary = _summary(result)
+        _report(summary, args.json, result)
+        return 0 if result.ok else _fail(str(result.error), 1)
+    return _run_batch(executor, jobs, args.json)
+
+
+def _make_executor(args: argparse.Namespace, registry: NodeRegistry) -> Any:
+    from engine.cache import ResultCache
+    from engine.executor import Executor
+    from engine.spec import EngineSettings
+
+    settings = EngineSettings(output_dir=args.out or os.getcwd(), device=args.device or "auto",
+                              cache_dir=args.cache_dir)
+    cache = ResultCache.from_settings(settings, disk=not args.no_disk_cache)
+    return Executor(registry, settings, cache)
+
+
+def _summary(result: Any) -> dict[str, Any]:
+    summary = {
+        "outputs": list(result.files),
+        "nodes": {nid: {"status": r.status, "seconds": round(r.seconds, 4)} for nid, r in result.nodes.items()},
+        "model_evals": result.model_evals,
+        "seconds": round(result.seconds, 4),
+    }
+    if result.error is not None:
+        summary["error"] = str(result.error)
+    return summary
+
+
+def _report(summary: dict[str, Any], as_json: bool, result: Any) -> None:
+    if as_json:
+        print(json.dumps(summary))
+        return
+    for path in summary["outputs"]:
+        print(path)
+    counts = {s: result.count(s) for s in ("ran", "cached", "failed")}
+    print(f"kiln: {len(result.nodes)} nodes ({counts['ran']} ran, {counts['cached']} cached"
+          f"{', 1 failed' if counts['failed'] else ''}), {result.model_evals} model evals, "
+          f"{result.seconds:.2f} s", file=sys.stderr)
+
+
+def _run_batch(executor: Any, jobs: list[Graph], as_json: bool) -> int:
+    import time
+
+    t0 = time.perf_counter()
+    summaries = []
+    failure = None
+    for index, job in enumerate(jobs):
+        result = executor.run(job)
+        summaries.append({"index": index, **_summary(result)})
+        if not as_json:
+            _report(summaries[-1], False, result)
+        if not result.ok:
+            failure = f"job {index}: {result.error}"
+            break
+    if as_json:
+        print(json.dumps({"jobs": summaries, "seconds": round(time.perf_counter() - t0, 4)}))
+    return _fail(failure, 1) if failure else 0
+
+
+# --- validate, nodes, inspect-model ------------------------------------------------
+def cmd_validate(argv: list[str], registry: NodeRegistry | None) -> int:
+    parser = _Parser(prog="main.py validate", description="Check a graph against the node types.")
+    parser.add_argument("graph")
+    args = parser.parse_args(argv)
+    from engine.validate import validate
+
+    graph = _load_graph(args.graph)
+    issues = validate(graph, _registry(registry))
+    for issue in issues:
+        print(issue)
+    if issues:
+        return _fail(f"{args.graph}: {len(issues)} problem{'s' if len(issues) > 1 else ''} (listed above)")
+    print(f"{args.graph}: ok ({len(graph.nodes)} nodes, {len(graph.links)} links)")
+    return 0
+
+
+def cmd_nodes(argv: list[str], registry: NodeRegistry | None) -> int:
+    parser = _Parser(prog="main.py nodes", description="List the node types.")
+    parser.add_argument("--json", action="store_true", help="full description as JSON")
+    args = parser.parse_args(argv)
+    registry = _registry(registry)
+    if args.json:
+        print(json.dumps(registry.describe(), indent=2))
+        return 0
+    for spec in registry:
+        ins = ", ".join(f"{i.name}:{i.type}" for i in spec.inputs) or "-"
+        outs = ", ".join(f"{o.name}:{o.type}" for o in spec.outputs) or "-"
+        print(f"{spec.category:<14} {spec.type:<20} {ins} -> {outs}")
+    return 0
+
+
+def cmd_inspect_model(argv: list[str], registry: NodeRegistry | None) -> int:
+    parser = _Parser(prog="main.py inspect-model", description="Describe a checkpoint file.")
+    parser.add_argument("file")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        from engine.models.inspect import inspect_main
+    except ModuleNotFoundError as exc:
+        if exc.name == "engine.models.inspect":
+            raise UsageError("inspect-model is not available in this installation") from None
+        raise
+    return int(inspect_main(args.file, args.json))
+
+
+COMMANDS: dict[str, Callable[[list[str], NodeRegistry | None], int]] = {
+    "run": cmd_run,
+    "validate": cmd_validate,
+    "nodes": cmd_nodes,
+    "inspect-model": cmd_inspect_model,
+}
