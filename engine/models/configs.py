@@ -5,7 +5,7 @@ next to a checkpoint maps onto them key for key. Nothing here imports torch.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 
@@ -121,6 +121,17 @@ class CheckpointConfig:
             "conditioner": self.conditioner.to_dict(),
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CheckpointConfig":
+        """Inverse of to_dict; unknown fields are an error naming them (ValueError)."""
+        return cls(
+            unet=_from_fields(UNetConfig, d.get("unet", {})),
+            autoencoder=_from_fields(AutoencoderConfig, d.get("autoencoder", {})),
+            diffusion=_from_fields(DiffusionConfig, d.get("diffusion", {})),
+            conditioner=ConditionerConfig(**d.get("conditioner", {})),
+            preset=d.get("preset", "custom"),
+        )
+
 
 def _plain(value: Any) -> Any:
     """Tuples to lists, recursively, so configs are JSON-ready."""
@@ -129,3 +140,12 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def _from_fields(cls: type, d: dict[str, Any]) -> Any:
+    """A config dataclass from a plain dict, lists back to tuples."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field {unknown[0]!r}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
