@@ -20,11 +20,10 @@ _MAX_PIXELS = 8192 * 8192
 
 
 def _load(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    import numpy as np
     import torch
 
     rgba = _read_rgba(params["path"])  # (H, W, 4) uint8
-    array = torch.from_numpy(np.ascontiguousarray(rgba)).permute(2, 0, 1).float() / 255.0  # (4, H, W)
+    array = torch.from_numpy(rgba).permute(2, 0, 1).float() / 255.0  # (4, H, W)
     pixels = array[:3].unsqueeze(0).contiguous()  # (1, 3, H, W)
     mask = (1.0 - array[3:]).unsqueeze(0).contiguous()  # (1, 1, H, W), 1 = transparent
     return {"image": Image(pixels), "mask": mask}
@@ -41,7 +40,7 @@ def _read_rgba(path: str) -> Any:
             if img.width * img.height > _MAX_PIXELS:
                 raise UserInputError(f"{path}: {img.width}x{img.height} is too large to load", "path")
             img = ImageOps.exif_transpose(img)
-            return np.asarray(img.convert("RGBA"))
+            return np.array(img.convert("RGBA"))  # a writable copy
     except FileNotFoundError:
         raise UserInputError(f"{path}: file not found", "path") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
