@@ -159,7 +159,10 @@ class SeedEditor(BigIntEditor):
 
     def __init__(self, param: Param, compact: bool, parent: QWidget | None = None):
         super().__init__(param, compact, parent)
-        self.dice = QToolButton(text="🎲")
+        from app.theme import icon
+
+        self.dice = QToolButton()
+        self.dice.setIcon(icon("dice"))
         self.dice.setToolTip("New random seed")
         self.dice.clicked.connect(self.randomise)
         self.mode = QComboBox()

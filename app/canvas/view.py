@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QEvent, QPoint, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QKeyEvent, QKeySequence, QMouseEvent, QPainter, QPen, QWheelEvent
 from PySide6.QtWidgets import QGraphicsProxyWidget, QGraphicsView, QWidget
 
@@ -18,6 +18,7 @@ class GraphView(QGraphicsView):
     search_requested = Signal(QPointF)  # Tab / double-click on empty canvas, in scene coordinates
     files_dropped = Signal(list)
     key_action = Signal(str)  # "delete", "disable", "rename", "frame", "help", "collapse"
+    context_menu = Signal(QPointF, QPoint)  # scene position, global position
 
     def __init__(self, scene: GraphScene, parent: QWidget | None = None):
         super().__init__(scene, parent)
@@ -185,6 +186,13 @@ class GraphView(QGraphicsView):
     def scrollContentsBy(self, dx: int, dy: int) -> None:
         super().scrollContentsBy(dx, dy)
         self.minimap.update()
+
+    def contextMenuEvent(self, event) -> None:
+        if self._proxy_under(event.pos()):
+            super().contextMenuEvent(event)
+            return
+        self.context_menu.emit(self.mapToScene(event.pos()), event.globalPos())
+        event.accept()
 
     # --- file drops ----------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:

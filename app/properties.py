@@ -1,0 +1,120 @@
+"""The properties panel: every param of the selected node, reset to default, the node's help."""
+from __future__ import annotations
+
+from typing import Callable
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (QFormLayout, QHBoxLayout, QLabel, QScrollArea, QToolButton, QVBoxLayout, QWidget)
+
+from app.document import Document
+from app.editing import Editor
+from app.param_widgets import ParamEditor, SeedEditor, make_editor
+from app.theme import icon
+
+
+class PropertiesPanel(QScrollArea):
+    def __init__(self, doc: Document, editor: Editor, choices_provider: Callable[[str], list[str]] | None = None):
+        super().__init__()
+        self.doc = doc
+        self.editor = editor
+        self.choices_provider = choices_provider
+        self.node_id: str | None = None
+        self.editors: dict[str, ParamEditor] = {}
+        self.resets: dict[str, QToolButton] = {}
+        self.setWidgetResizable(True)
+        self.setFrameShape(QScrollArea.Shape.NoFrame)
+        doc.param_changed.connect(self._on_param_changed)
+        doc.node_changed.connect(self._on_node_changed)
+        doc.node_removed.connect(lambda n: self.show_node(None) if n == self.node_id else None)
+        doc.graph_reset.connect(lambda: self.show_node(self.node_id if self.node_id in doc.graph.nodes else None))
+        doc.meta_changed.connect(self._on_meta_changed)
+        self.show_node(None)
+
+    def show_node(self, node_id: str | None) -> None:
+        self.node_id = node_id
+        self.editors.clear()
+        self.resets.clear()
+        body = QWidget()
+        layout = QVBoxLayout(body)
+        layout.setContentsMargins(10, 10, 10, 10)
+        layout.setSpacing(8)
+        if node_id is None or node_id not in self.doc.graph.nodes:
+            self.node_id = None
+            hint = QLabel("Select a node to edit its parameters.\n\nTab or double-click the canvas to add one.")
+            hint.setObjectName("helpText")
+            hint.setWordWrap(True)
+            layout.addWidget(hint)
+        else:
+            self._fill(layout, node_id)
+        layout.addStretch(1)
+        self.setWidget(body)
+
+    def _fill(self, layout: QVBoxLayout, node_id: str) -> None:
+        node = self.doc.graph.nodes[node_id]
+        spec = self.doc.registry.get(node.type)
+        self.header = QLabel(self.doc.node_title(node_id))
+        self.header.setObjectName("nodeHeader")
+        layout.addWidget(self.header)
+        sub = QLabel(f"{node.type} · id {node_id}" + (" · disabled" if node.disabled else ""))
+        sub.setObjectName("helpText")
+        layout.addWidget(sub)
+        if spec is None:
+            layout.addWidget(QLabel(f"Unknown node type {node.type!r}: its params are kept as they are."))
+            return
+        if spec.help:
+            help_label = QLabel(spec.help)
+            help_label.setObjectName("helpText")
+            help_label.setWordWrap(True)
+            layout.addWidget(help_label)
+        form = QFormLayout()
+        form.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        for param in spec.params:
+            label = QLabel(param.name.replace("_", " "))
+            label.setToolTip(param.help)
+            form.addRow(label, self._param_row(node_id, param))
+        layout.addLayout(form)
+
+    def _param_row(self, node_id: str, param) -> QWidget:
+        row = QWidget()
+        box = QHBoxLayout(row)
+        box.setContentsMargins(0, 0, 0, 0)
+        editor = make_editor(param, compact=False, choices_provider=self.choices_provider)
+        editor.setToolTip(param.help)
+        editor.committed.connect(lambda value, merge, name=param.name:
+                                 self.editor.set_param(node_id, name, value, merge))
+        if isinstance(editor, SeedEditor):
+            editor.mode_changed.connect(lambda mode, name=param.name: self.editor.set_seed_mode(node_id, name, mode))
+            editor.set_mode(self.doc.seed_mode(node_id, param.name))
+        editor.set_value(self.doc.param_value(node_id, param.name))
+        reset = QToolButton()
+        reset.setIcon(icon("restore"))
+        reset.setToolTip(f"Reset to default ({param.default!r})"[:120])
+        reset.clicked.connect(lambda _=False, name=param.name: self.editor.reset_param(node_id, name))
+        box.addWidget(editor, 1)
+        box.addWidget(reset, 0, Qt.AlignmentFlag.AlignTop)
+        self.editors[param.name] = editor
+        self.resets[param.name] = reset
+        self._update_reset(param.name)
+        return row
+
+    def _update_reset(self, name: str) -> None:
+        spec = self.doc.registry.get(self.doc.graph.nodes[self.node_id].type)
+        param = spec.param(name) if spec else None
+        if param is not None and name in self.resets:
+            self.resets[name].setEnabled(self.doc.param_value(self.node_id, name) != param.default)
+
+    def _on_param_changed(self, node_id: str, name: str) -> None:
+        if node_id == self.node_id and name in self.editors:
+            self.editors[name].set_value(self.doc.param_value(node_id, name))
+            self._update_reset(name)
+
+    def _on_node_changed(self, node_id: str) -> None:
+        if node_id == self.node_id and hasattr(self, "header"):
+            self.header.setText(self.doc.node_title(node_id))
+
+    def _on_meta_changed(self, key: str) -> None:
+        if key == "seed_control" and self.node_id is not None:
+            for name, editor in self.editors.items():
+                if isinstance(editor, SeedEditor):
+                    editor.set_mode(self.doc.seed_mode(self.node_id, name))

@@ -1,0 +1,177 @@
+"""Shows runs as they happen: node states on the canvas, live previews, the
+status bar's progress, the log, and the results in the viewer and its history."""
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import QLabel, QProgressBar, QStatusBar
+
+from app.canvas.scene import GraphScene
+from app.log_panel import LogPanel
+from app.runner import Job, JobResult, Runner
+from app.viewer import ResultEntry, Viewer, to_qimage
+
+
+class RunControl(QObject):
+    idle = Signal()  # the queue ran dry
+    result_ready = Signal(object)  # JobResult, after the views were updated
+
+    def __init__(self, runner: Runner, scene: GraphScene, viewer: Viewer, log: LogPanel, status: QStatusBar):
+        super().__init__()
+        self.runner, self.scene, self.viewer, self.log = runner, scene, viewer, log
+        self.node_images: dict[str, ResultEntry] = {}  # the last picture of every node
+        self.last_result: JobResult | None = None
+        self.preferred_node: str | None = None  # show this node's picture after a run, if it has one
+        self._planned = 0
+        self._done = 0
+        self._fraction = 0.0
+        self.progress = QProgressBar()
+        self.progress.setFixedWidth(220)
+        self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(False)
+        self.progress.hide()
+        self.queue_label = QLabel("")
+        self.device_label = QLabel("device: not started")
+        status.addPermanentWidget(self.queue_label)
+        status.addPermanentWidget(self.progress)
+        status.addPermanentWidget(self.device_label)
+        self.status = status
+        runner.event.connect(self.on_event)
+        runner.job_started.connect(self.on_job_started)
+        runner.job_finished.connect(self.on_job_finished)
+        runner.queue_changed.connect(self.on_queue_changed)
+        runner.device_known.connect(lambda d: self.device_label.setText(f"device: {d}"))
+
+    # --- engine events -----------------------------------------------------------------
+    def on_job_started(self, job: Job) -> None:
+        self.status.showMessage(f"{job.label} #{job.id} running…")
+
+    def on_event(self, event: Any) -> None:
+        handler = getattr(self, f"_on_{event.kind}", None)
+        if handler is not None:
+            handler(event)
+
+    def _on_run_started(self, event: Any) -> None:
+        self._planned, self._done, self._fraction = 0, 0, 0.0
+        for node_id in event.nodes:
+            self.scene.set_node_state(node_id, "")
+        self.progress.setValue(0)
+        self.progress.show()
+
+    def _on_queued(self, event: Any) -> None:
+        self._planned += 1
+        self.scene.set_node_state(event.node_id, "queued")
+
+    def _on_cached(self, event: Any) -> None:
+        self.scene.set_node_state(event.node_id, "cached")
+
+    def _on_started(self, event: Any) -> None:
+        self._fraction = 0.0
+        self.scene.set_node_progress(event.node_id, 0.0)
+        self._update_bar()
+
+    def _on_progress(self, event: Any) -> None:
+        self._fraction = event.step / max(1, event.total)
+        self.scene.set_node_progress(event.node_id, self._fraction)
+        if event.preview is not None:
+            self.scene.set_thumbnail(event.node_id, to_qimage(event.preview))
+        self._update_bar()
+
+    def _on_finished(self, event: Any) -> None:
+        self._done += 1
+        self._fraction = 0.0
+        self.scene.set_node_state(event.node_id, "done", seconds=event.seconds)
+        self._update_bar()
+
+    def _on_failed(self, event: Any) -> None:
+        self.scene.set_node_state(event.node_id, "failed", event.message)
+
+    def _on_file_written(self, event: Any) -> None:
+        self.log.add("ok", f"wrote {event.path}", event.node_id)
+
+    def _update_bar(self) -> None:
+        total = max(1, self._planned)
+        self.progress.setValue(int(1000 * min(1.0, (self._done + self._fraction) / total)))
+
+    def on_queue_changed(self, count: int) -> None:
+        self.queue_label.setText(f"{count} run{'s' if count != 1 else ''} queued" if count > 1 else "")
+        if count == 0:
+            self.progress.hide()
+            self.idle.emit()
+
+    # --- results ---------------------------------------------------------------------
+    def on_job_finished(self, result: JobResult) -> None:
+        self.last_result = result
+        self._show_images(result)
+        if result.issues:
+            self.scene.set_issues(result.issues)
+        if result.ok:
+            ran = sum(1 for s, _ in result.statuses.values() if s == "ran")
+            cached = sum(1 for s, _ in result.statuses.values() if s == "cached")
+            text = f"{result.job.label} #{result.job.id} done in {result.seconds:.2f}s ({ran} ran, {cached} cached)"
+            self.log.add("ok", text)
+            self.status.showMessage(text, 8000)
+        elif result.cancelled:
+            self.log.add("warn", f"{result.job.label} #{result.job.id} cancelled")
+            self.status.showMessage("Cancelled", 5000)
+            for node_id, (status, _) in result.statuses.items():
+                if status not in ("ran", "cached", "failed"):
+                    self.scene.set_node_state(node_id, "")
+        else:
+            self._report_failure(result)
+        self.result_ready.emit(result)
+
+    def _report_failure(self, result: JobResult) -> None:
+        if result.error_node:
+            self.scene.set_node_state(result.error_node, "failed", result.error_message)
+            self.log.error(result.error_message, result.error_node, result.error_details)
+            self.status.showMessage(f"{result.error_node} failed: {result.error_message}", 10000)
+        else:
+            for node_id, message in result.issues.items():
+                self.scene.set_node_state(node_id, "failed", message)
+            self.log.error(result.error_message)
+            self.status.showMessage(result.error_message, 10000)
+
+    def _show_images(self, result: JobResult) -> None:
+        if not result.images:
+            return
+        fresh: list[ResultEntry] = []
+        for node_id, pictures in result.images.items():
+            seeds = result.seeds.get(node_id, ())
+            entries = [self._entry(result, node_id, pixels, seeds[i] if i < len(seeds) else None)
+                       for i, pixels in enumerate(pictures)]
+            self.node_images[node_id] = entries[0]
+            self.scene.set_thumbnail(node_id, entries[0].image)
+            if self._is_output(node_id, result):
+                fresh.extend(entries)
+        shown = self._choose_display(fresh, result)
+        for entry in reversed(fresh[:8]):
+            if entry is not shown:
+                self.viewer.add_result(entry)
+        if shown is not None:
+            self.viewer.add_result(shown)
+
+    def _is_output(self, node_id: str, result: JobResult) -> bool:
+        node = result.job.graph.nodes.get(node_id)
+        spec = self.runner.registry.get(node.type) if node else None
+        is_target = result.job.targets is not None and node_id in result.job.targets
+        return is_target or (spec is not None and spec.output_node)
+
+    def _choose_display(self, fresh: list[ResultEntry], result: JobResult) -> ResultEntry | None:
+        preferred = self.preferred_node
+        if preferred and preferred in result.images:
+            entry = self.node_images[preferred]
+            if entry not in fresh:
+                fresh.insert(0, entry)
+            return entry
+        return fresh[0] if fresh else None
+
+    def _entry(self, result: JobResult, node_id: str, pixels: Any, seed: int | None) -> ResultEntry:
+        node = result.job.graph.nodes.get(node_id)
+        spec = self.runner.registry.get(node.type) if node else None
+        title = (node.title if node and node.title else (spec.title if spec else node_id))
+        info: dict[str, Any] = {"node": node_id}
+        if seed is not None:
+            info["seed"] = seed
+        return ResultEntry(pixels, node_id, title, result.job.graph_dict, info)

@@ -1,0 +1,235 @@
+"""Runs graphs on a worker thread and reports back on the UI thread.
+
+The engine (`Executor.run`) blocks and may import torch; it never runs on the UI
+thread. Jobs queue up and run one after another; engine events come back as
+Qt signals (queued across threads). Images are turned into uint8 numpy arrays on
+the worker, so the UI thread never touches torch.
+"""
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from engine.graph import Graph
+from engine.spec import EngineSettings, NodeRegistry, SocketType
+
+IMAGE_TYPES = (SocketType.IMAGE, SocketType.MASK)
+
+
+@dataclass
+class Job:
+    id: int
+    graph: Graph  # a snapshot: edits made while it runs do not touch it
+    targets: list[str] | None
+    label: str
+    graph_dict: dict  # the file document of the snapshot, for the history and saved PNGs
+    watch: list[str] = field(default_factory=list)  # nodes whose images we want back
+    cancelled: bool = False
+
+
+@dataclass
+class JobResult:
+    job: Job
+    ok: bool
+    cancelled: bool = False
+    seconds: float = 0.0
+    error_node: str | None = None
+    error_message: str = ""
+    error_details: str = ""
+    issues: dict[str, str] = field(default_factory=dict)  # node id -> validation problem
+    statuses: dict[str, tuple[str, float]] = field(default_factory=dict)
+    images: dict[str, list[Any]] = field(default_factory=dict)  # node id -> uint8 (H, W, 3) arrays
+    seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    model_evals: int = 0
+
+
+def image_nodes(graph: Graph, registry: NodeRegistry, targets: list[str]) -> list[str]:
+    """The targets' ancestors (and targets) that have an image output: their pictures become thumbnails."""
+    needed, todo = set(targets), list(targets)
+    while todo:
+        for link in graph.incoming(todo.pop()).values():
+            if link.src not in needed:
+                needed.add(link.src)
+                todo.append(link.src)
+    found = []
+    for node_id in sorted(needed):
+        node = graph.nodes.get(node_id)
+        spec = registry.get(node.type) if node else None
+        if spec is not None and not node.disabled and any(o.type in IMAGE_TYPES for o in spec.outputs):
+            found.append(node_id)
+    return found
+
+
+class Runner(QObject):
+    event = Signal(object)  # engine.events.Event, on the UI thread
+    job_started = Signal(object)  # Job
+    job_finished = Signal(object)  # JobResult
+    queue_changed = Signal(int)  # jobs waiting or running
+    device_known = Signal(str)
+
+    def __init__(self, registry: NodeRegistry, settings: EngineSettings | None = None,
+                 parent: QObject | None = None):
+        super().__init__(parent)
+        self.registry = registry
+        self.settings = settings or EngineSettings()
+        self._ids = itertools.count(1)
+        self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._waiting: list[Job] = []
+        self._current: Job | None = None
+        self._lock = threading.Lock()
+        self._executor: Any = None
+        self._executor_settings: EngineSettings | None = None
+        self._thread = threading.Thread(target=self._work, name="kiln-engine", daemon=True)
+        self._thread.start()
+
+    # --- UI thread ----------------------------------------------------------------------
+    def submit(self, graph: Graph, targets: list[str] | None = None, label: str = "Run") -> Job:
+        from engine.executor import resolve_targets
+        from engine.graph_file import graph_to_dict
+
+        snapshot = graph.copy()
+        try:
+            resolved = resolve_targets(snapshot, self.registry, targets)
+        except Exception:  # the engine reports it properly when the job runs
+            resolved = list(targets or [])
+        job = Job(next(self._ids), snapshot, list(targets) if targets is not None else None, label,
+                  graph_to_dict(snapshot), watch=image_nodes(snapshot, self.registry, resolved))
+        with self._lock:
+            self._waiting.append(job)
+        self._jobs.put(job)
+        self.queue_changed.emit(self.pending())
+        return job
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._waiting) + (1 if self._current is not None else 0)
+
+    @property
+    def busy(self) -> bool:
+        return self.pending() > 0
+
+    def cancel(self, clear_queue: bool = True) -> None:
+        """Stop the running job (within one sampler step) and, by default, drop the queue."""
+        with self._lock:
+            if clear_queue:
+                for job in self._waiting:
+                    job.cancelled = True
+            if self._current is not None:
+                self._current.cancelled = True
+            executor = self._executor
+        if executor is not None:
+            executor.cancel()
+
+    def set_settings(self, settings: EngineSettings) -> None:
+        """Takes effect from the next job (a new executor, with an empty memory cache)."""
+        self.settings = settings
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        self.cancel()
+        self._jobs.put(None)
+        self._thread.join(timeout)
+
+    # --- worker thread --------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            with self._lock:
+                if job in self._waiting:
+                    self._waiting.remove(job)
+                self._current = job
+            try:
+                result = JobResult(job, ok=False, cancelled=True) if job.cancelled else self._run(job)
+            except Exception as exc:  # a bug, not a user mistake: report it, keep the worker alive
+                import traceback
+
+                result = JobResult(job, ok=False, error_message=f"internal error: {exc}",
+                                   error_details=traceback.format_exc())
+            with self._lock:
+                self._current = None
+            self.job_finished.emit(result)
+            self.queue_changed.emit(self.pending())
+
+    def _get_executor(self) -> Any:
+        if self._executor is None or self._executor_settings is not self.settings:
+            from engine.executor import Executor
+
+            self._executor = Executor(self.registry, self.settings)
+            self._executor_settings = self.settings
+            self.device_known.emit(_describe_device(self.settings.device))
+        return self._executor
+
+    def _run(self, job: Job) -> JobResult:
+        from engine.errors import KilnError, ValidationError
+
+        executor = self._get_executor()
+        self.job_started.emit(job)
+
+        def on_event(event: Any) -> None:
+            if job.cancelled and event.kind == "run_started":
+                executor.cancel()  # cancelled before the run cleared its flag
+            self.event.emit(event)
+
+        targets = job.targets
+        if targets is not None or job.watch:
+            from engine.executor import resolve_targets
+
+            targets = list(dict.fromkeys([*resolve_targets(job.graph, self.registry, job.targets), *job.watch]))
+        t0 = time.perf_counter()
+        try:
+            run = executor.run(job.graph, targets, on_event=on_event)
+        except ValidationError as err:
+            return JobResult(job, ok=False, error_message=str(err), seconds=time.perf_counter() - t0,
+                             issues={i.node_id: i.message for i in err.issues if i.node_id})
+        except KilnError as err:
+            return JobResult(job, ok=False, error_message=str(err), seconds=time.perf_counter() - t0)
+        return self._result(job, run)
+
+    def _result(self, job: Job, run: Any) -> JobResult:
+        result = JobResult(job, ok=run.ok, cancelled=run.cancelled, seconds=run.seconds,
+                           files=list(run.files), model_evals=run.model_evals,
+                           statuses={n: (r.status, r.seconds) for n, r in run.nodes.items()})
+        if run.error is not None:
+            result.error_node = run.error.node_id
+            result.error_message = run.error.message
+            result.error_details = getattr(run.error, "details", "") or ""
+        for node_id, outputs in run.outputs.items():
+            pictures, seeds = _pictures(outputs)
+            if pictures:
+                result.images[node_id] = pictures
+                result.seeds[node_id] = seeds
+        return result
+
+
+def _pictures(outputs: dict[str, Any]) -> tuple[list[Any], tuple[int, ...]]:
+    """uint8 (H, W, 3) arrays of the first image-like output (IMAGE or MASK), with the seeds."""
+    import torch
+
+    for value in outputs.values():
+        pixels = getattr(value, "pixels", value)
+        if not isinstance(pixels, torch.Tensor) or pixels.ndim != 4 or pixels.shape[1] not in (1, 3):
+            continue
+        batch = (pixels.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+        if batch.shape[1] == 1:
+            batch = batch.expand(-1, 3, -1, -1)
+        arrays = [img.permute(1, 2, 0).contiguous().numpy() for img in batch[:16]]
+        return arrays, tuple(getattr(value, "seeds", ()) or ())
+    return [], ()
+
+
+def _describe_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return f"cuda ({torch.cuda.get_device_name(0)})"
+        return "cpu"
+    return requested

@@ -1,0 +1,655 @@
+"""The main window: canvas, viewer, properties, log and undo history, wired to the runner."""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from PySide6.QtCore import QMimeData, QPoint, QPointF, QRectF, Qt, QTimer
+from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
+from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLineEdit, QMainWindow, QMenu, QMessageBox, QSplitter,
+                               QToolButton, QUndoView, QWidget)
+
+from app import theme
+from app.canvas import style
+from app.canvas.scene import GraphScene, PendingLink
+from app.canvas.view import GraphView
+from app.commands import ReplaceGraphCommand
+from app.document import Autosaver, Document, read_recovery
+from app.editing import CLIPBOARD_MIME, Editor
+from app.log_panel import LogPanel
+from app.properties import PropertiesPanel
+from app.run_control import RunControl
+from app.runner import Runner
+from app.search import NodeSearchPopup, TypeFilter
+from app.settings import AppSettings, SettingsDialog
+from app.shortcuts import ShortcutOverlay
+from app.viewer import ResultEntry, Viewer
+from engine.errors import KilnError
+from engine.spec import NodeRegistry
+
+Asker = Callable[[str, str], str]  # (kind, question) -> answer; tests replace it
+AUTO_RUN_DELAY_MS = 400
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, registry: NodeRegistry | None = None, settings: AppSettings | None = None):
+        super().__init__()
+        if registry is None:
+            from nodes import build_registry
+
+            registry = build_registry()
+        self.registry = registry
+        self.settings = settings or AppSettings()
+        self.ask: Asker = self._ask_with_dialog
+        self.doc = Document(registry, self)
+        self.editor = Editor(self.doc)
+        self.scene = GraphScene(self.doc, self.editor, self.choices)
+        self.view = GraphView(self.scene)
+        self.viewer = Viewer()
+        self.log = LogPanel()
+        self.properties = PropertiesPanel(self.doc, self.editor, self.choices)
+        self.runner = Runner(registry, self.settings.engine_settings(), self)
+        self.search = NodeSearchPopup(registry, self)
+        self.overlay = ShortcutOverlay(self)
+        self.autosaver = Autosaver(self.doc, self.settings.recovery_path())
+        self.actions: dict[str, QAction] = {}
+        self._search_target: tuple[QPointF, PendingLink | None] = (QPointF(), None)
+        self._rename_field: QLineEdit | None = None
+        self.auto_run_timer = QTimer(self, singleShot=True, interval=AUTO_RUN_DELAY_MS)
+        self.validate_timer = QTimer(self, singleShot=True, interval=150)
+        self._build_layout()
+        self.run_control = RunControl(self.runner, self.scene, self.viewer, self.log, self.statusBar())
+        self._build_actions()
+        self._build_menus()
+        self._build_toolbar()
+        self._connect()
+        self.setWindowIcon(theme.icon("kiln"))
+        self.setAcceptDrops(True)
+        self._update_title()
+
+    # --- layout --------------------------------------------------------------------------
+    def _build_layout(self) -> None:
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self.view)
+        split.addWidget(self.viewer)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        split.setChildrenCollapsible(False)
+        self.splitter = split
+        self.setCentralWidget(split)
+        self.properties_dock = self._dock("Properties", self.properties, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.log_dock = self._dock("Log", self.log, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.undo_view = QUndoView(self.doc.undo_stack)
+        self.undo_view.setEmptyLabel("<file opened>")
+        self.history_dock = self._dock("Undo history", self.undo_view, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.log_dock, self.history_dock)
+        self.log_dock.raise_()
+        self.properties_dock.setMinimumWidth(300)
+        self.resizeDocks([self.log_dock], [150], Qt.Orientation.Vertical)
+        self.resizeDocks([self.properties_dock], [330], Qt.Orientation.Horizontal)
+
+    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(title.replace(" ", "_").lower())
+        dock.setWidget(widget)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                         | QDockWidget.DockWidgetFeature.DockWidgetClosable
+                         | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _action(self, name: str, text: str, slot: Callable, shortcut: Any = None, icon: str | None = None,
+                checkable: bool = False, tip: str = "") -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            shortcuts = shortcut if isinstance(shortcut, list) else [shortcut]
+            action.setShortcuts([QKeySequence(s) for s in shortcuts])
+        if icon:
+            action.setIcon(theme.icon(icon))
+        action.setCheckable(checkable)
+        action.setToolTip(tip or text.replace("&", ""))
+        action.triggered.connect(slot)
+        self.addAction(action)
+        self.actions[name] = action
+        return action
+
+    def _build_actions(self) -> None:
+        a, K = self._action, QKeySequence.StandardKey
+        a("new", "&New", self.new_graph, K.New, "new")
+        a("open", "&Open…", lambda: self.open_file(), K.Open, "open")
+        a("save", "&Save", lambda: self.save(), K.Save, "save")
+        a("save_as", "Save &As…", lambda: self.save_as(), K.SaveAs)
+        a("save_image", "Save &Image…", lambda: self.save_image(self.viewer.current))
+        a("settings", "Se&ttings…", self.open_settings)
+        a("quit", "&Quit", self.close, K.Quit)
+        undo = self.doc.undo_stack.createUndoAction(self, "&Undo")
+        undo.setShortcuts([QKeySequence(K.Undo)])
+        undo.setIcon(theme.icon("undo"))
+        redo = self.doc.undo_stack.createRedoAction(self, "&Redo")
+        redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        redo.setIcon(theme.icon("redo"))
+        for name, action in (("undo", undo), ("redo", redo)):
+            self.addAction(action)
+            self.actions[name] = action
+        a("cut", "Cu&t", self.cut, K.Cut)
+        a("copy", "&Copy", self.copy, K.Copy)
+        a("paste", "&Paste", lambda: self.paste(), K.Paste)
+        a("duplicate", "&Duplicate", self.duplicate, ["Ctrl+D", "Alt+C"])
+        a("delete", "De&lete", self.delete_selection)
+        a("select_all", "Select &All", self.select_all, K.SelectAll)
+        a("group", "&Group in Backdrop", self.group_selection, "Ctrl+G")
+        a("add_backdrop", "Add &Backdrop", self.add_empty_backdrop)
+        a("rename", "&Rename", self.rename_selected)
+        a("disable", "&Disable / Enable", self.toggle_disabled)
+        a("collapse", "Co&llapse / Expand", lambda: self.editor.toggle_collapsed(self.scene.selected_node_ids()))
+        a("add_node", "Add &Node…", lambda: self.open_search(self.view.cursor_scene_pos()))
+        a("frame", "&Frame Selection", lambda: self.view.frame(True))
+        a("frame_all", "Frame &All", lambda: self.view.frame(False), "Home", "frame")
+        a("zoom_in", "Zoom &In", lambda: self.view.zoom_by(1.25), K.ZoomIn)
+        a("zoom_out", "Zoom &Out", lambda: self.view.zoom_by(0.8), K.ZoomOut)
+        a("snap", "&Snap to Grid", self._toggle_snap, checkable=True).setChecked(self.scene.snap_to_grid)
+        a("minimap", "&Minimap", lambda on: self.view.minimap.setVisible(on), checkable=True).setChecked(True)
+        a("run", "&Run", lambda: self.run_graph(), ["Ctrl+Return", "Ctrl+Enter"], "run",
+          tip="Run the graph (Ctrl+Enter); press again to queue another run")
+        a("run_selected", "Run to &Selected", self.run_selected, ["Ctrl+Shift+Return", "Ctrl+Shift+Enter"],
+          tip="Run only what the selected nodes need")
+        a("cancel", "&Cancel", self.cancel_run, "Esc", "stop", tip="Cancel the run and the queue (Esc)")
+        a("auto_run", "&Auto-run on Change", self._toggle_auto_run, checkable=True,
+          tip="Run again shortly after every edit")
+        a("help", "&Keyboard Shortcuts", self.overlay.toggle, None, "help")
+        a("about", "&About Kiln", self._about)
+        self.actions["cancel"].setEnabled(False)
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        for name in ("new", "open"):
+            file_menu.addAction(self.actions[name])
+        self.recent_menu = file_menu.addMenu("Open &Recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        for name in ("save", "save_as", "save_image", None, "settings", None, "quit"):
+            file_menu.addSeparator() if name is None else file_menu.addAction(self.actions[name])
+        edit = bar.addMenu("&Edit")
+        for name in ("undo", "redo", None, "cut", "copy", "paste", "duplicate", "delete", "select_all", None,
+                     "add_node", "rename", "disable", "collapse", "group", "add_backdrop"):
+            edit.addSeparator() if name is None else edit.addAction(self.actions[name])
+        edit.addMenu(self._color_menu(edit))
+        view = bar.addMenu("&View")
+        for name in ("frame", "frame_all", "zoom_in", "zoom_out", None, "snap", "minimap"):
+            view.addSeparator() if name is None else view.addAction(self.actions[name])
+        view.addSeparator()
+        for dock in (self.properties_dock, self.log_dock, self.history_dock):
+            view.addAction(dock.toggleViewAction())
+        run = bar.addMenu("&Run")
+        for name in ("run", "run_selected", "cancel", None, "auto_run"):
+            run.addSeparator() if name is None else run.addAction(self.actions[name])
+        help_menu = bar.addMenu("&Help")
+        help_menu.addAction(self.actions["help"])
+        help_menu.addAction(self.actions["about"])
+
+    def _color_menu(self, parent: QWidget) -> QMenu:
+        menu = QMenu("Node &Colour", parent)
+        for name, color in style.NODE_COLORS.items():
+            menu.addAction(name, lambda c=color: self.editor.set_color(self.scene.selected_node_ids(), c))
+        return menu
+
+    def _build_toolbar(self) -> None:
+        bar = self.addToolBar("Main")
+        bar.setObjectName("main_toolbar")
+        bar.setMovable(False)
+        for name in ("new", "open", "save", None, "undo", "redo", None, "frame_all", None):
+            bar.addSeparator() if name is None else bar.addAction(self.actions[name])
+        bar.addAction(self.actions["run"])
+        bar.widgetForAction(self.actions["run"]).setObjectName("runButton")
+        bar.widgetForAction(self.actions["run"]).setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        bar.addAction(self.actions["run_selected"])
+        bar.addAction(self.actions["cancel"])
+        bar.widgetForAction(self.actions["cancel"]).setObjectName("cancelButton")
+        bar.addSeparator()
+        bar.addAction(self.actions["auto_run"])
+        bar.addSeparator()
+        bar.addAction(self.actions["help"])
+
+    def _connect(self) -> None:
+        self.doc.dirty_changed.connect(lambda _d: self._update_title())
+        self.doc.path_changed.connect(lambda _p: self._update_title())
+        self.doc.changed.connect(self._on_doc_changed)
+        self.doc.graph_reset.connect(self._on_graph_reset)
+        self.scene.selectionChanged.connect(self._on_selection_changed)
+        self.scene.search_requested.connect(self.open_search)
+        self.scene.refused.connect(lambda msg: self.statusBar().showMessage(f"Cannot connect: {msg}", 6000))
+        self.scene.rename_requested.connect(self.start_rename)
+        self.scene.rename_backdrop_requested.connect(self.start_rename_backdrop)
+        self.view.search_requested.connect(self.open_search)
+        self.view.key_action.connect(self._on_key_action)
+        self.view.files_dropped.connect(self.open_dropped)
+        self.view.context_menu.connect(self._context_menu)
+        self.search.chosen.connect(self._on_search_chosen)
+        self.viewer.restore_requested.connect(self.restore_from_history)
+        self.viewer.save_requested.connect(self.save_image)
+        self.viewer.message.connect(lambda m: self.statusBar().showMessage(m, 4000))
+        self.log.node_clicked.connect(self.focus_node)
+        self.runner.queue_changed.connect(lambda n: self.actions["cancel"].setEnabled(n > 0))
+        self.auto_run_timer.timeout.connect(self._auto_run)
+        self.validate_timer.timeout.connect(self.revalidate)
+
+    # --- prompts ---------------------------------------------------------------------------
+    def _ask_with_dialog(self, kind: str, question: str) -> str:
+        box = QMessageBox(self)
+        box.setWindowTitle("Kiln")
+        box.setText(question)
+        if kind == "unsaved":
+            box.setStandardButtons(QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
+                                   | QMessageBox.StandardButton.Cancel)
+            answer = box.exec()
+            return {QMessageBox.StandardButton.Save: "save",
+                    QMessageBox.StandardButton.Discard: "discard"}.get(QMessageBox.StandardButton(answer), "cancel")
+        box.setStandardButtons(QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+        return "yes" if box.exec() == QMessageBox.StandardButton.Yes else "no"
+
+    def notify_error(self, message: str) -> None:
+        """A user mistake or a file problem: one line in the status bar and the log, no dialog."""
+        self.log.error(message)
+        self.statusBar().showMessage(message, 10000)
+
+    # --- files -------------------------------------------------------------------------------
+    def _update_title(self) -> None:
+        star = "*" if self.doc.dirty else ""
+        self.setWindowTitle(f"{self.doc.display_name()}{star} — Kiln")
+        self.setWindowModified(self.doc.dirty)
+
+    def confirm_discard(self) -> bool:
+        """True when the current graph may be replaced (saved, discarded or unchanged)."""
+        if not self.doc.dirty:
+            return True
+        answer = self.ask("unsaved", f"Save the changes to {self.doc.display_name()}?")
+        if answer == "save":
+            return self.save()
+        return answer == "discard"
+
+    def new_graph(self) -> None:
+        if self.confirm_discard():
+            self.doc.new()
+
+    def open_file(self, path: str | None = None) -> bool:
+        if path is None:
+            if not self.confirm_discard():
+                return False
+            path, _ = QFileDialog.getOpenFileName(self, "Open graph", self.settings.last_dir(),
+                                                  "Kiln graphs (*.json *.png);;All files (*)")
+            if not path:
+                return False
+        elif not self.confirm_discard():
+            return False
+        return self.load_path(path)
+
+    def load_path(self, path: str) -> bool:
+        try:
+            self.doc.open(path)
+        except KilnError as err:
+            self.notify_error(str(err))
+            return False
+        self.settings.add_recent(path)
+        self.settings.set_last_dir(path)
+        self.log.info(f"opened {path}")
+        QTimer.singleShot(0, lambda: self.view.frame(False))
+        return True
+
+    def open_dropped(self, paths: list[str]) -> None:
+        graphs = [p for p in paths if p.lower().endswith((".json", ".png"))]
+        if not graphs:
+            self.notify_error(f"{paths[0]}: not a Kiln graph (.json) or a Kiln PNG")
+            return
+        self.open_file(graphs[0])
+
+    def save(self) -> bool:
+        if not self.doc.path:
+            return self.save_as()
+        return self._save_to(self.doc.path)
+
+    def save_as(self, path: str | None = None) -> bool:
+        if path is None:
+            start = self.doc.path or os.path.join(self.settings.last_dir(), "untitled.json")
+            path, _ = QFileDialog.getSaveFileName(self, "Save graph", start, "Kiln graphs (*.json)")
+            if not path:
+                return False
+            if not path.lower().endswith(".json"):
+                path += ".json"
+        return self._save_to(path)
+
+    def _save_to(self, path: str) -> bool:
+        try:
+            saved = self.doc.save(path)
+        except KilnError as err:
+            self.notify_error(str(err))
+            return False
+        self.autosaver.discard()
+        self.settings.add_recent(saved)
+        self.settings.set_last_dir(saved)
+        self.statusBar().showMessage(f"Saved {saved}", 4000)
+        return True
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for path in self.settings.recent_files():
+            self.recent_menu.addAction(path, lambda p=path: self.open_file(p))
+        if self.recent_menu.isEmpty():
+            self.recent_menu.addAction("(none)").setEnabled(False)
+
+    def offer_recovery(self) -> bool:
+        """After a crash: offer the autosaved graph. True when it was restored."""
+        path = self.autosaver.recovery_path
+        if not os.path.exists(path):
+            return False
+        found = read_recovery(path)
+        if found is None:
+            self.autosaver.discard()
+            return False
+        graph, original = found
+        name = os.path.basename(original) if original else "an unsaved graph"
+        if self.ask("recover", f"Kiln did not close properly. Restore the autosaved copy of {name}?") != "yes":
+            self.autosaver.discard()
+            return False
+        self.doc.set_graph(graph, original, clean=False)
+        self.log.add("warn", f"restored the autosaved copy of {name}; save it to keep it")
+        QTimer.singleShot(0, lambda: self.view.frame(False))
+        return True
+
+    def save_image(self, entry: ResultEntry | None, path: str | None = None) -> bool:
+        if entry is None:
+            self.notify_error("no picture to save yet: run the graph first")
+            return False
+        if path is None:
+            start = os.path.join(self.settings.last_dir(), f"{entry.node_id}.png")
+            path, _ = QFileDialog.getSaveFileName(self, "Save image", start, "PNG images (*.png)")
+            if not path:
+                return False
+        from engine.pngmeta import write_png
+
+        try:
+            write_png(path, entry.pixels, entry.graph_dict, dict(entry.info))
+        except KilnError as err:
+            self.notify_error(str(err))
+            return False
+        self.statusBar().showMessage(f"Saved {path} (the graph is embedded)", 5000)
+        return True
+
+    def restore_from_history(self, entry: ResultEntry) -> None:
+        from engine.graph_file import graph_from_dict
+
+        graph = graph_from_dict(entry.graph_dict, "history")
+        self.doc.undo_stack.push(ReplaceGraphCommand(self.doc, graph, f"Restore graph of {entry.title}"))
+        self.viewer.show_entry(entry)
+
+    def open_settings(self) -> None:
+        if SettingsDialog(self.settings, self).exec():
+            self.runner.set_settings(self.settings.engine_settings())
+
+    # --- editing ------------------------------------------------------------------------------
+    def _on_doc_changed(self) -> None:
+        self.validate_timer.start()
+        if self.actions["auto_run"].isChecked() and not self._advancing_seeds:
+            self.auto_run_timer.start()
+
+    _advancing_seeds = False
+
+    def _on_graph_reset(self) -> None:
+        self.run_control.node_images.clear()
+        self.validate_timer.start()
+
+    def revalidate(self) -> None:
+        """Mark problems (missing inputs, bad params) on the nodes before anything runs."""
+        from engine.validate import validate
+
+        issues: dict[str, str] = {}
+        for issue in validate(self.doc.graph, self.registry):
+            if issue.node_id and issue.node_id not in issues:
+                issues[issue.node_id] = issue.message
+        self.scene.set_issues(issues)
+
+    def _on_selection_changed(self) -> None:
+        ids = self.scene.selected_node_ids()
+        self.properties.show_node(ids[0] if len(ids) == 1 else None)
+        if len(ids) == 1:
+            self.run_control.preferred_node = ids[0]
+            entry = self.run_control.node_images.get(ids[0])
+            if entry is not None:
+                self.viewer.show_entry(entry)
+
+    def _on_key_action(self, action: str) -> None:
+        {"delete": self.delete_selection, "disable": self.toggle_disabled, "rename": self.rename_selected,
+         "frame": lambda: self.view.frame(True), "help": self.overlay.toggle,
+         "collapse": lambda: self.editor.toggle_collapsed(self.scene.selected_node_ids())}[action]()
+
+    def open_search(self, scene_pos: QPointF, pending: PendingLink | None = None) -> None:
+        self._search_target = (scene_pos, pending)
+        flt = TypeFilter(pending.type_name, needs_input=pending.is_output) if pending else None
+        global_pos = self.view.viewport().mapToGlobal(self.view.mapFromScene(scene_pos))
+        self.search.open_at(global_pos, flt)
+
+    def _on_search_chosen(self, type_name: str) -> None:
+        pos, pending = self._search_target
+        self.scene.add_node_from_search(type_name, pos, pending)
+
+    def delete_selection(self) -> None:
+        links, dots = self.scene.selected_links(), self.scene.selected_reroutes()
+        nodes, backdrops = self.scene.selected_node_ids(), self.scene.selected_backdrop_ids()
+        if not (links or dots or nodes or backdrops):
+            return
+        stack = self.doc.undo_stack
+        stack.beginMacro("Delete selection")
+        for link in links:
+            self.editor.disconnect(link)
+        if dots:
+            self.editor.remove_reroutes(dots)
+        self.editor.delete(nodes, backdrops)
+        stack.endMacro()
+
+    def toggle_disabled(self) -> None:
+        self.editor.toggle_disabled(self.scene.selected_node_ids())
+
+    def select_all(self) -> None:
+        for item in [*self.scene.nodes.values(), *self.scene.backdrops.values()]:
+            item.setSelected(True)
+
+    def copy(self) -> None:
+        ids, bds = self.scene.selected_node_ids(), self.scene.selected_backdrop_ids()
+        if ids or bds:
+            self._to_clipboard(self.editor.copy_text(ids, bds))
+            self.statusBar().showMessage(f"Copied {len(ids)} node{'s' if len(ids) != 1 else ''}", 3000)
+
+    def cut(self) -> None:
+        ids, bds = self.scene.selected_node_ids(), self.scene.selected_backdrop_ids()
+        if ids or bds:
+            self._to_clipboard(self.editor.cut(ids, bds))
+
+    def _to_clipboard(self, text: str) -> None:
+        mime = QMimeData()
+        mime.setText(text)
+        mime.setData(CLIPBOARD_MIME, text.encode("utf-8"))
+        QGuiApplication.clipboard().setMimeData(mime)
+
+    def paste(self, at: QPointF | None = None) -> list[str]:
+        mime = QGuiApplication.clipboard().mimeData()
+        if mime is None:
+            return []
+        text = bytes(mime.data(CLIPBOARD_MIME)).decode("utf-8") if mime.hasFormat(CLIPBOARD_MIME) else mime.text()
+        if not text.strip():
+            return []
+        pos = at if at is not None else self.view.cursor_scene_pos()
+        try:
+            ids = self.editor.paste(text, (pos.x(), pos.y()))
+        except KilnError as err:
+            self.notify_error(str(err))
+            return []
+        self.scene.select_nodes(ids)
+        return ids
+
+    def duplicate(self) -> None:
+        ids = self.editor.duplicate(self.scene.selected_node_ids())
+        self.scene.select_nodes(ids)
+
+    def group_selection(self) -> None:
+        items = [self.scene.nodes[n] for n in self.scene.selected_node_ids()]
+        rects = [(r.x(), r.y(), r.width(), r.height()) for r in (i.sceneBoundingRect() for i in items)]
+        if rects:
+            self.editor.group(rects)
+        else:
+            self.statusBar().showMessage("Select the nodes to group first", 4000)
+
+    def add_empty_backdrop(self) -> None:
+        pos = self.view.cursor_scene_pos()
+        self.editor.add_backdrop((pos.x(), pos.y(), 400.0, 300.0), "Backdrop")
+
+    def rename_selected(self) -> None:
+        ids = self.scene.selected_node_ids()
+        if len(ids) == 1:
+            self.start_rename(ids[0])
+        elif len(self.scene.selected_backdrop_ids()) == 1:
+            self.start_rename_backdrop(self.scene.selected_backdrop_ids()[0])
+
+    def start_rename(self, node_id: str) -> None:
+        item = self.scene.nodes[node_id]
+        rect = item.mapRectToScene(QRectF(0, 0, item.width, style.TITLE_HEIGHT))
+        self._open_rename_field(rect, self.doc.node_title(node_id), lambda text: self.editor.rename(node_id, text))
+
+    def start_rename_backdrop(self, backdrop_id: str) -> None:
+        item = self.scene.backdrops[backdrop_id]
+        rect = item.mapRectToScene(QRectF(0, 0, item.size[0], 32))
+        title = self.doc.graph.backdrops[backdrop_id].title
+        self._open_rename_field(rect, title, lambda text: self.editor.set_backdrop(
+            backdrop_id, f"Rename backdrop to {text!r}", title=text))
+
+    def _open_rename_field(self, scene_rect: QRectF, text: str, commit: Callable[[str], None]) -> None:
+        field = QLineEdit(text, self.view.viewport())
+        field.setObjectName("renameField")
+        field.setGeometry(self.view.mapFromScene(scene_rect).boundingRect())
+        field.selectAll()
+        done = {"closed": False}
+
+        def finish(accept: bool) -> None:
+            if done["closed"]:
+                return
+            done["closed"] = True
+            if accept:
+                commit(field.text())
+            field.deleteLater()
+            self._rename_field = None
+            self.view.setFocus()
+
+        field.returnPressed.connect(lambda: finish(True))
+        field.editingFinished.connect(lambda: finish(True))
+        field.addAction(QAction(field, shortcut=QKeySequence("Esc"), triggered=lambda: finish(False)))
+        field.show()
+        field.setFocus()
+        self._rename_field = field
+
+    def focus_node(self, node_id: str) -> None:
+        if node_id in self.scene.nodes:
+            self.scene.select_nodes([node_id])
+            self.view.frame(True)
+
+    def _context_menu(self, scene_pos: QPointF, global_pos: QPoint) -> None:
+        menu = QMenu(self)
+        node = self.scene.node_at(scene_pos)
+        if node is not None:
+            if not node.isSelected():
+                self.scene.select_nodes([node.node_id])
+            for name in ("rename", "disable", "collapse", "duplicate", "delete"):
+                menu.addAction(self.actions[name])
+            menu.addMenu(self._color_menu(menu))
+            menu.addSeparator()
+            menu.addAction(self.actions["run_selected"])
+        else:
+            menu.addAction("Add Node…", lambda: self.open_search(scene_pos))
+            menu.addAction("Add Backdrop", lambda: self.editor.add_backdrop(
+                (scene_pos.x(), scene_pos.y(), 400.0, 300.0), "Backdrop"))
+            menu.addAction("Paste", lambda: self.paste(scene_pos))
+            menu.addSeparator()
+            menu.addAction(self.actions["frame_all"])
+        menu.exec(global_pos)
+
+    def _toggle_snap(self, on: bool) -> None:
+        self.scene.snap_to_grid = on
+
+    # --- running -------------------------------------------------------------------------------
+    def run_graph(self, targets: list[str] | None = None, label: str = "Run") -> None:
+        if not self.doc.graph.nodes:
+            self.statusBar().showMessage("Nothing to run: add nodes first (Tab)", 4000)
+            return
+        self.scene.set_issues({})
+        job = self.runner.submit(self.doc.graph, targets, label)
+        self.log.info(f"{label} #{job.id} queued" + (f" (up to {', '.join(targets)})" if targets else ""))
+        self._advancing_seeds = True
+        try:
+            self.editor.advance_seeds()
+        finally:
+            self._advancing_seeds = False
+
+    def run_selected(self) -> None:
+        ids = self.scene.selected_node_ids()
+        if not ids:
+            self.statusBar().showMessage("Select the nodes to run up to first", 4000)
+            return
+        self.run_graph(ids, "Run selected")
+
+    def cancel_run(self) -> None:
+        if self.search.isVisible() or self.overlay.isVisible() or self._rename_field is not None:
+            self.search.hide()
+            self.overlay.hide()
+            return
+        if self.runner.busy:
+            self.runner.cancel()
+            self.statusBar().showMessage("Cancelling…", 3000)
+
+    def _toggle_auto_run(self, on: bool) -> None:
+        self.settings.set_flag("auto_run", on)
+        if on:
+            self.auto_run_timer.start()
+
+    def _auto_run(self) -> None:
+        if self.runner.busy:
+            self.runner.cancel()
+        self.run_graph(label="Auto-run")
+
+    def _about(self) -> None:
+        QMessageBox.about(self, "About Kiln", "Kiln: node-graph latent diffusion.\n"
+                          "Rombach et al., High-Resolution Image Synthesis with Latent Diffusion Models, 2022.")
+
+    # --- window --------------------------------------------------------------------------------
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            self.open_dropped(paths)
+            event.acceptProposedAction()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if self.overlay.isVisible():
+            self.overlay.move((self.width() - self.overlay.width()) // 2, (self.height() - self.overlay.height()) // 2)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if not self.confirm_discard():
+            event.ignore()
+            return
+        self.runner.shutdown()
+        self.autosaver.discard()
+        self.settings.save_window_state(self.saveGeometry(), self.saveState())
+        event.accept()
+
+    def choices(self, name: str) -> list[str]:
+        """Values for params with `choices_from` (e.g. the checkpoint files found)."""
+        if name == "checkpoints":
+            try:
+                from nodes.checkpoint_loader import list_checkpoints
+            except ImportError:
+                return []
+            try:
+                return list(list_checkpoints(self.settings.engine_settings()))
+            except (OSError, KilnError):
+                return []
+        return []
