@@ -1,0 +1,162 @@
+"""Tokenizers: CLIP BPE and BERT WordPiece found locally (never downloaded), and a word vocabulary.
+
+CLIP and BERT tokenizers are looked up in folders beside the checkpoint first,
+then in the local Hugging Face cache with `local_files_only=True`. When none is
+found the conditioner still loads; encoding text then raises a message that
+names what is missing and where it was looked for.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from engine.errors import KilnError, UserInputError
+
+# Hugging Face repos to look for in the local cache; "repo:subfolder" for pipelines.
+CLIP_REPOS = ("openai/clip-vit-large-patch14", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+              "stable-diffusion-v1-5/stable-diffusion-v1-5:tokenizer", "runwayml/stable-diffusion-v1-5:tokenizer",
+              "stabilityai/stable-diffusion-2-1:tokenizer", "stabilityai/stable-diffusion-2-1-base:tokenizer")
+BERT_REPOS = ("bert-base-uncased",)
+CLIP_CHUNK = 75  # tokens per chunk between BOS and EOS (77 positions)
+
+
+@dataclass
+class Missing:
+    """A tokenizer that was not found: encoding raises a clear error."""
+
+    what: str
+    looked_in: tuple[str, ...]
+
+    def error(self) -> KilnError:
+        where = "; ".join(self.looked_in) or "nowhere"
+        return KilnError(f"no {self.what} tokenizer found (looked in: {where}); put its files "
+                         f"(vocab.json and merges.txt for CLIP, vocab.txt for BERT) in a folder "
+                         f"named 'tokenizer' beside the checkpoint")
+
+
+def tokenizer_dirs(checkpoint: str | os.PathLike) -> list[Path]:
+    """Folders beside a checkpoint that may hold its tokenizer, in search order."""
+    p = Path(checkpoint)
+    if p.is_dir():
+        return [p / "tokenizer"]
+    return [p.parent / f"{p.stem}.tokenizer", p.parent / f"{p.stem}_tokenizer", p.parent / "tokenizer"]
+
+
+def find_clip_tokenizer(dirs: Sequence[Path], repos: Sequence[str] = CLIP_REPOS) -> Any:
+    """A transformers CLIPTokenizer from the first folder with vocab.json + merges.txt, else the HF cache."""
+    from transformers import CLIPTokenizer
+
+    return _find(CLIPTokenizer, "CLIP", dirs, ("vocab.json", "merges.txt"), repos)
+
+
+def find_bert_tokenizer(dirs: Sequence[Path], repos: Sequence[str] = BERT_REPOS) -> Any:
+    from transformers import BertTokenizerFast
+
+    return _find(BertTokenizerFast, "BERT", dirs, ("vocab.txt",), repos)
+
+
+def _find(cls: Any, what: str, dirs: Sequence[Path], files: tuple[str, ...], repos: Sequence[str]) -> Any:
+    looked: list[str] = []
+    for folder in dirs:
+        looked.append(str(folder))
+        if all((folder / f).is_file() for f in files) or (folder / "tokenizer.json").is_file():
+            return _load(cls, what, folder)
+    for repo in repos:
+        looked.append(f"HF cache {repo}")
+        folder = _cached_snapshot(repo, files)
+        if folder is not None:
+            return _load(cls, what, folder)
+    return Missing(what, tuple(looked))
+
+
+def _load(cls: Any, what: str, folder: Path) -> Any:
+    try:
+        tokenizer = cls.from_pretrained(str(folder), local_files_only=True)
+    except Exception as exc:
+        raise KilnError(f"{folder}: cannot read the {what} tokenizer ({str(exc).splitlines()[0]})") from exc
+    if len(tokenizer) <= 3:  # transformers returns an empty tokenizer for files it could not use
+        raise KilnError(f"{folder}: the {what} tokenizer files hold no vocabulary")
+    return tokenizer
+
+
+def _cached_snapshot(repo: str, files: tuple[str, ...]) -> Path | None:
+    """The local HF cache folder holding all `files` of `repo` (no network), or None."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    repo, _, sub = repo.partition(":")
+    found = [try_to_load_from_cache(repo, f"{sub}/{f}" if sub else f) for f in files]
+    if all(isinstance(p, str) for p in found):
+        return Path(found[0]).parent
+    return None
+
+
+def clip_chunks(tokenizer: Any, text: str, max_length: int = 77, pad: int | str = "eos") -> list[list[int]]:
+    """Token ids of `text` in chunks of 75, each [BOS] + chunk + [EOS] padded to max_length.
+
+    Long prompts become several chunks whose encodings are concatenated along
+    the sequence axis; the empty prompt is one chunk.
+    """
+    if isinstance(tokenizer, Missing):
+        raise tokenizer.error()
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    pad_id = eos if pad == "eos" else int(pad)
+    body = max_length - 2
+    pieces = [ids[i:i + body] for i in range(0, len(ids), body)] or [[]]
+    return [[bos, *piece, eos] + [pad_id] * (body - len(piece)) for piece in pieces]
+
+
+def bert_ids(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """The LDM BERTTokenizer: [CLS] ... [SEP], truncated and padded to max_length."""
+    if isinstance(tokenizer, Missing):
+        raise tokenizer.error()
+    out = tokenizer(list(texts), truncation=True, max_length=max_length, padding="max_length")
+    return [list(ids) for ids in out["input_ids"]]
+
+
+class WordTokenizer:
+    """Lower-case words to ids from a fixed vocabulary; ids 0, 1, 2 are <pad>, <bos>, <eos>.
+
+    A vocabulary file is JSON: {"words": [...], "max_length": n}.
+    """
+
+    SPECIALS = ("<pad>", "<bos>", "<eos>")
+
+    def __init__(self, words: Sequence[str], max_length: int):
+        self.words = tuple(words)
+        self.max_length = max_length
+        self._ids = {w: i + len(self.SPECIALS) for i, w in enumerate(self.words)}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.SPECIALS) + len(self.words)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "WordTokenizer":
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+            return cls(list(data["words"]), int(data["max_length"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise KilnError(f"{path}: not a word vocabulary (JSON with 'words' and 'max_length'): {exc}") from exc
+
+    def to_file(self, path: str | os.PathLike) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({"words": list(self.words), "max_length": self.max_length}, f, indent=1)
+
+    def encode(self, text: str) -> list[int]:
+        words = text.lower().replace(",", " ").replace(".", " ").split()
+        unknown = sorted({w for w in words if w not in self._ids}, key=words.index)
+        if unknown:
+            raise UserInputError(f"unknown word{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                                 f"this model knows: {' '.join(self.words)}", param="text")
+        if len(words) + 2 > self.max_length:
+            raise UserInputError(f"the prompt has {len(words)} words; this model reads at most "
+                                 f"{self.max_length - 2}", param="text")
+        ids = [1, *(self._ids[w] for w in words), 2]
+        return ids + [0] * (self.max_length - len(ids))
