@@ -19,7 +19,22 @@ from engine.errors import GraphFileError, KilnError
 from engine.graph import Backdrop, Graph, Link, Node
 from engine.spec import NodeRegistry
 
-MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
+
+
+class _Missing:
+    """Marks a param or meta key that is absent (undo removes it rather than setting a value)."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __copy__(self) -> "_Missing":
+        return self
+
+    def __deepcopy__(self, memo: dict) -> "_Missing":
+        return self
+
+
+MISSING: Any = _Missing()
 REROUTES_KEY = "reroutes"  # graph.meta[REROUTES_KEY] = {link_key: [[x, y], ...]}
 SEED_CONTROL_KEY = "seed_control"  # graph.meta[SEED_CONTROL_KEY] = {"node.param": mode}
 RECOVERY_FORMAT = "kiln.recovery"

@@ -44,6 +44,7 @@ class MainWindow(QMainWindow):
         self.doc = Document(registry, self)
         self.editor = Editor(self.doc)
         self.scene = GraphScene(self.doc, self.editor, self.choices)
+        self.scene.setParent(self)
         self.view = GraphView(self.scene)
         self.viewer = Viewer()
         self.log = LogPanel()
@@ -256,7 +257,6 @@ class MainWindow(QMainWindow):
     def _update_title(self) -> None:
         star = "*" if self.doc.dirty else ""
         self.setWindowTitle(f"{self.doc.display_name()}{star} — Kiln")
-        self.setWindowModified(self.doc.dirty)
 
     def confirm_discard(self) -> bool:
         """True when the current graph may be replaced (saved, discarded or unchanged)."""
@@ -638,6 +638,7 @@ class MainWindow(QMainWindow):
             return
         self.runner.shutdown()
         self.autosaver.discard()
+        self.scene.selectionChanged.disconnect(self._on_selection_changed)
         self.settings.save_window_state(self.saveGeometry(), self.saveState())
         event.accept()
 
