@@ -1,0 +1,91 @@
+"""Engine overhead on unchanged re-runs: `python bench/bench_engine.py [--graph G] [--runs N]`.
+
+Runs a graph once (cold: models load, everything computes), then N times
+unchanged in the same process, and prints the median engine time per re-run
+(goal: under 50 ms) and the model evaluations of the re-runs (goal: 0).
+Uses resources/graphs/text_to_image.json when present, else a model-free graph.
+Outputs and cache go to a temporary folder.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if not __package__ and str(ROOT) not in sys.path:  # `python bench/bench_engine.py` without an install
+    sys.path.insert(0, str(ROOT))
+
+from engine import graph_file  # noqa: E402
+from engine.cache import ResultCache  # noqa: E402
+from engine.executor import Executor  # noqa: E402
+from engine.graph import Graph, Link, Node  # noqa: E402
+from engine.spec import EngineSettings  # noqa: E402
+from nodes import build_registry  # noqa: E402
+
+DEFAULT_GRAPH = ROOT / "resources" / "graphs" / "text_to_image.json"
+
+
+def model_free_graph() -> Graph:
+    """Solid colours blended, inverted and scaled at 512 px, saved and previewed."""
+    g = Graph()
+    g.add_node(Node("red", "SolidImage", params={"width": 512, "height": 512, "color": "#d04020"}))
+    g.add_node(Node("blue", "SolidImage", params={"width": 512, "height": 512, "color": "#2040d0"}))
+    g.add_node(Node("blend", "ImageBlend", params={"factor": 0.3}))
+    g.add_node(Node("invert", "ImageInvert"))
+    g.add_node(Node("scale", "ImageScale", params={"factor": 0.5}))
+    g.add_node(Node("save", "SaveImage", params={"prefix": "bench"}))
+    g.add_node(Node("preview", "PreviewImage"))
+    for link in [("red", "image", "blend", "a"), ("blue", "image", "blend", "b"), ("blend", "image", "invert", "image"),
+                 ("invert", "image", "scale", "image"), ("scale", "image", "save", "image"),
+                 ("scale", "image", "preview", "image")]:
+        g.connect(Link(*link))
+    return g
+
+
+def bench(graph: Graph, runs: int, device: str, workdir: str) -> dict:
+    settings = EngineSettings(device=device, output_dir=workdir, cache_dir=str(Path(workdir) / "cache"))
+    executor = Executor(build_registry(), settings, ResultCache.from_settings(settings))
+    t0 = time.perf_counter()
+    cold = executor.run(graph)
+    cold_seconds = time.perf_counter() - t0
+    if not cold.ok:
+        raise SystemExit(f"bench: the graph failed: {cold.error}")
+    times, evals, ran = [], [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        result = executor.run(graph)
+        times.append(time.perf_counter() - t0)
+        evals.append(result.model_evals)
+        ran.append(sorted(n for n, r in result.nodes.items() if r.status == "ran"))
+    return {"nodes": len(cold.nodes), "cold_s": cold_seconds, "cold_evals": cold.model_evals,
+            "median_ms": 1000 * statistics.median(times), "max_ms": 1000 * max(times),
+            "rerun_evals": max(evals), "ran": ran[-1]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--graph", help="graph file (default: text_to_image.json if present)")
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    path = Path(args.graph) if args.graph else DEFAULT_GRAPH if DEFAULT_GRAPH.exists() else None
+    graph = graph_file.load(path) if path else model_free_graph()
+    with tempfile.TemporaryDirectory(prefix="kiln-bench-") as workdir:
+        stats = bench(graph, args.runs, args.device, workdir)
+    ok = stats["median_ms"] < 50 and stats["rerun_evals"] == 0
+    print(f"graph               {path.relative_to(ROOT) if path and path.is_relative_to(ROOT) else path or 'model-free'}")
+    print(f"nodes               {stats['nodes']}")
+    print(f"cold run            {stats['cold_s']:.2f} s, {stats['cold_evals']} model evals")
+    print(f"re-run median       {stats['median_ms']:.1f} ms (max {stats['max_ms']:.1f} ms, {args.runs} runs)")
+    print(f"re-run model evals  {stats['rerun_evals']}")
+    print(f"nodes re-run        {', '.join(stats['ran']) or 'none'} (side effects)")
+    print(f"goal (< 50 ms, 0 evals): {'met' if ok else 'NOT met'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
