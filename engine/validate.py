@@ -123,6 +123,8 @@ def _scope(graph: Graph, dependencies: nx.DiGraph,
     """The nodes a run of `targets` needs (all nodes when None), and unknown targets."""
     if targets is None:
         return set(graph.nodes), []
+    if isinstance(targets, str):
+        targets = [targets]
     scope: set[str] = set()
     issues = []
     for target in targets:
