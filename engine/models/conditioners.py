@@ -297,6 +297,7 @@ class TokensConditioner(Conditioner):
     """Kiln's built-in models: words and layout boxes through engine.models.token_conditioner."""
 
     kind = "tokens"
+    accepts = "text"  # and layouts, through encode_layouts
 
     def __init__(self, config: ConditionerConfig, target: str = "crossattn"):
         super().__init__(config, target)
@@ -308,7 +309,6 @@ class TokensConditioner(Conditioner):
                             "in the model card or the file's metadata)")
         allowed = set(TokenConditionerConfig.__dataclass_fields__)
         self.inner = TokenConditioner(TokenConditionerConfig.from_dict({k: v for k, v in p.items() if k in allowed}))
-        self.accepts = "text"  # and layouts, through encode_layouts
 
     def source_key(self, module_key: str) -> tuple[str, Transform | None]:
         return module_key.removeprefix("inner."), None

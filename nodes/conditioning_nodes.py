@@ -1,0 +1,106 @@
+"""Conditioning nodes: prompts, class labels and layouts through a model's conditioner."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from engine.errors import UserInputError
+from engine.spec import Input, NodeSpec, Output, Param, ParamType, SocketType
+
+_HINTS = {"text": "TextEncode", "class": "ClassEncode", "layout": "LayoutEncode"}
+
+
+def _require(conditioner: Any, wanted: str, node: str) -> None:
+    accepts = getattr(conditioner, "accepts", "nothing")
+    if accepts == wanted or (wanted == "layout" and hasattr(conditioner, "encode_layouts")):
+        return
+    if accepts == "nothing":
+        raise UserInputError(f"this model is unconditional: it takes no {wanted}; leave {node} out")
+    hint = _HINTS.get(accepts)
+    use = f"; use {hint}" if hint else ""
+    raise UserInputError(f"this model is conditioned on {accepts.replace('_', ' ')}, not {wanted}{use}")
+
+
+def _text_encode(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    conditioner = inputs["conditioner"]
+    _require(conditioner, "text", "TextEncode")
+    return {"conditioning": conditioner.encode([params["text"]])}
+
+
+def _class_encode(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    conditioner = inputs["conditioner"]
+    _require(conditioner, "class", "ClassEncode")
+    if params["unconditional"]:
+        return {"conditioning": conditioner.unconditional(1)}
+    return {"conditioning": conditioner.encode([params["class_id"]])}
+
+
+def _layout_encode(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    conditioner = inputs["conditioner"]
+    _require(conditioner, "layout", "LayoutEncode")
+    layout = inputs.get("layout", params["boxes"])
+    _check_layout(layout)
+    encode = getattr(conditioner, "encode_layouts", None) or conditioner.encode
+    return {"conditioning": encode([layout])}
+
+
+def _check_layout(layout: Any) -> None:
+    if not isinstance(layout, list):
+        raise UserInputError("a layout is a list of {\"label\": ..., \"box\": [x0, y0, x1, y1]}", param="boxes")
+    for i, item in enumerate(layout):
+        box = item.get("box") if isinstance(item, dict) else None
+        if not (isinstance(box, (list, tuple)) and len(box) == 4 and "label" in item
+                and all(isinstance(v, (int, float)) for v in box)):
+            raise UserInputError(f"layout box {i + 1} needs a label and four numbers [x0, y0, x1, y1]",
+                                 param="boxes")
+        if not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
+            raise UserInputError(f"layout box {i + 1} {list(box)} is not inside [0, 1] with x0 < x1 and y0 < y1",
+                                 param="boxes")
+
+
+def _zero_out(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    cond = inputs["conditioning"]
+
+    def zero(t: Any) -> Any:
+        return None if t is None else t * 0
+
+    return {"conditioning": cond.with_(crossattn=zero(cond.crossattn), concat=zero(cond.concat),
+                                       y=cond.y, meta={**cond.meta, "zeroed": True})}
+
+
+_CONDITIONER_IN = Input("conditioner", SocketType.CONDITIONER, help="from Load Checkpoint")
+_CONDITIONING_OUT = Output("conditioning", SocketType.CONDITIONING)
+
+TEXT_ENCODE = NodeSpec(
+    type="TextEncode", title="Text Encode", category="conditioning",
+    help="Encodes a prompt with the model's text encoder (CLIP, OpenCLIP, the paper's BERT, or the built-in "
+         "word model). CLIP prompts longer than 75 tokens are encoded in chunks and joined.",
+    compute=_text_encode, inputs=(_CONDITIONER_IN,), outputs=(_CONDITIONING_OUT,),
+    params=(Param("text", ParamType.TEXT, "", "the prompt", inline=True),),
+)
+
+CLASS_ENCODE = NodeSpec(
+    type="ClassEncode", title="Class Encode", category="conditioning",
+    help="Conditions a class-conditional model (e.g. the ImageNet LDM) on one class label.",
+    compute=_class_encode, inputs=(_CONDITIONER_IN,), outputs=(_CONDITIONING_OUT,),
+    params=(Param("class_id", ParamType.INT, 0, "the class number", min=0, inline=True),
+            Param("unconditional", ParamType.BOOL, False, "the model's 'no class' label (for guidance)")),
+)
+
+LAYOUT_ENCODE = NodeSpec(
+    type="LayoutEncode", title="Layout Encode", category="conditioning",
+    help="Encodes labelled boxes for a layout-to-image model. Boxes come from the LAYOUT input "
+         "or, when it is not connected, from the `boxes` param.",
+    compute=_layout_encode,
+    inputs=(_CONDITIONER_IN, Input("layout", SocketType.LAYOUT, optional=True, help="boxes; overrides the param")),
+    outputs=(_CONDITIONING_OUT,),
+    params=(Param("boxes", ParamType.JSON, [], "[{\"label\": \"red circle\", \"box\": [x0, y0, x1, y1]}, ...] "
+                                               "in 0..1 image coordinates"),),
+)
+
+ZERO_OUT = NodeSpec(
+    type="ConditioningZeroOut", title="Conditioning Zero Out", category="conditioning",
+    help="The same conditioning with its context and concat channels set to zero (a neutral negative).",
+    compute=_zero_out, inputs=(Input("conditioning", SocketType.CONDITIONING),), outputs=(_CONDITIONING_OUT,),
+)
+
+SPECS = (TEXT_ENCODE, CLASS_ENCODE, LAYOUT_ENCODE, ZERO_OUT)
