@@ -38,7 +38,8 @@ import math
 import os
 import re
 import tempfile
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from engine.errors import GraphFileError
 from engine.graph import Backdrop, Graph, Link, Node
@@ -176,15 +177,18 @@ def _binary_kind(raw: bytes) -> str | None:
     signatures = {
         b"\xff\xd8\xff": "a JPEG image",
         b"GIF8": "a GIF image",
-        b"PK\x03\x04": "a zip archive",
-        b"\x80": "a Python pickle",
+        b"PK\x03\x04": "a zip archive (a PyTorch checkpoint, perhaps)",
         b"%PDF": "a PDF document",
     }
     for magic, name in signatures.items():
         if raw.startswith(magic):
             return name
+    if raw[:1] == b"\x80" and raw[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "a Python pickle"
     if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
         return "a WebP image"
+    if raw[8:10] == b'{"' and int.from_bytes(raw[:8], "little") < len(raw):
+        return "a safetensors model file"
     if b"\x00" in raw[:4096]:
         return "binary data"
     return None
@@ -277,8 +281,12 @@ def _where(path: tuple) -> str:
         rest = path[2:]
         if owner == "node" and len(rest) >= 2 and rest[0] == "params":
             return f"{owner} {name}, param {rest[1]!r}" + "".join(f"[{p!r}]" for p in rest[2:])
-        return f"{owner} {name}" + (": " + ".".join(str(p) for p in rest) if rest else "")
-    return "the file" + (" at " + ".".join(str(p) for p in path) if path else "")
+        return f"{owner} {name}" + (": " + _dotted(rest) if rest else "")
+    return "the file" + (" at " + _dotted(path) if path else "")
+
+
+def _dotted(parts: tuple) -> str:
+    return ".".join(str(p) if isinstance(p, int) or p.isidentifier() else repr(p) for p in parts)
 
 
 def _check_text(text: str, path: tuple) -> None:

@@ -9,7 +9,7 @@ reported, but their links' socket types still are.
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 import networkx as nx
 

@@ -167,6 +167,8 @@ def test_a_newer_version_says_so_plainly():
     ("blank.json", b"  \n\t\n", "is empty"),
     ("photo.jpg", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(50), "is a JPEG image, not a Kiln graph"),
     ("pickle.pkl", b"\x80\x04\x95\x10\x00\x00\x00", "is a Python pickle, not a Kiln graph"),
+    ("model.json", len(b'{"w": {}}').to_bytes(8, "little") + b'{"w": {}}' + bytes(16), "is a safetensors model file"),
+    ("model.ckpt", b"PK\x03\x04" + bytes(30), "is a zip archive (a PyTorch checkpoint, perhaps)"),
     ("cut.json", b'{"format": "kiln.graph", "version": 1, "nodes": {', "is not valid JSON (line 1, column"),
     ("nan.json", b'{"format": "kiln.graph", "version": 1, "nodes": {}, "meta": {"x": NaN}}', "NaN"),
 ])
