@@ -1,0 +1,169 @@
+"""Running graphs from the window: pictures in the viewer, node states, cancel, failures, queue, seeds."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QTimer
+
+from engine.graph import Graph, Link, Node
+from gui_support import close_window, demo_graph, make_window, wait_idle
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    w = make_window(qtbot, tmp_path)
+    yield w
+    close_window(w)
+
+
+def _slow_graph(steps: int, delay: float) -> Graph:
+    graph = Graph()
+    graph.add_node(Node("sampler", "SlowSampler", params={"steps": steps, "delay": delay, "seed": 7}))
+    graph.add_node(Node("preview", "PreviewImage", pos=(320.0, 0.0)))
+    graph.connect(Link("sampler", "image", "preview", "image"))
+    return graph
+
+
+def test_run_shows_the_picture_in_the_viewer_and_thumbnails_on_nodes(window, qtbot):
+    window.doc.set_graph(demo_graph(), None)
+    window.actions["run"].trigger()
+    wait_idle(qtbot, window)
+    result = window.run_control.last_result
+    assert result.ok
+    shown = window.viewer.current
+    assert shown is not None and shown.node_id == "preview"
+    expected = 255 - np.array([0x3c, 0x6e, 0xa8])
+    assert shown.pixels.shape == (16, 24, 3)
+    assert np.abs(shown.pixels[8, 12].astype(int) - expected).max() <= 1
+    qimage = window.viewer.canvas.image
+    assert (qimage.width(), qimage.height()) == (24, 16)
+    assert qimage.pixelColor(3, 3).red() == shown.pixels[3, 3, 0]
+    assert window.scene.nodes["solid"].thumbnail is not None  # intermediate nodes get thumbnails too
+    assert [window.scene.nodes[n].state for n in ("solid", "invert", "preview")] == ["done"] * 3
+    assert "done" in window.log.lines[-1][1]
+
+
+def test_an_unchanged_rerun_is_served_from_the_cache(window, qtbot):
+    window.doc.set_graph(demo_graph(), None)
+    window.run_graph()
+    wait_idle(qtbot, window)
+    window.run_control.last_result = None
+    window.run_graph()
+    wait_idle(qtbot, window)
+    statuses = window.run_control.last_result.statuses
+    assert statuses["preview"][0] == "cached" and statuses["solid"][0] == "cached"
+    assert window.scene.nodes["preview"].state == "cached"
+
+
+def test_cancel_stops_a_long_run_within_a_step_and_the_ui_keeps_working(window, qtbot):
+    window.doc.set_graph(_slow_graph(steps=400, delay=0.02), None)
+    gaps, last = [], [time.perf_counter()]
+
+    def tick():
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer(interval=5)
+    timer.timeout.connect(tick)
+    timer.start()
+    window.actions["run"].trigger()
+    qtbot.waitUntil(lambda: window.scene.nodes["sampler"].state == "running"
+                    and window.scene.nodes["sampler"].progress > 0, timeout=20000)
+    assert window.scene.nodes["sampler"].thumbnail is not None  # live per-step preview
+    assert window.actions["cancel"].isEnabled()
+    window.editor.rename("preview", "still editable while running")
+    t0 = time.perf_counter()
+    window.actions["cancel"].trigger()
+    wait_idle(qtbot, window)
+    stopped_after = time.perf_counter() - t0
+    timer.stop()
+    result = window.run_control.last_result
+    assert result.cancelled and not result.ok
+    assert stopped_after < 1.5
+    assert window.scene.nodes["sampler"].state != "running"
+    assert "cancelled" in window.log.lines[-1][1]
+    assert max(gaps) < 0.5  # generous: the bench measures the real figure
+
+
+def test_a_failing_node_is_outlined_with_its_message_and_the_rest_stays_editable(window, qtbot):
+    graph = demo_graph()
+    graph.add_node(Node("boom", "Explode", pos=(320.0, 300.0)))
+    graph.connect(Link("boom", "image", "preview", "image"))
+    graph.connect(Link("solid", "image", "boom", "image"))
+    window.doc.set_graph(graph, None)
+    window.run_graph()
+    wait_idle(qtbot, window)
+    item = window.scene.nodes["boom"]
+    assert item.state == "failed"
+    assert "this node always fails (test)" in item.toolTip()
+    level, text = window.log.lines[-1]
+    assert level == "error" and "this node always fails (test)" in text
+    window.editor.connect("invert", "image", "preview", "image")
+    window.run_control.last_result = None
+    window.run_graph()
+    wait_idle(qtbot, window)
+    assert window.run_control.last_result.ok
+
+
+def test_a_graph_with_a_missing_input_names_the_node_before_running(window, qtbot):
+    graph = demo_graph()
+    graph.disconnect(graph.incoming("invert")["image"])
+    window.doc.set_graph(graph, None)
+    qtbot.waitUntil(lambda: window.scene.nodes["invert"].issue != "", timeout=3000)
+    window.run_graph()
+    wait_idle(qtbot, window)
+    assert not window.run_control.last_result.ok
+    assert window.scene.nodes["invert"].state == "failed"
+    assert "invert" in window.log.lines[-1][1]
+
+
+def test_several_runs_queue_up_and_each_adds_to_the_history(window, qtbot):
+    window.doc.set_graph(_slow_graph(steps=3, delay=0.01), None)
+    window.editor.set_seed_mode("sampler", "seed", "increment")
+    for _ in range(3):
+        window.run_graph()
+    assert window.runner.pending() >= 2
+    qtbot.waitUntil(lambda: not window.runner.busy, timeout=20000)
+    seeds = [e.info.get("seed") for e in window.viewer.entries()]
+    assert seeds == [9, 8, 7]  # newest first; each run used the seed it was queued with
+    assert window.doc.graph.nodes["sampler"].params["seed"] == 10
+
+
+def test_run_to_selected_runs_only_what_the_selection_needs(window, qtbot):
+    window.doc.set_graph(demo_graph(), None)
+    window.scene.select_nodes(["invert"])
+    window.actions["run_selected"].trigger()
+    wait_idle(qtbot, window)
+    result = window.run_control.last_result
+    assert result.ok and set(result.statuses) == {"solid", "invert"}
+    assert window.viewer.current.node_id == "invert"
+
+
+def test_history_entries_restore_the_graph_that_made_them(window, qtbot):
+    window.doc.set_graph(demo_graph(), None)
+    window.run_graph()
+    wait_idle(qtbot, window)
+    first = window.viewer.entries()[0]
+    window.editor.set_param("solid", "color", "#00ff00")
+    window.run_control.last_result = None
+    window.run_graph()
+    wait_idle(qtbot, window)
+    assert window.viewer.previous is first  # the comparison shows the earlier picture
+    window.viewer.canvas.set_mode("side by side")
+    assert window.viewer.canvas.other is not None
+    window.viewer.restore_requested.emit(first)
+    assert window.doc.graph.nodes["solid"].params["color"] == "#3c6ea8"
+    window.actions["undo"].trigger()
+    assert window.doc.graph.nodes["solid"].params["color"] == "#00ff00"
+
+
+def test_auto_run_reruns_shortly_after_an_edit(window, qtbot):
+    window.doc.set_graph(demo_graph(), None)
+    window.actions["auto_run"].trigger()
+    window.editor.set_param("solid", "color", "#ffffff")
+    qtbot.waitUntil(lambda: window.viewer.current is not None, timeout=20000)
+    wait_idle(qtbot, window)
+    assert window.viewer.current.pixels[0, 0].tolist() == [0, 0, 0]
