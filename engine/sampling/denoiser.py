@@ -1,0 +1,200 @@
+"""The denoiser samplers see: `denoiser(x, sigma, **extra) -> denoised x0`.
+
+Samplers work in the k-diffusion parameterisation: x = x0 + sigma * eps, the
+noise level sigma running from large to 0. A discrete-time model (the paper's
+1000-step DDPM schedule) maps onto it by sigma_t = sqrt((1 - abar_t) / abar_t);
+its input is scaled back to the variance-preserving x_t = x / sqrt(1 + sigma^2)
+and its eps or v output is turned into a prediction of the clean latent.
+
+`GuidedDenoiser` adds classifier-free guidance on top, batching the
+conditional and unconditional passes into one UNet call where it can.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from engine.models.diffusion import LatentDiffusionModel
+from engine.values import Conditioning
+
+# Pad cross-attention contexts by repetition only up to this many tokens;
+# beyond it the two passes run as separate UNet calls.
+MAX_REPEATED_TOKENS = 77 * 12
+
+
+class DiscreteDenoiser:
+    """Wraps a LatentDiffusionModel once: sigma <-> timestep, input scaling, eps/v -> x0."""
+
+    def __init__(self, model: LatentDiffusionModel, quantize_timesteps: bool = False):
+        self.model = model
+        self.quantize_timesteps = quantize_timesteps
+        alphas_cumprod = model.alphas_cumprod.detach().to("cpu", torch.float64)
+        self.sigmas = ((1 - alphas_cumprod) / alphas_cumprod).sqrt()  # (T,) ascending, float64
+        self.log_sigmas = self.sigmas.log()
+        self.num_timesteps = int(self.sigmas.shape[0])
+        self._log_sigmas_dev: dict[torch.device, torch.Tensor] = {}
+
+    @property
+    def sigma_min(self) -> float:
+        return float(self.sigmas[0])
+
+    @property
+    def sigma_max(self) -> float:
+        return float(self.sigmas[-1])
+
+    @property
+    def prediction(self) -> str:
+        return self.model.prediction
+
+    def t_to_sigma(self, t: torch.Tensor) -> torch.Tensor:
+        """Fractional timesteps -> sigmas, interpolating log sigma (float64 on the CPU)."""
+        t = t.to(torch.float64).clamp(0, self.num_timesteps - 1)
+        low = t.floor().long()
+        high = (low + 1).clamp(max=self.num_timesteps - 1)
+        frac = t - low
+        return ((1 - frac) * self.log_sigmas[low] + frac * self.log_sigmas[high]).exp()
+
+    def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Sigmas -> fractional timesteps, the inverse of t_to_sigma."""
+        log_sigmas = self._log_sigmas_on(sigma.device)
+        log_sigma = sigma.to(log_sigmas.dtype).clamp(min=1e-12).log()
+        dists = log_sigma - log_sigmas[:, None]  # (T, N)
+        low = dists.ge(0).cumsum(dim=0).argmax(dim=0).clamp(max=self.num_timesteps - 2)
+        high = low + 1
+        w = (log_sigmas[low] - log_sigma) / (log_sigmas[low] - log_sigmas[high])
+        t = (1 - w.clamp(0, 1)) * low + w.clamp(0, 1) * high
+        if self.quantize_timesteps:
+            t = t.round()
+        return t.view(sigma.shape)
+
+    def _log_sigmas_on(self, device: torch.device) -> torch.Tensor:
+        # float64 where the device has it (MPS does not), so t is exact at table sigmas.
+        if device not in self._log_sigmas_dev:
+            dtype = torch.float32 if device.type == "mps" else torch.float64
+            self._log_sigmas_dev[device] = self.log_sigmas.to(device, dtype)
+        return self._log_sigmas_dev[device]
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float,
+                 cond: Conditioning | None = None) -> torch.Tensor:
+        """x: (B, C, h, w) at noise level sigma (scalar or (B,)); returns denoised (B, C, h, w)."""
+        sigma = _as_batch(sigma, x)
+        return self.denoise_raw(x, sigma, self.model.apply(self.scale_input(x, sigma), self.timestep(sigma), cond))
+
+    def scale_input(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return x / (sigma**2 + 1).sqrt()[:, None, None, None]
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        return self.sigma_to_t(sigma).to(torch.float32)
+
+    def denoise_raw(self, x: torch.Tensor, sigma: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The UNet's raw eps or v output -> predicted clean latent."""
+        s = sigma[:, None, None, None].to(x.dtype)
+        if self.prediction == "v":
+            return x / (s**2 + 1) - out * s / (s**2 + 1).sqrt()
+        return x - out * s
+
+
+def _as_batch(sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+    if not isinstance(sigma, torch.Tensor):
+        return torch.full((x.shape[0],), float(sigma), device=x.device, dtype=x.dtype)
+    sigma = sigma.to(x.device, x.dtype)
+    return sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma
+
+
+class GuidedDenoiser:
+    """Classifier-free guidance: uncond + scale * (cond - uncond), in x0 space.
+
+    Guiding denoised x0 is the same as guiding eps (x0 = x - sigma * eps is affine
+    in eps with the same x and sigma), so this equals the paper's
+    `e = e_u + s * (e_c - e_u)`.
+
+    With scale == 1 or no unconditional conditioning, one UNet call per
+    evaluation. Otherwise `[uncond, cond]` are stacked along the batch and run as
+    one UNet call when their tensors fit together; `on_model_eval(1)` is called
+    once per UNet forward pass, so a batched guided evaluation counts as one.
+
+    Cross-attention contexts of different token lengths (chunked long CLIP
+    prompts: 77, 154, ... tokens) are made equal by repeating each context along
+    the token axis up to the least common multiple of the lengths. Repeating a
+    whole key/value sequence k times leaves attention output unchanged (each key
+    gets k equal copies, the softmax weights renormalise to the same mixture), so
+    the result equals separate calls exactly, unlike zero padding or padding with
+    the empty prompt. Tensors that still do not fit run as two UNet calls.
+    """
+
+    def __init__(self, denoiser: DiscreteDenoiser, cond: Conditioning | None,
+                 uncond: Conditioning | None = None, scale: float = 1.0,
+                 on_model_eval: Callable[[int], None] | None = None):
+        self.inner = denoiser
+        self.cond = cond
+        self.uncond = uncond if scale != 1.0 else None
+        self.scale = float(scale)
+        self.on_model_eval = on_model_eval
+        self._batched: Conditioning | None = None
+        self._batched_for = -1
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        sigma = _as_batch(sigma, x)
+        if self.uncond is None:
+            return self._run(x, sigma, self.cond)
+        both = self._batched_conditioning(x.shape[0])
+        if both is not None:
+            denoised = self._run(torch.cat([x, x]), torch.cat([sigma, sigma]), both)
+            uncond_x0, cond_x0 = denoised.chunk(2)
+        else:
+            uncond_x0 = self._run(x, sigma, self.uncond)
+            cond_x0 = self._run(x, sigma, self.cond)
+        return uncond_x0 + (cond_x0 - uncond_x0) * self.scale
+
+    def _run(self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning | None) -> torch.Tensor:
+        if self.on_model_eval is not None:
+            self.on_model_eval(1)
+        return self.inner(x, sigma, cond)
+
+    def _batched_conditioning(self, batch: int) -> Conditioning | None:
+        if self._batched_for != batch:
+            self._batched = stack_conditionings(self.uncond, self.cond, batch)
+            self._batched_for = batch
+        return self._batched
+
+
+def stack_conditionings(first: Conditioning | None, second: Conditioning | None,
+                        batch: int) -> Conditioning | None:
+    """One Conditioning of 2*batch items, [first, second]; None when they cannot stack."""
+    first = first or Conditioning()
+    second = second or Conditioning()
+    fields: dict[str, torch.Tensor | None] = {}
+    for name in ("crossattn", "concat", "y"):
+        a, b = getattr(first, name), getattr(second, name)
+        if (a is None) != (b is None):
+            return None
+        if a is None:
+            fields[name] = None
+            continue
+        if name == "crossattn":
+            a, b = _equal_token_lengths(a, b)
+        a, b = _repeat_batch(a, batch), _repeat_batch(b, batch)
+        if a is None or b is None or a.shape[1:] != b.shape[1:] or a.dtype != b.dtype:
+            return None
+        fields[name] = torch.cat([a, b.to(a.device)])
+    return Conditioning(**fields, meta=dict(second.meta))
+
+
+def _equal_token_lengths(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    la, lb = a.shape[1], b.shape[1]
+    if la == lb:
+        return a, b
+    target = math.lcm(la, lb)
+    if target > MAX_REPEATED_TOKENS:
+        return a, b  # left unequal: the caller falls back to separate calls
+    return a.repeat(1, target // la, 1), b.repeat(1, target // lb, 1)
+
+
+def _repeat_batch(t: torch.Tensor, batch: int) -> torch.Tensor | None:
+    if t.shape[0] == batch:
+        return t
+    if batch % t.shape[0]:
+        return None
+    return t.repeat_interleave(batch // t.shape[0], dim=0)

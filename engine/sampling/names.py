@@ -1,0 +1,15 @@
+"""Sampler and scheduler names, importable without torch (node specs list them)."""
+from __future__ import annotations
+
+SAMPLER_NAMES: tuple[str, ...] = (
+    "euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms",
+    "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_sde", "dpmpp_2s_ancestral", "uni_pc", "uni_pc_bh2",
+    "lcm", "ddpm", "ddim", "plms",
+)
+SCHEDULER_NAMES: tuple[str, ...] = ("normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform")
+
+# Samplers that take `eta` (the amount of fresh noise per step; 0 = deterministic).
+ETA_SAMPLERS: frozenset[str] = frozenset(
+    {"euler_ancestral", "dpm_2_ancestral", "dpmpp_2m_sde", "dpmpp_sde", "dpmpp_2s_ancestral", "ddim"})
+# Samplers that draw noise every step (all the others are deterministic given the start).
+STOCHASTIC_SAMPLERS: frozenset[str] = ETA_SAMPLERS | {"ddpm", "lcm"}

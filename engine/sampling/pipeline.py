@@ -1,0 +1,181 @@
+"""`sample(...)`: one sampling run as the Sampler node needs it.
+
+Text to image, image to image (partial denoise), masked sampling (a latent
+noise mask: outside it the known latent is kept) and inpainting-model
+conditioning all go through here.
+
+Starting point: x = latent + noise * sigma_0, the LDM `q_sample` in sigma
+space. At full denoise the noise is scaled by sqrt(1 + sigma_0^2) instead, so
+that an empty latent gives x_T ~ N(0, I) in the paper's variance-preserving
+terms, as its DDIM/PLMS samplers start.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from engine.models.diffusion import LatentDiffusionModel
+from engine.sampling import paper_samplers, samplers, unipc
+from engine.sampling.denoiser import DiscreteDenoiser, GuidedDenoiser
+from engine.sampling.names import ETA_SAMPLERS, SAMPLER_NAMES, SCHEDULER_NAMES
+from engine.sampling.noise import SeededNoise, batch_seeds
+from engine.sampling.schedules import img2img_sigmas
+from engine.values import Conditioning, Latent
+
+SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
+    "euler": samplers.sample_euler,
+    "euler_ancestral": samplers.sample_euler_ancestral,
+    "heun": samplers.sample_heun,
+    "dpm_2": samplers.sample_dpm_2,
+    "dpm_2_ancestral": samplers.sample_dpm_2_ancestral,
+    "lms": samplers.sample_lms,
+    "dpmpp_2m": samplers.sample_dpmpp_2m,
+    "dpmpp_2m_sde": samplers.sample_dpmpp_2m_sde,
+    "dpmpp_sde": samplers.sample_dpmpp_sde,
+    "dpmpp_2s_ancestral": samplers.sample_dpmpp_2s_ancestral,
+    "uni_pc": unipc.sample_uni_pc,
+    "uni_pc_bh2": unipc.sample_uni_pc_bh2,
+    "lcm": samplers.sample_lcm,
+    "ddpm": paper_samplers.sample_ddpm,
+    "ddim": paper_samplers.sample_ddim,
+    "plms": paper_samplers.sample_plms,
+}
+
+
+def get_sampler(name: str) -> Callable[..., torch.Tensor]:
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; known: {', '.join(SAMPLER_NAMES)}")
+    return SAMPLERS[name]
+
+
+@dataclass
+class SamplingOptions:
+    sampler: str = "dpmpp_2m"
+    scheduler: str = "karras"
+    steps: int = 25
+    cfg: float = 5.0
+    denoise: float = 1.0  # 1 = from pure noise; 0 = return the latent unchanged
+    eta: float = 1.0  # ancestral and SDE samplers: noise per step (0 = none)
+    ddim_eta: float = 0.0  # ddim: 0 = deterministic (the paper's default)
+
+    def sampler_kwargs(self) -> dict[str, Any]:
+        if self.sampler == "ddim":
+            return {"eta": self.ddim_eta}
+        return {"eta": self.eta} if self.sampler in ETA_SAMPLERS else {}
+
+
+@dataclass
+class StepInfo:
+    """Passed to the step callback once per sampler step."""
+
+    step: int  # 0-based
+    total: int
+    x: torch.Tensor  # current latent (masked region composited in)
+    denoised: torch.Tensor  # predicted clean latent
+    sigma: float
+
+
+class MaskedDenoiser:
+    """Re-imposes the known latent, noised to the current sigma, outside the mask.
+
+    mask 1 = regenerate. The known part is x0 + noise * sigma with the run's
+    initial noise, as the LDM code's `q_sample(x0, t)`; the prediction there is x0.
+    """
+
+    def __init__(self, inner: Callable[..., torch.Tensor], x0: torch.Tensor, noise: torch.Tensor,
+                 mask: torch.Tensor):
+        self.inner, self.x0, self.noise, self.mask = inner, x0, noise, mask
+
+    def known_at(self, sigma: torch.Tensor | float) -> torch.Tensor:
+        if isinstance(sigma, torch.Tensor) and sigma.ndim:
+            sigma = sigma.view(-1, 1, 1, 1)
+        return self.x0 + self.noise * sigma
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float, **extra: Any) -> torch.Tensor:
+        known = self.known_at(sigma)
+        denoised = self.inner(known + (x - known) * self.mask, sigma, **extra)
+        return self.x0 + (denoised - self.x0) * self.mask
+
+
+def prepare_mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    """A (B|1, 1, H, W) mask in [0, 1] resized to the latent and repeated to its batch."""
+    if mask is None:
+        return None
+    mask = mask.to(like.device, torch.float32)
+    if mask.ndim == 2:
+        mask = mask[None, None]
+    elif mask.ndim == 3:
+        mask = mask[:, None]
+    if mask.shape[-2:] != like.shape[-2:]:
+        mask = F.interpolate(mask, size=like.shape[-2:], mode="bilinear", align_corners=False)
+    batch = like.shape[0]
+    if mask.shape[0] != batch:
+        if batch % mask.shape[0]:
+            raise ValueError(f"the noise mask has {mask.shape[0]} items but the latent has {batch}")
+        mask = mask.repeat_interleave(batch // mask.shape[0], dim=0)
+    return mask[:, :1].clamp(0, 1)
+
+
+def with_shared_concat(positive: Conditioning, negative: Conditioning | None) -> Conditioning | None:
+    """An inpainting model needs the masked image for both passes: give the negative the positive's."""
+    if negative is not None and positive.concat is not None and negative.concat is None:
+        return negative.with_(concat=positive.concat)
+    return negative
+
+
+def sample(model: LatentDiffusionModel, latent: Latent, positive: Conditioning,
+           negative: Conditioning | None, seed: int, options: SamplingOptions,
+           step_callback: Callable[[StepInfo], None] | None = None,
+           on_model_eval: Callable[[int], None] | None = None) -> Latent:
+    """Denoise `latent` and return the result with each item's seed recorded."""
+    _check_options(options)
+    denoiser = DiscreteDenoiser(model)
+    sigmas = img2img_sigmas(denoiser, options.scheduler, options.steps, options.denoise)
+    seeds = batch_seeds(seed, latent.samples.shape[0])
+    if len(sigmas) < 2:
+        return Latent(latent.samples.clone(), latent.noise_mask, seeds)
+    x0 = latent.samples.to(model.device, torch.float32)
+    noise = SeededNoise(seeds, x0.shape[1:], x0.device)
+    initial_noise = noise.draw()
+    sigma_0 = float(sigmas[0])
+    start_scale = math.sqrt(1 + sigma_0**2) if options.denoise >= 1 else sigma_0
+    x = x0 + initial_noise * start_scale
+    guided = GuidedDenoiser(denoiser, positive, with_shared_concat(positive, negative), options.cfg, on_model_eval)
+    mask = prepare_mask(latent.noise_mask, x0)
+    model_fn: Callable[..., torch.Tensor] = guided
+    if mask is not None:
+        model_fn = MaskedDenoiser(guided, x0, initial_noise, mask)
+    callback = _step_reporter(step_callback, len(sigmas) - 1, model_fn)
+    out = get_sampler(options.sampler)(model_fn, x, sigmas, callback=callback, noise_sampler=noise,
+                                       **options.sampler_kwargs())
+    if mask is not None:
+        out = x0 + (out - x0) * mask
+    return Latent(out.to("cpu", torch.float32), latent.noise_mask, seeds)
+
+
+def _check_options(options: SamplingOptions) -> None:
+    if options.sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {options.sampler!r}; known: {', '.join(SAMPLER_NAMES)}")
+    if options.scheduler not in SCHEDULER_NAMES:
+        raise ValueError(f"unknown scheduler {options.scheduler!r}; known: {', '.join(SCHEDULER_NAMES)}")
+    if options.steps < 1:
+        raise ValueError(f"steps must be at least 1, got {options.steps}")
+
+
+def _step_reporter(step_callback: Callable[[StepInfo], None] | None, total: int,
+                   model_fn: Callable[..., torch.Tensor]) -> Callable[[dict[str, Any]], None] | None:
+    if step_callback is None:
+        return None
+
+    def report(info: dict[str, Any]) -> None:
+        x = info["x"]
+        if isinstance(model_fn, MaskedDenoiser):
+            known = model_fn.known_at(info["sigma"])
+            x = known + (x - known) * model_fn.mask
+        step_callback(StepInfo(info["i"], total, x, info["denoised"], info["sigma"]))
+
+    return report
