@@ -11,9 +11,11 @@ from engine.spec import NodeRegistry
 def build_registry() -> NodeRegistry:
     """The registry of every built-in node type. Each module exposes SPECS."""
     # Each node module is listed here explicitly (no discovery by name).
-    from nodes import checkpoint_loader, conditioning_nodes, image_basic, image_io, primitives
+    from nodes import (autoencoder_nodes, checkpoint_loader, conditioning_nodes, image_basic, image_io,
+                       primitives)
 
-    modules: list = [primitives, image_basic, image_io, checkpoint_loader, conditioning_nodes]
+    modules: list = [primitives, image_basic, image_io, checkpoint_loader, conditioning_nodes,
+                     autoencoder_nodes]
     registry = NodeRegistry()
     for module in modules:
         registry.register_all(module.SPECS)

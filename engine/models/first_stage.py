@@ -97,12 +97,14 @@ class FirstStage:
         tile/overlap are in latent pixels; tile None = automatic, 0 = never tile.
         """
         if latent.shape[1] != self.latent_channels:
-            raise ValueError(f"latent has {latent.shape[1]} channels, autoencoder expects {self.latent_channels}")
+            raise ValueError(f"latent has {latent.shape[1]} channels, "
+                             f"autoencoder expects {self.latent_channels}")
         f = self.downsample_factor
         z = latent.to(self.device, self._compute_dtype()) / self.scale_factor
         tile, overlap = self._tiling(tile, overlap, latent.shape[-2] * latent.shape[-1] * f * f, unit=1,
                                      per_pixel=1 / f)
-        decoded = self.model.decode(z) if tile == 0 else _tiled(self.model.decode, z, tile, overlap, f, on_tile)
+        decode = self.model.decode
+        decoded = decode(z) if tile == 0 else _tiled(decode, z, tile, overlap, f, on_tile)
         return ((decoded.float() + 1.0) / 2.0).clamp(0.0, 1.0).to(latent.device)
 
     # --- helpers ----------------------------------------------------------------------------

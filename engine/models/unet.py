@@ -37,7 +37,8 @@ class TimestepBlock(nn.Module):
 class TimestepEmbedSequential(nn.Sequential):
     """Passes the embedding to TimestepBlocks and the context to SpatialTransformers."""
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor,
+                context: torch.Tensor | None = None) -> torch.Tensor:
         for layer in self:
             if isinstance(layer, TimestepBlock):
                 x = layer(x, emb)
@@ -186,8 +187,8 @@ class UNetModel(nn.Module):
             self._res(ch, emb_dim, ch), self._attention(ch, self.depths[-1], upsample=False),
             self._res(ch, emb_dim, ch))
         ch = self._build_output_blocks(emb_dim, skip_chans)
-        self.out = nn.Sequential(normalization(ch), nn.SiLU(), nn.Conv2d(cfg.model_channels, cfg.out_channels, 3,
-                                                                         padding=1))
+        self.out = nn.Sequential(normalization(ch), nn.SiLU(),
+                                 nn.Conv2d(cfg.model_channels, cfg.out_channels, 3, padding=1))
         nn.init.zeros_(self.out[2].weight)
         nn.init.zeros_(self.out[2].bias)
 
@@ -240,7 +241,8 @@ class UNetModel(nn.Module):
         ch, ds = cfg.model_channels * cfg.channel_mult[-1], self._bottom_ds
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
             for i in range(self.num_res_blocks[level] + 1):
-                layers: list[nn.Module] = [self._res(ch + skip_chans.pop(), emb_dim, cfg.model_channels * mult)]
+                skip = skip_chans.pop()
+                layers: list[nn.Module] = [self._res(ch + skip, emb_dim, cfg.model_channels * mult)]
                 ch = cfg.model_channels * mult
                 if ds in cfg.attention_resolutions:
                     layers.append(self._attention(ch, self.depths[level], upsample=True))
@@ -272,7 +274,8 @@ class UNetModel(nn.Module):
         emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).to(dtype))
         has_labels = self.num_classes is not None or self.adm
         if has_labels != (y is not None):
-            raise ValueError("this UNet needs class labels y" if has_labels else "this UNet takes no labels y")
+            needs = "needs class labels y" if has_labels else "takes no labels y"
+            raise ValueError(f"this UNet {needs}")
         if y is not None:
             emb = emb + self.label_emb(y.to(dtype) if self.adm else y.long())
         return emb
