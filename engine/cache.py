@@ -5,13 +5,16 @@ the identity of files its params name, and the keys of its inputs (see
 `node_key`). Node ids are not part of it, so identical subgraphs share results
 and an edit changes the keys of exactly the nodes downstream of it.
 
-Disk entries hold one output each, as `<key>.<output>.kres` under
-`<cache dir>/results/<key[:2]>/`: a magic line, the sha256 of the payload, then
-the payload (engine.values.to_bytes, safetensors). Writes go to a temp file then
-os.replace, so a crash leaves either the old state or the new one; an entry
-that fails its checksum or does not parse is a miss and is deleted. Only
-storable values (Image, Latent, SemanticMap, MASK tensors) go to disk; models
-and conditionings stay in memory.
+The disk store is content-addressed: each stored value is an object named by
+the sha256 of its content (`content_digest` of engine.values.to_bytes) under
+`<cache dir>/results/objects/`, and a ref file `results/refs/<key[:2]>/<key>.<output>`
+holds the object's name. A value passed through unchanged (PreviewImage, a
+disabled node) is stored once. Every write goes to a temp file then os.replace,
+so a crash leaves the old state or the new one; an object whose content no
+longer matches its name, or that does not parse, is a miss and is deleted. Only storable
+values (Image, Latent, SemanticMap, MASK tensors) go to disk; models and
+conditionings stay in memory. Reads refresh mtimes; over budget, the least
+recently used objects go first, with the refs not used since.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from pathlib import Path
@@ -27,8 +31,7 @@ from typing import Any, Iterable, Mapping
 from engine import values as V
 from engine.spec import EngineSettings
 
-_MAGIC = b"KILNRES1\n"
-_SUFFIX = ".kres"
+_OBJECT_SUFFIX = ".kobj"
 _STALE_TMP_SECONDS = 3600
 
 
@@ -64,152 +67,99 @@ def node_key(type_name: str, version: int, params: Mapping[str, Any],
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
-class ResultCache:
-    """Results of node runs: {output name: value} per node key. Thread-safe."""
+class DiskStore:
+    """Content-addressed values on disk, bounded in bytes. Thread-safe within a process;
+    several processes may share the folder (writes are atomic, reads verify)."""
 
-    def __init__(self, memory_bytes: int = 2 * 1024**3, disk_dir: str | os.PathLike | None = None,
-                 disk_bytes: int = 4 * 1024**3):
-        self.memory_bytes = memory_bytes
-        self.disk_dir = Path(disk_dir) / "results" if disk_dir is not None else None
-        self.disk_bytes = disk_bytes
-        self._memory: OrderedDict[str, tuple[dict[str, Any], int]] = OrderedDict()
-        self._memory_used = 0
-        self._disk_used: int | None = None  # measured on the first write
-        self._lock = threading.RLock()
-        self.hits = self.disk_hits = self.misses = 0
+    def __init__(self, root: str | os.PathLike, max_bytes: int):
+        self.root = Path(root)
+        self.max_bytes = max_bytes
+        self._used: int | None = None  # object bytes, measured on the first write
+        self._lock = threading.Lock()
 
-    @classmethod
-    def from_settings(cls, settings: EngineSettings, disk: bool = True) -> "ResultCache":
-        disk_dir = (settings.cache_dir or default_cache_dir()) if disk else None
-        return cls(settings.memory_cache_bytes, disk_dir, settings.disk_cache_bytes)
-
-    # --- lookups ---------------------------------------------------------------
-    def get(self, key: str, output_names: Iterable[str]) -> dict[str, Any] | None:
-        """All outputs of the node with this key, from memory or disk, else None."""
-        names = list(output_names)
-        with self._lock:
-            entry = self._memory.get(key)
-            if entry is not None and all(n in entry[0] for n in names):
-                self._memory.move_to_end(key)
-                self.hits += 1
-                return dict(entry[0])
-        found = self._disk_get(key, names)
-        with self._lock:
-            if found is None:
-                self.misses += 1
-                return None
-            self.disk_hits += 1
-            self._memory_put(key, found)
-        return dict(found)
-
-    def put(self, key: str, outputs: Mapping[str, Any]) -> None:
-        """Remember a node's complete outputs (to disk too when every one is storable)."""
-        outputs = dict(outputs)
-        with self._lock:
-            self._memory_put(key, outputs)
-        if self.disk_dir is not None and outputs and all(V.is_storable(v) for v in outputs.values()):
-            for name, value in outputs.items():
-                self._disk_put(key, name, value)
-
-    def clear(self, disk: bool = False) -> None:
-        with self._lock:
-            self._memory.clear()
-            self._memory_used = 0
-            if disk and self.disk_dir is not None:
-                for path in self._disk_files():
-                    _unlink(path)
-                self._disk_used = 0
-
-    @property
-    def memory_used(self) -> int:
-        return self._memory_used
-
-    def __len__(self) -> int:
-        return len(self._memory)
-
-    # --- memory ----------------------------------------------------------------
-    def _memory_put(self, key: str, outputs: dict[str, Any]) -> None:
-        size = sum(V.nbytes(v) for v in outputs.values())
-        old = self._memory.pop(key, None)
-        if old is not None:
-            self._memory_used -= old[1]
-        if size > self.memory_bytes:
-            return  # larger than the whole budget: keep it on disk only
-        self._memory[key] = (outputs, size)
-        self._memory_used += size
-        while self._memory_used > self.memory_bytes:
-            _, (_, evicted) = self._memory.popitem(last=False)
-            self._memory_used -= evicted
-
-    # --- disk ------------------------------------------------------------------
-    def _entry_path(self, key: str, output: str) -> Path:
-        assert self.disk_dir is not None
-        return self.disk_dir / key[:2] / f"{key}.{output}{_SUFFIX}"
-
-    def _disk_get(self, key: str, names: list[str]) -> dict[str, Any] | None:
-        if self.disk_dir is None or not names:
-            return None
+    def get(self, key: str, names: list[str]) -> dict[str, Any] | None:
         found: dict[str, Any] = {}
         for name in names:
-            value = self._disk_read(self._entry_path(key, name))
+            value = self._read(key, name)
             if value is None:
                 return None
             found[name] = value
-        return found
+        return found or None
 
-    def _disk_read(self, path: Path) -> Any | None:
-        try:
-            data = path.read_bytes()
-        except OSError:
-            return None
-        head = len(_MAGIC) + 32
-        payload = data[head:]
-        if data[:len(_MAGIC)] != _MAGIC or hashlib.sha256(payload).digest() != data[len(_MAGIC):head]:
-            _unlink(path)  # truncated or corrupt: a miss, and gone so it is rewritten
-            return None
-        try:
-            value = V.from_bytes(payload)
-        except Exception:  # a payload this version cannot read is a miss as well
-            _unlink(path)
-            return None
-        _touch(path)
-        return value
-
-    def _disk_put(self, key: str, name: str, value: Any) -> None:
-        path = self._entry_path(key, name)
+    def put(self, key: str, name: str, value: Any) -> None:
         try:
             payload = V.to_bytes(value)
         except Exception:  # e.g. a dtype safetensors cannot hold: stay memory-only
             return
-        data = _MAGIC + hashlib.sha256(payload).digest() + payload
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        digest = content_digest(payload)
+        obj = self._object_path(digest)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-        except OSError:
-            _unlink(tmp)
-            return  # a full or read-only disk only costs future recomputation
-        with self._lock:
-            if self._disk_used is None:
-                self._disk_used = sum(size for _, size, _ in self._disk_scan())
+            if obj.exists():
+                _touch(obj)
+                added = 0
             else:
-                self._disk_used += len(data)
-            if self._disk_used > self.disk_bytes:
-                self._disk_evict()
+                _write_atomic(obj, payload)
+                added = len(payload)
+            _write_atomic(self._ref_path(key, name), digest.encode())
+        except OSError:
+            return  # a full or read-only disk only costs recomputation later
+        self._account(added)
 
-    def _disk_files(self) -> list[Path]:
-        if self.disk_dir is None or not self.disk_dir.is_dir():
+    def clear(self) -> None:
+        with self._lock:
+            for path in self._files("objects") + self._files("refs"):
+                _unlink(path)
+            self._used = 0
+
+    def _object_path(self, digest: str) -> Path:
+        return self.root / "objects" / digest[:2] / f"{digest}{_OBJECT_SUFFIX}"
+
+    def _ref_path(self, key: str, name: str) -> Path:
+        return self.root / "refs" / key[:2] / f"{key}.{name}"
+
+    def _read(self, key: str, name: str) -> Any | None:
+        ref = self._ref_path(key, name)
+        try:
+            digest = ref.read_text(encoding="ascii", errors="replace").strip()
+        except OSError:
+            return None
+        if not _is_digest(digest):
+            _unlink(ref)
+            return None
+        obj = self._object_path(digest)
+        try:
+            payload = obj.read_bytes()
+            if content_digest(payload) != digest:
+                raise ValueError("damaged")
+            value = V.from_bytes(payload)
+        except Exception:  # gone, truncated, damaged or unreadable: a miss, removed to be rewritten
+            _unlink(obj)
+            _unlink(ref)
+            return None
+        _touch(ref)
+        _touch(obj)
+        return value
+
+    def _account(self, added: int) -> None:
+        with self._lock:
+            if self._used is None:
+                self._used = sum(size for _, size, _ in self._scan("objects"))
+            else:
+                self._used += added
+            if self._used > self.max_bytes:
+                self._evict()
+
+    def _files(self, kind: str) -> list[Path]:
+        folder = self.root / kind
+        if not folder.is_dir():
             return []
-        return [p for sub in self.disk_dir.iterdir() if sub.is_dir() for p in sub.iterdir()]
+        return [p for sub in folder.iterdir() if sub.is_dir() for p in sub.iterdir()]
 
-    def _disk_scan(self) -> list[tuple[float, int, Path]]:
-        """(mtime, size, path) of every entry; stale temp files from crashes are removed."""
-        import time
-
+    def _scan(self, kind: str) -> list[tuple[float, int, Path]]:
+        """(mtime, size, path) of every file; stale temp files from crashes are removed."""
         entries = []
         now = time.time()
-        for path in self._disk_files():
+        for path in self._files(kind):
             try:
                 st = path.stat()
             except OSError:
@@ -221,16 +171,127 @@ class ResultCache:
             entries.append((st.st_mtime, st.st_size, path))
         return entries
 
-    def _disk_evict(self) -> None:
-        """Delete the least recently used entries until the store fits its budget."""
-        entries = sorted(self._disk_scan(), key=lambda e: e[0])
-        total = sum(size for _, size, _ in entries)
-        for _, size, path in entries:
-            if total <= self.disk_bytes:
+    def _evict(self) -> None:
+        """Delete the least recently used objects until the store fits, and the refs unused since."""
+        objects = sorted(self._scan("objects"), key=lambda e: e[0])
+        total = sum(size for _, size, _ in objects)
+        cutoff = None
+        for mtime, size, path in objects:
+            if total <= self.max_bytes:
                 break
             _unlink(path)
             total -= size
-        self._disk_used = total
+            cutoff = mtime
+        if cutoff is not None:
+            for mtime, _, path in self._scan("refs"):
+                if mtime <= cutoff:
+                    _unlink(path)
+        self._used = total
+
+
+class ResultCache:
+    """Results of node runs: {output name: value} per node key. Thread-safe."""
+
+    def __init__(self, memory_bytes: int = 2 * 1024**3, disk_dir: str | os.PathLike | None = None,
+                 disk_bytes: int = 4 * 1024**3):
+        self.memory_bytes = memory_bytes
+        self.disk = DiskStore(Path(disk_dir) / "results", disk_bytes) if disk_dir is not None else None
+        self._memory: OrderedDict[str, tuple[dict[str, Any], int]] = OrderedDict()
+        self._memory_used = 0
+        self._lock = threading.RLock()
+        self.hits = self.disk_hits = self.misses = 0
+
+    @classmethod
+    def from_settings(cls, settings: EngineSettings, disk: bool = True) -> "ResultCache":
+        disk_dir = (settings.cache_dir or default_cache_dir()) if disk else None
+        return cls(settings.memory_cache_bytes, disk_dir, settings.disk_cache_bytes)
+
+    def get(self, key: str, output_names: Iterable[str]) -> dict[str, Any] | None:
+        """All outputs of the node with this key, from memory or disk, else None."""
+        names = list(output_names)
+        with self._lock:
+            entry = self._memory.get(key)
+            if entry is not None and all(n in entry[0] for n in names):
+                self._memory.move_to_end(key)
+                self.hits += 1
+                return dict(entry[0])
+        found = self.disk.get(key, names) if self.disk is not None and names else None
+        with self._lock:
+            if found is None:
+                self.misses += 1
+                return None
+            self.disk_hits += 1
+            self._memory_put(key, found)
+        return dict(found)
+
+    def put(self, key: str, outputs: Mapping[str, Any]) -> None:
+        """Remember a node's complete outputs (on disk too when every one is storable)."""
+        outputs = dict(outputs)
+        with self._lock:
+            self._memory_put(key, outputs)
+        if self.disk is not None and outputs and all(V.is_storable(v) for v in outputs.values()):
+            for name, value in outputs.items():
+                self.disk.put(key, name, value)
+
+    def clear(self, disk: bool = False) -> None:
+        with self._lock:
+            self._memory.clear()
+            self._memory_used = 0
+        if disk and self.disk is not None:
+            self.disk.clear()
+
+    @property
+    def memory_used(self) -> int:
+        return self._memory_used
+
+    def __len__(self) -> int:
+        return len(self._memory)
+
+    def _memory_put(self, key: str, outputs: dict[str, Any]) -> None:
+        size = sum(V.nbytes(v) for v in outputs.values())
+        old = self._memory.pop(key, None)
+        if old is not None:
+            self._memory_used -= old[1]
+        if size > self.memory_bytes:
+            return  # larger than the whole budget: on disk only
+        self._memory[key] = (outputs, size)
+        self._memory_used += size
+        while self._memory_used > self.memory_bytes:
+            _, (_, evicted) = self._memory.popitem(last=False)
+            self._memory_used -= evicted
+
+
+def content_digest(payload: bytes) -> str:
+    """sha256 of a safetensors payload with its JSON header in canonical form.
+
+    safetensors writes header keys in no fixed order, so equal values may give
+    different bytes; this digest is the same for equal values, and any damage
+    to the payload changes it (or makes it unreadable: ValueError).
+    """
+    if len(payload) < 8:
+        raise ValueError("payload too short")
+    size = int.from_bytes(payload[:8], "little")
+    if size > len(payload) - 8:
+        raise ValueError("header longer than the payload")
+    header = json.loads(payload[8:8 + size])
+    digest = hashlib.sha256(canonical_json(header).encode())
+    digest.update(memoryview(payload)[8 + size:])
+    return digest.hexdigest()
+
+
+def _is_digest(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:
+        _unlink(tmp)
+        raise
 
 
 def _unlink(path: Path) -> None:

@@ -69,43 +69,63 @@ def test_disk_store_survives_a_fresh_cache_instance(tmp_path):
 def test_values_that_cannot_be_stored_stay_in_memory(tmp_path):
     cache = ResultCache(disk_dir=tmp_path)
     cache.put("a" * 64, {"cond": Conditioning(crossattn=torch.zeros(1, 2, 3)), "image": Image(torch.zeros(1, 3, 2, 2))})
-    assert not list(tmp_path.rglob("*.kres"))
+    assert not objects(tmp_path)
     assert ResultCache(disk_dir=tmp_path).get("a" * 64, ["cond", "image"]) is None
     assert cache.get("a" * 64, ["cond", "image"]) is not None
 
 
-@pytest.mark.parametrize("damage", ["flip", "truncate", "empty"])
-def test_corrupt_or_truncated_entry_is_a_miss_and_is_deleted(tmp_path, damage):
+def objects(root):
+    return sorted((root / "results" / "objects").rglob("*.kobj"))
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "delete"])
+def test_damaged_or_missing_object_is_a_miss_and_is_cleaned_up(tmp_path, damage):
     image = Image(torch.rand(1, 3, 8, 8))
     ResultCache(disk_dir=tmp_path).put("b" * 64, {"image": image})
-    (entry,) = tmp_path.rglob("*.kres")
-    data = entry.read_bytes()
-    damaged = {"flip": data[:-10] + bytes([data[-10] ^ 0xFF]) + data[-9:], "truncate": data[: len(data) // 2],
-               "empty": b""}[damage]
-    entry.write_bytes(damaged)
+    (obj,) = objects(tmp_path)
+    data = obj.read_bytes()
+    if damage == "delete":
+        obj.unlink()
+    else:
+        obj.write_bytes({"flip": data[:-10] + bytes([data[-10] ^ 0xFF]) + data[-9:],
+                         "truncate": data[: len(data) // 2], "empty": b""}[damage])
     fresh = ResultCache(disk_dir=tmp_path)
-    assert fresh.get("b" * 64, ["image"]) is None and not entry.exists()
+    assert fresh.get("b" * 64, ["image"]) is None
+    assert not obj.exists() and not list((tmp_path / "results" / "refs").rglob("*.image"))
     fresh.put("b" * 64, {"image": image})
     assert torch.equal(ResultCache(disk_dir=tmp_path).get("b" * 64, ["image"])["image"].pixels, image.pixels)
 
 
-def test_disk_store_is_bounded_and_evicts_the_oldest_by_mtime(tmp_path):
-    one = Image(torch.rand(1, 3, 16, 16))  # about 3 KiB per entry
+def test_a_value_passed_through_is_stored_once(tmp_path):
+    image = Image(torch.rand(1, 3, 8, 8), seeds=(3,))
+    cache = ResultCache(disk_dir=tmp_path)
+    cache.put("c" * 64, {"image": image})
+    cache.put("d" * 64, {"image": image, "mask": torch.ones(1, 1, 8, 8)})
+    assert len(objects(tmp_path)) == 2
+    fresh = ResultCache(disk_dir=tmp_path)
+    assert fresh.get("c" * 64, ["image"])["image"].seeds == (3,)
+    assert fresh.get("d" * 64, ["image", "mask"])["mask"].sum() == 64
+
+
+def test_disk_store_is_bounded_and_evicts_the_least_recently_used(tmp_path):
     cache = ResultCache(disk_dir=tmp_path, disk_bytes=10_000)
     now = time.time()
-    for i, name in enumerate("cde"):
-        cache.put(name * 64, {"image": one})
-        (path,) = tmp_path.rglob(f"{name * 64}.*")
-        os.utime(path, (now - 300 + 100 * i, now - 300 + 100 * i))
-    stale_tmp = tmp_path / "results" / "cc" / "x.kres.1.abc.tmp"
+    for i, name in enumerate("cde"):  # about 3 KiB each, written long ago, c first
+        cache.put(name * 64, {"image": Image(torch.full((1, 3, 16, 16), i / 10))})
+        for path in [*objects(tmp_path), *(tmp_path / "results" / "refs").rglob(f"{name * 64}.*")]:
+            if path.stat().st_mtime > now - 10:
+                os.utime(path, (now - 300 + 100 * i, now - 300 + 100 * i))
+    stale_tmp = tmp_path / "results" / "objects" / "ab" / "ab12.kobj.1.abc.tmp"  # left by a crash
+    stale_tmp.parent.mkdir(exist_ok=True)
     stale_tmp.write_bytes(b"half")
     os.utime(stale_tmp, (now - 7200, now - 7200))
     reader = ResultCache(disk_dir=tmp_path, disk_bytes=10_000)
     assert reader.get("c" * 64, ["image"]) is not None  # a read makes "c" the most recent
-    reader.put("f" * 64, {"image": one})
-    left = {p.name[0] for p in tmp_path.rglob("*.kres")}
-    assert left == {"c", "e", "f"} and not stale_tmp.exists()
-    assert sum(p.stat().st_size for p in tmp_path.rglob("*.kres")) <= 10_000
+    reader.put("f" * 64, {"image": Image(torch.full((1, 3, 16, 16), 0.9))})
+    fresh = ResultCache(disk_dir=tmp_path)
+    assert [name for name in "cdef" if fresh.get(name * 64, ["image"]) is not None] == ["c", "e", "f"]
+    assert not stale_tmp.exists() and not list((tmp_path / "results" / "refs").rglob("d" * 64 + ".*"))
+    assert sum(p.stat().st_size for p in objects(tmp_path)) <= 10_000
 
 
 def test_executor_reads_the_disk_cache_of_an_earlier_session(tmp_path):
@@ -125,4 +145,4 @@ def test_default_cache_folder_follows_xdg_cache_home(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     cache = ResultCache.from_settings(EngineSettings())
     cache.put("d" * 64, {"image": Image(torch.zeros(1, 3, 2, 2))})
-    assert list((tmp_path / "kiln" / "results").rglob("*.kres"))
+    assert objects(tmp_path / "kiln")
