@@ -19,12 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if not __package__ and str(ROOT) not in sys.path:  # `python bench/bench_engine.py` without an install
     sys.path.insert(0, str(ROOT))
 
-from engine import graph_file  # noqa: E402
-from engine.cache import ResultCache  # noqa: E402
-from engine.executor import Executor  # noqa: E402
-from engine.graph import Graph, Link, Node  # noqa: E402
-from engine.spec import EngineSettings  # noqa: E402
-from nodes import build_registry  # noqa: E402
+from engine import graph_file
+from engine.cache import ResultCache
+from engine.executor import Executor
+from engine.graph import Graph, Link, Node
+from engine.spec import EngineSettings
+from nodes import build_registry
 
 DEFAULT_GRAPH = ROOT / "resources" / "graphs" / "text_to_image.json"
 

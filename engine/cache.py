@@ -25,8 +25,9 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from engine import values as V
 from engine.spec import EngineSettings
@@ -89,7 +90,7 @@ class DiskStore:
     def put(self, key: str, name: str, value: Any) -> None:
         try:
             payload = V.to_bytes(value)
-        except Exception:  # e.g. a dtype safetensors cannot hold: stay memory-only
+        except Exception:  # noqa: BLE001 - e.g. a dtype safetensors cannot hold: stay memory-only
             return
         digest = content_digest(payload)
         obj = self._object_path(digest)
@@ -132,7 +133,7 @@ class DiskStore:
             if content_digest(payload) != digest:
                 raise ValueError("damaged")
             value = V.from_bytes(payload)
-        except Exception:  # gone, truncated, damaged or unreadable: a miss, removed to be rewritten
+        except Exception:  # noqa: BLE001 - gone, truncated, damaged, unreadable: a miss, rewritten later
             _unlink(obj)
             _unlink(ref)
             return None
@@ -202,7 +203,7 @@ class ResultCache:
         self.hits = self.disk_hits = self.misses = 0
 
     @classmethod
-    def from_settings(cls, settings: EngineSettings, disk: bool = True) -> "ResultCache":
+    def from_settings(cls, settings: EngineSettings, disk: bool = True) -> ResultCache:
         disk_dir = (settings.cache_dir or default_cache_dir()) if disk else None
         return cls(settings.memory_cache_bytes, disk_dir, settings.disk_cache_bytes)
 

@@ -17,8 +17,9 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from engine.errors import KilnError
 from engine.graph import Graph
@@ -126,9 +127,9 @@ def parse_set(item: str, graph: Graph, registry: NodeRegistry) -> Override:
         value = json.loads(raw)
     except ValueError:
         value = raw
-    spec = registry[graph.nodes[override.node_id].type]
-    if spec.param(param).type in _TEXT_PARAMS and not isinstance(value, str):  # type: ignore[union-attr]
-        value = raw
+    declared = registry[graph.nodes[override.node_id].type].param(param)
+    if declared is not None and declared.type in _TEXT_PARAMS and not isinstance(value, str):
+        value = raw  # `--set save.prefix=123` means the text "123"
     return Override(override.node_id, param, value)
 
 

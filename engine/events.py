@@ -6,8 +6,9 @@ The GUI receives them on its worker thread and re-emits them as Qt signals.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import threading
 import time
 import traceback
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from engine import events as E
 from engine.cache import ResultCache, file_identity, node_key
@@ -124,7 +125,7 @@ def needed_order(graph: Graph, targets: Iterable[str]) -> list[str]:
 class _Context:
     """What a node's compute sees of the run (engine.spec.ComputeContext)."""
 
-    def __init__(self, run: "_Run", node_id: str):
+    def __init__(self, run: _Run, node_id: str):
         self._run = run
         self.node_id = node_id
         self.settings = run.executor.settings

@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import re
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from engine.errors import UserInputError
 from engine.spec import FILES_KEY, Input, NodeSpec, Output, Param, ParamType, SocketType
@@ -31,7 +32,8 @@ def _load(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dic
 
 def _read_rgba(path: str) -> Any:
     import numpy as np
-    from PIL import Image as PILImage, ImageOps, UnidentifiedImageError
+    from PIL import Image as PILImage
+    from PIL import ImageOps, UnidentifiedImageError
 
     if not path:
         raise UserInputError("no image file chosen", "path")

@@ -1,7 +1,8 @@
 """Constant values: one param each, exposed as an output socket to feed other nodes."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from engine.spec import SEED_MAX, NodeSpec, Output, Param, ParamType, SocketType
 

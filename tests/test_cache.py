@@ -6,13 +6,13 @@ import time
 
 import pytest
 import torch
+from toy_nodes import build_graph
 
 from engine.cache import ResultCache, file_identity, node_key
 from engine.executor import Executor
 from engine.spec import EngineSettings
 from engine.values import Conditioning, Image, Latent, SemanticMap
 from nodes import build_registry
-from toy_nodes import build_graph
 
 
 def key(params=None, inputs=None, version=1, files=None, type_="Mul"):

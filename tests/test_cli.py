@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image as PILImage
+from toy_nodes import build_graph, make_toy_kit
 
 from engine import graph_file
 from engine.cli import main
 from engine.pngmeta import read_png_graph
-from toy_nodes import build_graph, make_toy_kit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def pixels(path) -> np.ndarray:
 
 def run_subprocess(*args, cwd=REPO):
     return subprocess.run([sys.executable, str(REPO / "main.py"), *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_second_process_finds_results_in_the_disk_cache_and_png_graphs_rerun(graph_path, tmp_path, capsys):

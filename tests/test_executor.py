@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image as PILImage
+from toy_nodes import build_graph, make_toy_kit
 
 from engine import events as E
 from engine.errors import ValidationError
@@ -20,7 +21,6 @@ from engine.model_store import ModelStore
 from engine.spec import EngineSettings
 from engine.values import Image
 from nodes import build_registry
-from toy_nodes import build_graph, make_toy_kit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -338,7 +338,7 @@ def test_save_image_numbers_files_without_overwriting_and_embeds_seed(real, sett
 
 def test_save_image_records_each_items_seed(settings, tmp_path):
     from engine.pngmeta import read_png_info
-    from engine.spec import Input, NodeRegistry, NodeSpec, Output, SocketType
+    from engine.spec import NodeRegistry, NodeSpec, Output, SocketType
     from nodes import image_io
 
     registry = NodeRegistry()

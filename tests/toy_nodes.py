@@ -8,14 +8,16 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from engine.errors import UserInputError
 from engine.graph import Graph, Link, Node
 from engine.spec import FILES_KEY, Input, NodeRegistry, NodeSpec, Output, Param, ParamType, SocketType
 
 INT, STRING = SocketType.INT, SocketType.STRING
+VALUE_OUTPUT = (Output("value", INT),)
 
 
 @dataclass
@@ -35,7 +37,7 @@ def make_toy_kit() -> ToyKit:
             return fn(ctx, inputs, params)
         return compute
 
-    def spec(type_: str, fn: Callable, inputs=(), outputs=(Output("value", INT),), params=(), **kw) -> None:
+    def spec(type_: str, fn: Callable, inputs=(), outputs=VALUE_OUTPUT, params=(), **kw) -> None:
         kit.registry.register(NodeSpec(type=type_, title=type_, category="toy", help=type_,
                                        compute=logged(fn), inputs=tuple(inputs), outputs=tuple(outputs),
                                        params=tuple(params), **kw))
