@@ -1,0 +1,42 @@
+"""LayoutEditor: labelled boxes the artist draws, for layout-to-image synthesis.
+
+The boxes live in the `boxes` param as [{"label": "red circle", "box": [x0, y0, x1, y1]}, ...]
+in normalised coordinates (origin top-left), the LAYOUT value as is. With labels
+"shapes world" every label must be one of the built-in model's 18 `{colour} {shape}`
+labels; "free text" accepts any label (for models with a text encoder).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from engine.errors import KilnError, UserInputError
+from engine.spec import NodeSpec, Output, Param, ParamType, SocketType
+
+VOCABULARIES = ("shapes world", "free text")
+
+
+def _layout(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    from engine import drawing
+
+    vocabulary = drawing.LAYOUT_LABELS if params["labels"] == "shapes world" else None
+    try:
+        return {"layout": drawing.check_boxes(params["boxes"], vocabulary)}
+    except KilnError as exc:
+        raise UserInputError(str(exc), "boxes") from None
+
+
+LAYOUT_EDITOR = NodeSpec(
+    type="LayoutEditor", title="Layout Editor", category="conditioning",
+    help="Labelled boxes for layout-to-image models; double-click to draw them. "
+         "Coordinates are fractions of the picture, origin top-left.",
+    compute=_layout,
+    outputs=(Output("layout", SocketType.LAYOUT, 'a list of {"label", "box": [x0, y0, x1, y1]}'),),
+    params=(
+        Param("boxes", ParamType.JSON, [], 'list of {"label": "red circle", "box": [x0, y0, x1, y1]} in [0, 1]'),
+        Param("labels", ParamType.CHOICE, "shapes world", "which labels are allowed: the built-in model's "
+              "'{colour} {shape}' or any text", choices=VOCABULARIES, inline=True),
+    ),
+)
+
+SPECS = (LAYOUT_EDITOR,)
