@@ -10,6 +10,7 @@ No torch and no Qt at module level: the GUI calls `Executor.run` on a worker thr
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 import traceback
@@ -218,8 +219,10 @@ class _Run:
         return files
 
     def _find_model_file(self, name: str) -> str | None:
-        dirs = [Path("."), _MODELS_DIR, *map(Path, self.executor.settings.model_dirs)]
-        return next((str(d / name) for d in dirs if (d / name).is_file()), None)
+        """The file a name stands for, searched like nodes/checkpoint_loader does."""
+        dirs = [Path("."), _MODELS_DIR, *(Path(d).expanduser() for d in self.executor.settings.model_dirs)]
+        name = os.path.expanduser(name)
+        return next((str(d / name) for d in dirs if (d / name).exists()), None)
 
     def producers(self, nid: str) -> set[str]:
         disabled = self.graph.nodes[nid].disabled

@@ -219,6 +219,17 @@ def test_models_stay_loaded_and_reload_when_the_file_changes(ex, kit, tmp_path):
     assert len(kit.model_loads) == 2
 
 
+def test_a_model_file_named_in_a_model_folder_is_part_of_the_key(kit, tmp_path):
+    (tmp_path / "models").mkdir()
+    model = tmp_path / "models" / "net.safetensors"
+    model.write_bytes(b"v1")
+    ex = Executor(kit.registry, EngineSettings(cache_dir=str(tmp_path / "c"), model_dirs=(str(model.parent),)))
+    graph = build_graph({"pick": ("Pick", {"name": "net.safetensors"})})
+    assert [statuses(ex.run(graph)), statuses(ex.run(graph))] == [{"pick": "ran"}, {"pick": "cached"}]
+    model.write_bytes(b"v2 replaced")
+    assert statuses(ex.run(graph)) == {"pick": "ran"}
+
+
 def test_model_store_loads_once_under_concurrent_requests(tmp_path):
     path = tmp_path / "m.bin"
     path.write_bytes(b"x")

@@ -56,6 +56,8 @@ def make_toy_kit() -> ToyKit:
     spec("Fail", _fail, inputs=[Input("x", INT)],
          params=[Param("mode", ParamType.CHOICE, "runtime", choices=("ok", "runtime", "user", "bad_return"))])
     spec("ModelUser", _model_user(kit), params=[Param("path", ParamType.PATH, ""), Param("k", ParamType.INT, 1)])
+    spec("Pick", lambda c, i, p: {"value": len(p["name"])},
+         params=[Param("name", ParamType.CHOICE, "", choices_from="checkpoints")])
     spec("Record", _record, inputs=[Input("x", INT)], side_effects=True, output_node=True)
     return kit
 
