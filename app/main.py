@@ -30,6 +30,9 @@ def make_application():
 
     from app.theme import apply_theme
 
+    # The engine thread runs Python between its torch calls; hand the interpreter back to
+    # the UI thread more often than the default 5 ms so painting never waits long for it.
+    sys.setswitchinterval(0.001)
     app = QApplication.instance()
     if app is None:
         QGuiApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)

@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QLabel, QProgressBar, QStatusBar
 
 from app.canvas.scene import GraphScene
 from app.log_panel import LogPanel
-from app.runner import Job, JobResult, Runner
+from app.runner import Job, JobResult, Picture, Runner
 from app.viewer import ResultEntry, Viewer, to_qimage
 
 
@@ -139,10 +139,10 @@ class RunControl(QObject):
         fresh: list[ResultEntry] = []
         for node_id, pictures in result.images.items():
             seeds = result.seeds.get(node_id, ())
-            entries = [self._entry(result, node_id, pixels, seeds[i] if i < len(seeds) else None)
-                       for i, pixels in enumerate(pictures)]
+            entries = [self._entry(result, node_id, picture, seeds[i] if i < len(seeds) else None)
+                       for i, picture in enumerate(pictures)]
             self.node_images[node_id] = entries[0]
-            self.scene.set_thumbnail(node_id, entries[0].image)
+            self.scene.set_thumbnail(node_id, entries[0].thumbnail)
             if self._is_output(node_id, result):
                 fresh.extend(entries)
         shown = self._choose_display(fresh, result)
@@ -167,11 +167,12 @@ class RunControl(QObject):
             return entry
         return fresh[0] if fresh else None
 
-    def _entry(self, result: JobResult, node_id: str, pixels: Any, seed: int | None) -> ResultEntry:
+    def _entry(self, result: JobResult, node_id: str, picture: Picture, seed: int | None) -> ResultEntry:
         node = result.job.graph.nodes.get(node_id)
         spec = self.runner.registry.get(node.type) if node else None
         title = (node.title if node and node.title else (spec.title if spec else node_id))
         info: dict[str, Any] = {"node": node_id}
         if seed is not None:
             info["seed"] = seed
-        return ResultEntry(pixels, node_id, title, result.job.graph_dict, info)
+        return ResultEntry(picture.rgb, node_id, title, result.job.graph_dict, info,
+                           display=picture.display, thumb=picture.thumb)

@@ -34,6 +34,18 @@ class Job:
 
 
 @dataclass
+class Picture:
+    """One picture made ready for the UI on the worker (so the UI thread only wraps memory)."""
+
+    rgb: Any  # uint8 (H, W, 3), for saving
+    display: Any  # uint8 (H, W, 4) in QImage.Format_RGB32 byte order (B, G, R, 255)
+    thumb: Any  # the same, at most THUMB_SIDE pixels a side
+
+
+THUMB_SIDE = 256
+
+
+@dataclass
 class JobResult:
     job: Job
     ok: bool
@@ -44,7 +56,7 @@ class JobResult:
     error_details: str = ""
     issues: dict[str, str] = field(default_factory=dict)  # node id -> validation problem
     statuses: dict[str, tuple[str, float]] = field(default_factory=dict)
-    images: dict[str, list[Any]] = field(default_factory=dict)  # node id -> uint8 (H, W, 3) arrays
+    images: dict[str, list["Picture"]] = field(default_factory=dict)  # node id -> its pictures
     seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     model_evals: int = 0
@@ -209,20 +221,43 @@ class Runner(QObject):
         return result
 
 
-def _pictures(outputs: dict[str, Any]) -> tuple[list[Any], tuple[int, ...]]:
-    """uint8 (H, W, 3) arrays of the first image-like output (IMAGE or MASK), with the seeds."""
+def _pictures(outputs: dict[str, Any]) -> tuple[list[Picture], tuple[int, ...]]:
+    """Pictures of the first image-like output (IMAGE or MASK), with the seeds."""
     import torch
 
     for value in outputs.values():
         pixels = getattr(value, "pixels", value)
         if not isinstance(pixels, torch.Tensor) or pixels.ndim != 4 or pixels.shape[1] not in (1, 3):
             continue
-        batch = (pixels.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+        batch = pixels.detach()[:16].float().cpu().clamp(0, 1)
         if batch.shape[1] == 1:
             batch = batch.expand(-1, 3, -1, -1)
-        arrays = [img.permute(1, 2, 0).contiguous().numpy() for img in batch[:16]]
-        return arrays, tuple(getattr(value, "seeds", ()) or ())
+        pictures = [_picture(img) for img in batch]
+        return pictures, tuple(getattr(value, "seeds", ()) or ())
     return [], ()
+
+
+def _picture(image: Any) -> Picture:
+    """(3, H, W) float in [0, 1] -> Picture."""
+    import torch
+    import torch.nn.functional as F
+
+    rgb = (image * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()  # (H, W, 3)
+    h, w = rgb.shape[:2]
+    scale = THUMB_SIDE / max(h, w)
+    small = image
+    if scale < 1:
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        small = F.interpolate(image[None], size=size, mode="area")[0]
+    thumb = (small * 255).round().to(torch.uint8).permute(1, 2, 0)
+    return Picture(rgb.numpy(), _bgrx(rgb), _bgrx(thumb))
+
+
+def _bgrx(rgb: Any) -> Any:
+    import torch
+
+    alpha = torch.full_like(rgb[..., :1], 255)
+    return torch.cat([rgb.flip(-1), alpha], dim=-1).contiguous().numpy()
 
 
 def _describe_device(requested: str) -> str:

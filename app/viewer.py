@@ -29,6 +29,13 @@ def to_qimage(pixels: Any) -> QImage:
     return QImage(array.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
 
 
+def wrap_rgb32(array: Any) -> QImage:
+    """A QImage (owning its pixels) from a uint8 (H, W, 4) array already in Format_RGB32 byte
+    order: a plain memory copy, no per-pixel conversion on the UI thread."""
+    h, w = array.shape[:2]
+    return QImage(array.data, w, h, 4 * w, QImage.Format.Format_RGB32).copy()
+
+
 @dataclass
 class ResultEntry:
     pixels: Any  # uint8 (H, W, 3)
@@ -37,13 +44,26 @@ class ResultEntry:
     graph_dict: dict
     info: dict = field(default_factory=dict)
     created: float = field(default_factory=time.time)
+    display: Any = None  # uint8 (H, W, 4) RGB32 order, prepared on the worker
+    thumb: Any = None  # the same, small
     _qimage: QImage | None = None
+    _thumb_image: QImage | None = None
 
     @property
     def image(self) -> QImage:
         if self._qimage is None:
-            self._qimage = to_qimage(self.pixels)
+            self._qimage = wrap_rgb32(self.display) if self.display is not None else to_qimage(self.pixels)
         return self._qimage
+
+    @property
+    def thumbnail(self) -> QImage:
+        if self._thumb_image is None:
+            if self.thumb is not None:
+                self._thumb_image = wrap_rgb32(self.thumb)
+            else:
+                self._thumb_image = self.image.scaled(256, 256, Qt.AspectRatioMode.KeepAspectRatio,
+                                                      Qt.TransformationMode.SmoothTransformation)
+        return self._thumb_image
 
 
 class ImageCanvas(QWidget):
@@ -62,6 +82,7 @@ class ImageCanvas(QWidget):
         self.swipe = 0.5
         self._drag_from: QPointF | None = None
         self._swiping = False
+        self._scaled: dict[tuple[int, int, int], QImage] = {}  # (image key, w, h) -> smooth downscale
         self.setMinimumSize(160, 120)
         self.setMouseTracking(True)
 
@@ -129,11 +150,26 @@ class ImageCanvas(QWidget):
     def _draw(self, painter: QPainter, image: QImage, pane: QRectF, label: str) -> None:
         painter.save()
         painter.setClipRect(pane)
-        painter.drawImage(self._target_rect(pane), image)
+        target = self._target_rect(pane)
+        painter.drawImage(target, self._for_size(image, target))
         if label:
             painter.setPen(QColor("#dfe2e6"))
             painter.drawText(pane.adjusted(8, 6, -8, -6), Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft, label)
         painter.restore()
+
+    def _for_size(self, image: QImage, target: QRectF) -> QImage:
+        """When shrinking, a smooth downscale made once per size, so repaints stay cheap."""
+        dpr = self.devicePixelRatioF()
+        w, h = round(target.width() * dpr), round(target.height() * dpr)
+        if w >= image.width() or h >= image.height() or w < 1 or h < 1:
+            return image
+        key = (image.cacheKey(), w, h)
+        if key not in self._scaled:
+            if len(self._scaled) > 8:
+                self._scaled.clear()
+            self._scaled[key] = image.scaled(w, h, Qt.AspectRatioMode.IgnoreAspectRatio,
+                                             Qt.TransformationMode.SmoothTransformation)
+        return self._scaled[key]
 
     def _draw_swipe(self, painter: QPainter) -> None:
         full = QRectF(self.rect())
@@ -141,11 +177,11 @@ class ImageCanvas(QWidget):
         split = target.left() + target.width() * self.swipe
         painter.save()
         painter.setClipRect(QRectF(full.left(), 0, split - full.left(), full.height()))
-        painter.drawImage(target, self.other)
+        painter.drawImage(target, self._for_size(self.other, target))
         painter.restore()
         painter.save()
         painter.setClipRect(QRectF(split, 0, full.right() - split, full.height()))
-        painter.drawImage(target, self.image)
+        painter.drawImage(target, self._for_size(self.image, target))
         painter.restore()
         painter.setPen(QPen(QColor("#ffb74d"), 2))
         painter.drawLine(QPointF(split, 0), QPointF(split, self.height()))
@@ -251,7 +287,7 @@ class Viewer(QWidget):
 
     def add_result(self, entry: ResultEntry) -> None:
         self.show_entry(entry, as_new=True)
-        item = QListWidgetItem(QIcon(QPixmap.fromImage(entry.image.scaled(
+        item = QListWidgetItem(QIcon(QPixmap.fromImage(entry.thumbnail.scaled(
             72, 72, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation))), "")
         item.setData(Qt.ItemDataRole.UserRole, entry)
         item.setToolTip(f"{entry.title} · {time.strftime('%H:%M:%S', time.localtime(entry.created))}"

@@ -50,6 +50,19 @@ def make_registry() -> NodeRegistry:
         type="Explode", title="Explode", category="test", help="Fails on purpose.", compute=_fail,
         inputs=(Input("image", SocketType.IMAGE),), outputs=(Output("image", SocketType.IMAGE),),
         params=(Param("reason", ParamType.STRING, "test"),)))
+    registry.register(NodeSpec(
+        type="EveryParam", title="Every Param", category="test", help="One param of each kind.",
+        compute=lambda ctx, inputs, params: {},
+        params=(Param("count", ParamType.INT, 3, "how many", min=0, max=10),
+                Param("strength", ParamType.FLOAT, 0.5, "how strong", min=0.0, max=1.0, step=0.05),
+                Param("enabled", ParamType.BOOL, True),
+                Param("name", ParamType.STRING, "abc"),
+                Param("prompt", ParamType.TEXT, "a red circle"),
+                Param("sampler", ParamType.CHOICE, "euler", choices=("euler", "heun", "ddim")),
+                Param("checkpoint", ParamType.CHOICE, "model.safetensors", choices_from="checkpoints"),
+                Param("file", ParamType.PATH, ""),
+                Param("seed", ParamType.SEED, 2**40),
+                Param("boxes", ParamType.JSON, [{"label": "cat", "box": [0, 0, 1, 1]}]))))
     return registry
 
 

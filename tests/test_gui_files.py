@@ -1,0 +1,162 @@
+"""Files from the window: save and reopen, Kiln PNGs, drag and drop, autosave recovery, close prompts."""
+from __future__ import annotations
+
+import os
+
+import pytest
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QApplication
+
+from engine import graph_file
+from engine.pngmeta import read_png_info
+from gui_support import Answers, close_window, demo_graph, make_settings, make_window, wait_idle
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, settings):
+    w = make_window(qtbot, tmp_path, settings)
+    yield w
+    close_window(w)
+
+
+def test_save_as_then_reopen_gives_the_same_graph(window, tmp_path):
+    window.doc.set_graph(demo_graph(), None)
+    window.editor.rename("solid", "Sky")
+    assert window.windowTitle().startswith("untitled*")
+    path = tmp_path / "mine.json"
+    assert window.save_as(str(path))
+    saved = path.read_text(encoding="utf-8")
+    assert saved == window.doc.dumps()
+    assert window.windowTitle().startswith("mine.json —") and not window.doc.dirty
+    window.new_graph()
+    assert window.doc.graph.nodes == {}
+    assert window.open_file(str(path))
+    assert window.doc.dumps() == saved
+    assert window.settings.recent_files()[0] == str(path)
+
+
+def test_ctrl_s_on_an_opened_file_writes_it_in_place(window, tmp_path):
+    path = tmp_path / "g.json"
+    graph_file.save(demo_graph(), path)
+    window.open_file(str(path))
+    window.editor.set_param("solid", "width", 40)
+    window.actions["save"].trigger()
+    assert graph_file.load(path).nodes["solid"].params["width"] == 40
+    assert not window.doc.dirty
+
+
+def test_a_saved_picture_reopens_as_the_graph_that_made_it(window, qtbot, tmp_path):
+    window.doc.set_graph(demo_graph(), None)
+    window.run_graph()
+    wait_idle(qtbot, window)
+    made_with = window.doc.dumps()
+    png = tmp_path / "result.png"
+    assert window.save_image(window.viewer.current, str(png))
+    assert read_png_info(str(png))["node"] == "preview"
+    window.editor.set_param("solid", "color", "#000000")
+    window.doc.undo_stack.setClean()
+    assert window.open_file(str(png))
+    assert window.doc.dumps() == made_with
+    assert window.doc.path is None  # saving asks for a new .json name instead of overwriting the PNG
+
+
+def test_dropping_a_graph_file_on_the_window_opens_it(window, qtbot, tmp_path):
+    path = tmp_path / "dropped.json"
+    graph_file.save(demo_graph(), path)
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    target = window.view.viewport()
+    enter = QDragEnterEvent(QPoint(50, 50), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
+                            Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(target, enter)
+    assert enter.isAccepted()
+    drop = QDropEvent(QPointF(50, 50), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
+                      Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(target, drop)
+    assert window.doc.path == str(path)
+    assert set(window.doc.graph.nodes) == {"solid", "invert", "preview"}
+
+
+def test_a_broken_file_gives_one_clear_line_and_keeps_the_graph(window, tmp_path):
+    window.doc.set_graph(demo_graph(), None)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"nodes": [1, 2', encoding="utf-8")
+    assert not window.open_file(str(bad))
+    level, text = window.log.lines[-1]
+    assert level == "error" and text.startswith(str(bad))
+    assert "\n" not in text
+    assert set(window.doc.graph.nodes) == {"solid", "invert", "preview"}
+
+
+def test_autosave_after_a_crash_is_offered_and_restored(qtbot, tmp_path, settings):
+    crashed = make_window(qtbot, tmp_path, settings)
+    crashed.autosaver.timer.setInterval(50)
+    crashed.doc.set_graph(demo_graph(), None)
+    crashed.editor.rename("invert", "Unsaved work")
+    qtbot.waitUntil(lambda: os.path.exists(crashed.autosaver.recovery_path), timeout=5000)
+    expected = crashed.doc.dumps()
+    crashed.runner.shutdown()  # the process "dies": no close, the recovery file stays
+
+    fresh = make_window(qtbot, tmp_path, settings)
+    fresh.ask = Answers(recover="yes")
+    assert fresh.offer_recovery()
+    assert fresh.ask.asked[0][0] == "recover"
+    assert fresh.doc.dumps() == expected
+    assert fresh.doc.dirty  # still needs saving
+    close_window(fresh)
+    assert not os.path.exists(settings.recovery_path())
+    close_window(crashed)
+
+
+def test_declining_the_recovery_discards_it(qtbot, tmp_path, settings):
+    first = make_window(qtbot, tmp_path, settings)
+    first.doc.set_graph(demo_graph(), None)
+    first.editor.rename("solid", "x")
+    first.autosaver.save_now()
+    second = make_window(qtbot, tmp_path, settings)
+    second.ask = Answers(recover="no")
+    assert not second.offer_recovery()
+    assert not os.path.exists(settings.recovery_path())
+    assert second.doc.graph.nodes == {}
+    close_window(second)
+    close_window(first)
+
+
+def test_closing_with_unsaved_changes_asks_first(window, tmp_path):
+    window.doc.set_graph(demo_graph(), None)
+    window.editor.rename("solid", "changed")
+    window.ask = Answers(unsaved="cancel")
+    assert not window.close()
+    assert window.isVisible() and window.ask.asked[0][0] == "unsaved"
+    window.ask = Answers(unsaved="discard")
+    assert window.close()
+
+
+def test_copy_puts_graph_json_on_the_system_clipboard(window):
+    window.doc.set_graph(demo_graph(), None)
+    window.scene.select_nodes(["solid", "invert"])
+    window.actions["copy"].trigger()
+    text = QApplication.clipboard().text()
+    copied = graph_file.loads(text)
+    assert set(copied.nodes) == {"solid", "invert"} and len(copied.links) == 1
+    window.actions["paste"].trigger()
+    assert len(window.doc.graph.nodes) == 5
+
+
+def test_settings_persist_in_the_isolated_store(tmp_path, settings):
+    from app.settings import AppSettings
+    from PySide6.QtCore import QSettings
+
+    settings.set_engine(device="cpu", precision="fp16", memory_cache_gib=1.5, model_dirs=["/a", "/b"])
+    again = AppSettings(QSettings(settings.store.fileName(), QSettings.Format.IniFormat))
+    engine = again.engine_settings()
+    assert (engine.device, engine.precision, engine.model_dirs) == ("cpu", "fp16", ("/a", "/b"))
+    assert engine.memory_cache_bytes == int(1.5 * 1024**3)
+    assert engine.cache_dir == str(tmp_path / "cache")
+    assert str(tmp_path) in settings.store.fileName()
