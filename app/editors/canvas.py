@@ -210,8 +210,9 @@ class EditorDialog(QDialog):
     """The frame every editor shares: canvas on the left, tools on the right, status and
     OK/Cancel below, and its own undo stack (Ctrl+Z, Ctrl+Shift+Z / Ctrl+Y)."""
 
-    def __init__(self, title: str, params: dict, parent: QWidget | None = None):
+    def __init__(self, title: str, params: dict, parent: QWidget | None = None, panel_width: int = PANEL_WIDTH):
         super().__init__(parent)
+        self.panel_width = panel_width
         self.setWindowTitle(title)
         self.params = copy.deepcopy(dict(params))
         self.undo_stack = QUndoStack(self)
@@ -228,7 +229,7 @@ class EditorDialog(QDialog):
         self.view.zoom_changed.connect(lambda z: self.zoom_label.setText(f"{z * 100:.0f} %"))
         self._build_frame()
         self._add_undo_actions()
-        self.resize(1000, 720)
+        self.resize(700 + panel_width, 720)
 
     def _build_frame(self) -> None:
         side = QWidget()
@@ -238,7 +239,7 @@ class EditorDialog(QDialog):
         scroll.setWidget(side)
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setFixedWidth(PANEL_WIDTH)
+        scroll.setFixedWidth(self.panel_width)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         body = QHBoxLayout()
         body.setContentsMargins(0, 0, 0, 0)

@@ -30,7 +30,7 @@ COLUMNS = ("Label", "x0", "y0", "x1", "y1")
 
 class LayoutEditorDialog(EditorDialog):
     def __init__(self, params: dict, image: np.ndarray | None = None, parent: QWidget | None = None):
-        super().__init__("Layout Editor", params, parent)
+        super().__init__("Layout Editor", params, parent, panel_width=440)
         height, width = image.shape[:2] if image is not None else (CANVAS_SIDE, CANVAS_SIDE)
         self.canvas_size = (width, height)
         self.boxes = self._initial_boxes(self.params.get("boxes", []))
@@ -173,6 +173,9 @@ class LayoutEditorDialog(EditorDialog):
             px, py = self._norm(pos, snap=False)
             self._drag.update(mode="move", offset=(px - x0, py - y0))
             self.select(hit)
+        elif not self.scene.sceneRect().contains(pos):  # outside the canvas: deselect only
+            self._drag.update(mode="none")
+            self.select(None)
         else:
             start = self._norm(pos)
             self.boxes.append({"label": self.current_label(), "box": self._span(start, start)})
@@ -180,7 +183,7 @@ class LayoutEditorDialog(EditorDialog):
             self.select(len(self.boxes) - 1)
 
     def drag(self, pos: QPointF, modifiers: Qt.KeyboardModifier) -> None:
-        if self._drag is None or self.selected is None:
+        if self._drag is None or self.selected is None or self._drag["mode"] == "none":
             return
         moved = pos - self._drag["press"]
         if math.hypot(moved.x(), moved.y()) * self.view.zoom() >= CLICK_PX:
@@ -209,6 +212,8 @@ class LayoutEditorDialog(EditorDialog):
             return
         self.drag(pos, modifiers)
         drag, self._drag = self._drag, None
+        if drag["mode"] == "none":
+            return
         if drag["mode"] == "draw" and not drag["moved"]:  # a click on empty canvas: deselect
             self.boxes = drag["before"]
             self.select(None)
@@ -286,7 +291,7 @@ class LayoutEditorDialog(EditorDialog):
         table = self.table
         table.setRowCount(len(self.boxes))
         for row, box in enumerate(self.boxes):
-            cells = [box["label"]] + [format(v, ".6g") for v in box["box"]]
+            cells = [box["label"]] + [_coordinate_text(v) for v in box["box"]]
             for column, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if column:
@@ -374,7 +379,9 @@ class LayoutEditorDialog(EditorDialog):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         for column in range(1, len(COLUMNS)):
-            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Fixed)
+            self.table.setColumnWidth(column, 70)
+        self.table.setStyleSheet("QTableWidget, QHeaderView { font-size: 9pt; }")
         self.table.verticalHeader().setDefaultSectionSize(22)
         self.table.setMinimumHeight(220)
         self.table.itemChanged.connect(self._cell_changed)
@@ -401,3 +408,8 @@ class LayoutEditorDialog(EditorDialog):
         self.label_combo.setEditable(vocabulary == "free text")
         self.params["labels"] = vocabulary
 
+
+
+def _coordinate_text(value: float) -> str:
+    """Six decimals at most, trailing zeros dropped: multiples of 1/64 show exactly."""
+    return f"{value:.6f}".rstrip("0").rstrip(".") or "0"
