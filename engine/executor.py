@@ -10,12 +10,13 @@ No torch and no Qt at module level: the GUI calls `Executor.run` on a worker thr
 """
 from __future__ import annotations
 
+import heapq
 import os
 import threading
 import time
 import traceback
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,7 @@ class Executor:
         """Run what `targets` (default: the output nodes) need. Raises ValidationError first."""
         with self._run_lock:
             self._cancel.clear()
-            graph = graph.copy()  # the GUI may keep editing while this runs
+            graph = snapshot(graph)  # the GUI may keep editing while this runs
             target_ids = resolve_targets(graph, self.registry, targets)
             from engine.validate import check
 
@@ -111,16 +112,47 @@ def resolve_targets(graph: Graph, registry: NodeRegistry, targets: Iterable[str]
 
 
 def needed_order(graph: Graph, targets: Iterable[str]) -> list[str]:
-    """The targets and their ancestors, in a deterministic topological order."""
-    import networkx as nx
+    """The targets and their ancestors in topological order (ties broken by id, so stable)."""
+    feeders: dict[str, set[str]] = {}
+    for lk in graph.links:
+        feeders.setdefault(lk.dst, set()).add(lk.src)
+    needed, stack = set(), [t for t in targets if t in graph.nodes]
+    while stack:
+        nid = stack.pop()
+        if nid not in needed:
+            needed.add(nid)
+            stack.extend(f for f in feeders.get(nid, ()) if f in graph.nodes)
+    waiting = {nid: len(feeders.get(nid, set()) & needed) for nid in needed}
+    consumers: dict[str, list[str]] = {}
+    for dst in needed:
+        for src in feeders.get(dst, set()) & needed:
+            consumers.setdefault(src, []).append(dst)
+    ready = [nid for nid, n in waiting.items() if n == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        nid = heapq.heappop(ready)
+        order.append(nid)
+        for dst in consumers.get(nid, ()):
+            waiting[dst] -= 1
+            if waiting[dst] == 0:
+                heapq.heappush(ready, dst)
+    return order  # validation has already refused cycles
 
-    g = nx.DiGraph()
-    g.add_nodes_from(graph.nodes)
-    g.add_edges_from((lk.src, lk.dst) for lk in graph.links if lk.src in graph.nodes and lk.dst in graph.nodes)
-    needed = set(targets)
-    for t in targets:
-        needed |= nx.ancestors(g, t)
-    return list(nx.lexicographical_topological_sort(g.subgraph(needed)))
+
+def snapshot(graph: Graph) -> Graph:
+    """A copy the GUI's later edits cannot reach (faster than deepcopy: params are JSON)."""
+    return Graph(nodes={nid: replace(n, params=_copy_json(n.params)) for nid, n in graph.nodes.items()},
+                 links=list(graph.links), backdrops={k: replace(b) for k, b in graph.backdrops.items()},
+                 meta=_copy_json(graph.meta))
+
+
+def _copy_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_json(v) for v in value]
+    return value
 
 
 class _Context:
@@ -159,6 +191,10 @@ class _Run:
         self.order = needed_order(graph, targets)
         self.specs: dict[str, NodeSpec] = {nid: executor.registry[graph.nodes[nid].type] for nid in self.order}
         self.params = {nid: {**self.specs[nid].default_params(), **graph.nodes[nid].params} for nid in self.order}
+        self.incoming: dict[str, dict[str, Any]] = {nid: {} for nid in self.order}  # id -> input -> link
+        for lk in graph.links:
+            if lk.dst in self.incoming:
+                self.incoming[lk.dst][lk.dst_socket] = lk
         self.keys: dict[str, str] = {}
         self.refs: dict[str, dict[str, _Ref | _Missing]] = {}  # node id -> output name -> source
         self.values: dict[str, dict[str, Any]] = {}  # key -> outputs, for this run
@@ -180,7 +216,7 @@ class _Run:
     # --- planning --------------------------------------------------------------
     def input_refs(self, nid: str) -> dict[str, _Ref | _Missing]:
         return {socket: self.refs[lk.src][lk.src_socket]
-                for socket, lk in sorted(self.graph.incoming(nid).items())}
+                for socket, lk in sorted(self.incoming[nid].items())}
 
     def compute_keys(self) -> None:
         for nid in self.order:

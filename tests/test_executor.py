@@ -17,6 +17,7 @@ from toy_nodes import build_graph, make_toy_kit
 from engine import events as E
 from engine.errors import ValidationError
 from engine.executor import Executor
+from engine.graph import Link
 from engine.model_store import ModelStore
 from engine.spec import EngineSettings
 from engine.values import Image
@@ -97,6 +98,18 @@ def test_identical_subgraphs_share_results_across_ids(ex, kit):
                           ["x.value -> y.x", "y.value -> z.x"])
     assert ex.run(renamed).outputs["z"]["value"] == 6
     assert kit.calls == ["z"]  # Const and Mul came from the cache although their ids differ
+
+
+def test_edits_made_while_a_run_is_going_do_not_reach_it(ex):
+    graph = two_branch_graph(k2=3)
+
+    def edit(event):
+        if isinstance(event, E.RunStarted):
+            graph.nodes["m2"].params["k"] = 100  # as the GUI thread might
+            graph.links.pop()
+    assert ex.run(graph, on_event=edit).outputs["sink"]["value"] == 31
+    graph.connect(Link("add", "value", "sink", "x"))
+    assert ex.run(graph).outputs["sink"]["value"] == 710  # the edit counts from the next run
 
 
 def test_only_what_the_targets_need_runs(ex, kit):
