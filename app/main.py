@@ -74,7 +74,7 @@ def load_initial(window, graph_path: str | None) -> None:
         window.log.add("warn", "resources/graphs/default.json not found: starting with an empty graph")
     from PySide6.QtCore import QTimer
 
-    QTimer.singleShot(0, lambda: window.view.frame(False))
+    QTimer.singleShot(0, window.frame_on_open)
 
 
 async def _wait_for_runs(window, timeout: float) -> bool:
@@ -97,7 +97,7 @@ async def _screenshot_session(app, window, path: str, run: bool) -> int:
         result = window.run_control.last_result
         code = 0 if finished and result is not None and result.ok else 1
         await asyncio.sleep(0.2)  # let the last thumbnails and viewer paint
-    window.view.frame(False)
+    window.frame_on_open()
     await asyncio.sleep(0.05)
     window.grab().save(path)
     window.doc.undo_stack.setClean()  # a screenshot session never asks to save
@@ -114,7 +114,11 @@ def run_app(graph_path: str | None = None, screenshot: str | None = None, run: b
     from app.window import MainWindow
 
     window = MainWindow()
-    window.resize(*(size or DEFAULT_SIZE))
+    window.resize(*DEFAULT_SIZE)
+    if size is None:
+        window.restore_layout()
+    else:
+        window.resize(*size)
     window.show()
     load_initial(window, graph_path)
     loop = qasync.QEventLoop(app)

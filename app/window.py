@@ -73,8 +73,8 @@ class MainWindow(QMainWindow):
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.view)
         split.addWidget(self.viewer)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 2)
+        split.setStretchFactor(0, 2)
+        split.setStretchFactor(1, 1)
         split.setChildrenCollapsible(False)
         self.splitter = split
         self.setCentralWidget(split)
@@ -85,9 +85,9 @@ class MainWindow(QMainWindow):
         self.history_dock = self._dock("Undo history", self.undo_view, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.log_dock, self.history_dock)
         self.log_dock.raise_()
-        self.properties_dock.setMinimumWidth(300)
+        self.properties_dock.setMinimumWidth(260)
         self.resizeDocks([self.log_dock], [150], Qt.Orientation.Vertical)
-        self.resizeDocks([self.properties_dock], [330], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.properties_dock], [290], Qt.Orientation.Horizontal)
 
     def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self)
@@ -292,8 +292,11 @@ class MainWindow(QMainWindow):
         self.settings.add_recent(path)
         self.settings.set_last_dir(path)
         self.log.info(f"opened {path}")
-        QTimer.singleShot(0, lambda: self.view.frame(False))
+        QTimer.singleShot(0, self.frame_on_open)
         return True
+
+    def frame_on_open(self) -> None:
+        self.view.frame(False, min_zoom=0.6)
 
     def open_dropped(self, paths: list[str]) -> None:
         graphs = [p for p in paths if p.lower().endswith((".json", ".png"))]
@@ -352,7 +355,7 @@ class MainWindow(QMainWindow):
             return False
         self.doc.set_graph(graph, original, clean=False)
         self.log.add("warn", f"restored the autosaved copy of {name}; save it to keep it")
-        QTimer.singleShot(0, lambda: self.view.frame(False))
+        QTimer.singleShot(0, self.frame_on_open)
         return True
 
     def save_image(self, entry: ResultEntry | None, path: str | None = None) -> bool:
@@ -615,6 +618,21 @@ class MainWindow(QMainWindow):
     def _about(self) -> None:
         QMessageBox.about(self, "About Kiln", "Kiln: node-graph latent diffusion.\n"
                           "Rombach et al., High-Resolution Image Synthesis with Latent Diffusion Models, 2022.")
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if not getattr(self, "_shown_once", False):
+            self._shown_once = True
+            total = max(400, self.splitter.width())
+            self.splitter.setSizes([int(total * 0.62), total - int(total * 0.62)])
+
+    def restore_layout(self) -> None:
+        """Dock and window layout from the last session, when there is one."""
+        geometry, state = self.settings.window_state()
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        if state is not None:
+            self.restoreState(state)
 
     # --- window --------------------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:

@@ -12,7 +12,7 @@ from app.canvas import style
 if TYPE_CHECKING:
     from app.canvas.view import GraphView
 
-SIZE = (200, 130)
+SIZE = (168, 108)
 MARGIN = 12
 
 

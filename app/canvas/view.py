@@ -97,8 +97,10 @@ class GraphView(QGraphicsView):
             return
         super().mouseDoubleClickEvent(event)
 
-    def frame(self, selection_only: bool = True) -> None:
-        """F: fit the selection (or everything) in view, within the zoom limits."""
+    def frame(self, selection_only: bool = True, min_zoom: float = style.ZOOM_MIN) -> None:
+        """F: fit the selection (or everything) in view, within the zoom limits.
+
+        `min_zoom` keeps text legible when a big graph is framed on opening."""
         scene = self.graph_scene
         items = scene.selectedItems() if selection_only else []
         items = items or [*scene.nodes.values(), *scene.backdrops.values()]
@@ -112,10 +114,14 @@ class GraphView(QGraphicsView):
         rect.adjust(-60, -60, 60, 60)
         self.fitInView(rect, Qt.AspectRatioMode.KeepAspectRatio)
         zoom = self.zoom()
-        clamped = min(style.ZOOM_MAX, max(style.ZOOM_MIN, min(zoom, 1.5)))
+        clamped = min(style.ZOOM_MAX, max(min_zoom, style.ZOOM_MIN, min(zoom, 1.25)))
         if not math.isclose(zoom, clamped):
             self.scale(clamped / zoom, clamped / zoom)
-        self.centerOn(rect.center())
+        if clamped > zoom + 1e-9:  # too big to fit legibly: show its top-left part
+            visible = self.mapToScene(self.viewport().rect()).boundingRect()
+            self.centerOn(rect.left() + visible.width() / 2, rect.top() + visible.height() / 2)
+        else:
+            self.centerOn(rect.center())
         self.minimap.update()
 
     def cursor_scene_pos(self) -> QPointF:
