@@ -52,13 +52,23 @@ class LatentDiffusionModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.unet.parameters()).dtype
 
+    def concat_channels(self, x: torch.Tensor) -> int:
+        """How many conditioning channels the UNet expects beyond the latent's own."""
+        cfg = getattr(self.unet, "cfg", None)
+        return 0 if cfg is None else max(0, cfg.in_channels - x.shape[1])
+
     def apply(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning | None) -> torch.Tensor:
         """x: (B, C, h, w) noisy latent; t: (B,) timesteps in [0, T); returns (B, C_out, h, w)."""
         context = y = None
+        concat = cond.concat if cond is not None else None
         x_in = x
+        if concat is None and self.concat_channels(x) > 0:
+            # Models trained with concat conditioning read all-zero channels as "none given"
+            # (the built-in model: no inpainting mask means plain generation).
+            concat = x.new_zeros(x.shape[0], self.concat_channels(x), *x.shape[2:])
+        if concat is not None:
+            x_in = torch.cat([x, _match_batch(concat, x.shape[0]).to(x)], dim=1)
         if cond is not None:
-            if cond.concat is not None:
-                x_in = torch.cat([x, _match_batch(cond.concat, x.shape[0]).to(x)], dim=1)
             if cond.crossattn is not None:
                 context = _match_batch(cond.crossattn, x.shape[0]).to(x)
             if cond.y is not None:
