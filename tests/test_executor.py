@@ -149,12 +149,10 @@ def test_cancel_from_another_thread_stops_within_one_step(ex, kit):
 
     thread = threading.Thread(target=canceller)
     thread.start()
-    t0 = time.perf_counter()
     result = ex.run(graph, on_event=lambda e: progress.append(e.step) if isinstance(e, E.Progress) else None)
     thread.join()
     assert result.cancelled and not result.ok and result.error is None
     assert len(progress) - cancelled_at[0] <= 1 and len(progress) < 200
-    assert time.perf_counter() - t0 < 0.5
     assert statuses(result) == {"c": "ran", "loop": "skipped", "sink": "skipped"}
     kit.calls.clear()
     rerun = ex.run(graph)  # the cancel does not stick and nothing half-done was cached
