@@ -286,6 +286,8 @@ def plan_keys(unet: nn.Module, ae: nn.Module, conditioner: Conditioner, shapes: 
         cond_entries[k] = (COND_PREFIX + src, transform)
     plans = [KeyPlan(unet, unet_entries), KeyPlan(ae, ae_entries), KeyPlan(conditioner, cond_entries)]
     used = {src for plan in plans for src, _ in plan.entries.values()}
+    if ema:  # the regular UNet weights the EMA copies replace are accounted for
+        used |= {UNET_PREFIX + k for k in unet_entries}
     missing = [src for plan in plans for src, _ in plan.entries.values() if src not in shapes]
     unexpected = sorted(k for k in shapes if k not in used and not is_ignorable(k))
     report = {"ema": "used" if ema else ("not in the file" if use_ema else "not asked"),
