@@ -347,3 +347,8 @@ def form_row(label: str, widget: QWidget, label_width: int = 64) -> QHBoxLayout:
     row.addWidget(caption)
     row.addWidget(widget, 1)
     return row
+
+
+def brush_step(size: int, bigger: bool) -> int:
+    """The next brush size for ] (bigger) or [: about 25 % a step, at least one pixel."""
+    return size + max(1, size // 4) if bigger else max(1, size - max(1, size // 5))

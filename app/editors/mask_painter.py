@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (QButtonGroup, QGraphicsEllipseItem, QGraphicsPath
                                QGridLayout, QHBoxLayout, QLabel, QPushButton, QSlider, QSpinBox, QToolButton,
                                QWidget)
 
-from app.editors.canvas import ArrayImageItem, EditorDialog, form_row
+from app.editors.canvas import ArrayImageItem, EditorDialog, brush_step, form_row
 from engine import drawing
 from engine.errors import KilnError
 
@@ -246,8 +246,8 @@ class MaskPainterDialog(EditorDialog):
         self._build_mask_actions()
         self._build_view_controls()
         self.panel.addStretch(1)
-        self.shortcut("[", lambda: self.set_brush_size(round(self.brush_size / 1.25)))
-        self.shortcut("]", lambda: self.set_brush_size(max(self.brush_size + 1, round(self.brush_size * 1.25))))
+        self.shortcut("[", lambda: self.set_brush_size(brush_step(self.brush_size, bigger=False)))
+        self.shortcut("]", lambda: self.set_brush_size(brush_step(self.brush_size, bigger=True)))
         self.shortcut("X", self.swap_brush_eraser)
 
     def _build_brush_controls(self) -> None:

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QGraphicsEl
                                QGridLayout, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton,
                                QSlider, QSpinBox, QToolButton, QWidget)
 
-from app.editors.canvas import ArrayImageItem, EditorDialog, form_row
+from app.editors.canvas import ArrayImageItem, EditorDialog, brush_step, form_row
 from engine import drawing
 from engine.errors import KilnError
 
@@ -258,8 +258,8 @@ class SemanticPainterDialog(EditorDialog):
         self.panel.addLayout(form_row("Eraser", self.eraser_combo))
         self._build_palette()
         self._build_file_buttons()
-        self.shortcut("[", lambda: self.set_brush_size(round(self.brush_size / 1.25)))
-        self.shortcut("]", lambda: self.set_brush_size(max(self.brush_size + 1, round(self.brush_size * 1.25))))
+        self.shortcut("[", lambda: self.set_brush_size(brush_step(self.brush_size, bigger=False)))
+        self.shortcut("]", lambda: self.set_brush_size(brush_step(self.brush_size, bigger=True)))
 
     def _build_palette(self) -> None:
         self.section("Classes")
