@@ -14,7 +14,9 @@ class GroupNorm32(nn.GroupNorm):
     """GroupNorm computed in fp32 (fp16 statistics overflow), returned in the input dtype."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).to(x.dtype)
+        weight = None if self.weight is None else self.weight.float()
+        bias = None if self.bias is None else self.bias.float()
+        return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).to(x.dtype)
 
 
 def normalization(channels: int) -> GroupNorm32:
