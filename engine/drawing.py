@@ -23,7 +23,8 @@ import binascii
 import colorsys
 import io
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -120,7 +121,8 @@ def encode_png_b64(array: np.ndarray) -> str:
     from PIL import Image as PILImage
 
     buffer = io.BytesIO()
-    PILImage.fromarray(np.ascontiguousarray(array, dtype=np.uint8), mode="L").save(buffer, "PNG", optimize=True)
+    grey = PILImage.fromarray(np.ascontiguousarray(array, dtype=np.uint8), mode="L")
+    grey.save(buffer, "PNG", optimize=True)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -389,7 +391,8 @@ def check_boxes(boxes: Any, vocabulary: Sequence[str] | None = None) -> list[dic
 
 
 def _check_box(number: int, item: Any, vocabulary: Sequence[str] | None) -> dict:
-    if not isinstance(item, dict) or not isinstance(item.get("label"), str) or not _four_numbers(item.get("box")):
+    labelled = isinstance(item, dict) and isinstance(item.get("label"), str)
+    if not labelled or not _four_numbers(item.get("box")):
         raise DrawingError(f"box {number} needs a label and four numbers [x0, y0, x1, y1]")
     label = " ".join(item["label"].split())
     x0, y0, x1, y1 = (float(v) for v in item["box"])
@@ -406,8 +409,9 @@ def _check_box(number: int, item: Any, vocabulary: Sequence[str] | None) -> dict
 
 
 def _four_numbers(value: Any) -> bool:
-    return (isinstance(value, (list, tuple)) and len(value) == 4
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
+    if not isinstance(value, (list, tuple)) or len(value) != 4:
+        return False
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
 
 
 def snap(value: float, grid: int = LAYOUT_GRID) -> float:

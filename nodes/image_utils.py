@@ -1,8 +1,9 @@
-"""Image and mask sizing for the autoencoder, and pasting one image into another through a mask.
+"""Image and mask sizing for the autoencoder.
 
 The autoencoder downsamples by 8 (or another factor), so images must have sides that
 are multiples of it: CropToMultiple trims, PadToMultiple extends (the new border is
-marked 1 in the mask, so inpainting fills it). Resizing is ImageScale (image_basic).
+marked 1 in the mask, so inpainting fills it). Resizing is ImageScale (image_basic);
+pasting through a mask is CompositeMasked (latent_nodes).
 torch is imported inside each compute.
 """
 from __future__ import annotations
@@ -70,33 +71,10 @@ def _pad(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict
             "mask": F.pad(mask, pads, mode="constant", value=1.0).contiguous()}
 
 
-def _composite(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    import torch.nn.functional as F
-
-    from engine.drawing import same_aspect
-
-    dest: Image = inputs["destination"]
-    source: Image = inputs["source"]
-    mask = inputs["mask"].float()
-    w, h = dest.size
-    src = source.pixels
-    if src.shape[-2:] != dest.pixels.shape[-2:]:
-        src = F.interpolate(src, size=(h, w), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
-    if tuple(mask.shape[-2:]) != (h, w):
-        mh, mw = mask.shape[-2:]
-        if not same_aspect((mw, mh), (w, h)):
-            raise UserInputError(f"the mask is {mw}x{mh} but the destination is {w}x{h}, a different shape")
-        mask = F.interpolate(mask, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
-    batches = {dest.pixels.shape[0], src.shape[0], mask.shape[0]} - {1}
-    if len(batches) > 1:
-        raise UserInputError(f"batch sizes {sorted(batches)} do not match")
-    pixels = dest.pixels * (1.0 - mask) + src * mask
-    return {"image": Image(pixels.contiguous(), dest.seeds or source.seeds)}
-
-
 _MULTIPLE = Param("multiple", ParamType.INT, 8, "sides become multiples of this (8 for most autoencoders)",
                   min=1, max=512, inline=True)
-_ANCHOR = Param("anchor", ParamType.CHOICE, "center", "where the picture stays", choices=("center", "top-left"))
+_ANCHOR = Param("anchor", ParamType.CHOICE, "center", "where the picture stays",
+                choices=("center", "top-left"))
 _IMAGE_MASK_IN = (Input("image", SocketType.IMAGE),
                   Input("mask", SocketType.MASK, optional=True, help="cut or padded along with the image"))
 
@@ -105,7 +83,8 @@ CROP_TO_MULTIPLE = NodeSpec(
     help="Trim the image (and mask) so that width and height are multiples of `multiple`.",
     compute=_crop,
     inputs=_IMAGE_MASK_IN,
-    outputs=(Output("image", SocketType.IMAGE), Output("mask", SocketType.MASK, "zeros without a mask input")),
+    outputs=(Output("image", SocketType.IMAGE),
+             Output("mask", SocketType.MASK, "zeros without a mask input")),
     params=(_MULTIPLE, _ANCHOR),
 )
 
@@ -117,17 +96,8 @@ PAD_TO_MULTIPLE = NodeSpec(
     inputs=_IMAGE_MASK_IN,
     outputs=(Output("image", SocketType.IMAGE), Output("mask", SocketType.MASK, "1 on the added border")),
     params=(_MULTIPLE, _ANCHOR,
-            Param("mode", ParamType.CHOICE, "edge", "how the border is filled", choices=("edge", "reflect", "black"))),
+            Param("mode", ParamType.CHOICE, "edge", "how the border is filled",
+                  choices=("edge", "reflect", "black"))),
 )
 
-IMAGE_COMPOSITE_MASKED = NodeSpec(
-    type="ImageCompositeMasked", title="Composite Images (Masked)", category="image",
-    help="destination where the mask is 0, source where it is 1 (blended in between): e.g. paste an "
-         "inpainted result back so that unmasked pixels stay exactly as they were.",
-    compute=_composite,
-    inputs=(Input("destination", SocketType.IMAGE), Input("source", SocketType.IMAGE),
-            Input("mask", SocketType.MASK, help="1 = take the source")),
-    outputs=(Output("image", SocketType.IMAGE),),
-)
-
-SPECS = (CROP_TO_MULTIPLE, PAD_TO_MULTIPLE, IMAGE_COMPOSITE_MASKED)
+SPECS = (CROP_TO_MULTIPLE, PAD_TO_MULTIPLE)

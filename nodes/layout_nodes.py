@@ -33,7 +33,8 @@ LAYOUT_EDITOR = NodeSpec(
     compute=_layout,
     outputs=(Output("layout", SocketType.LAYOUT, 'a list of {"label", "box": [x0, y0, x1, y1]}'),),
     params=(
-        Param("boxes", ParamType.JSON, [], 'list of {"label": "red circle", "box": [x0, y0, x1, y1]} in [0, 1]'),
+        Param("boxes", ParamType.JSON, [],
+              'list of {"label": "red circle", "box": [x0, y0, x1, y1]} in [0, 1]'),
         Param("labels", ParamType.CHOICE, "shapes world", "which labels are allowed: the built-in model's "
               "'{colour} {shape}' or any text", choices=VOCABULARIES, inline=True),
     ),

@@ -25,7 +25,8 @@ _GROW_LIMIT = 256
 # --- shared helpers ------------------------------------------------------------
 
 
-def fit_to_size(array: Any, size: tuple[int, int], param: str, what: str = "mask", labels: bool = False) -> Any:
+def fit_to_size(array: Any, size: tuple[int, int], param: str, what: str = "mask",
+                labels: bool = False) -> Any:
     """Resize an (H, W) drawing to size (W, H) when only its scale differs; refuse another shape."""
     from engine import drawing
 
@@ -195,14 +196,16 @@ MASK_PAINTER = NodeSpec(
          "double-click to open the painter. The painting is saved in the graph. A mask file "
          "(white = regenerate, or transparency) replaces the painting when `path` is set.",
     compute=_painter,
-    inputs=(Input("image", SocketType.IMAGE, optional=True, help="the picture to paint over; sets the size"),),
+    inputs=(Input("image", SocketType.IMAGE, optional=True,
+                  help="the picture to paint over; sets the size"),),
     outputs=(_MASK_OUT,),
     params=(
         Param("mask", ParamType.JSON, "", "the painted mask (base64 PNG); empty = nothing painted"),
         Param("path", ParamType.PATH, "", "optional mask file used instead of the painting"),
         Param("width", ParamType.INT, 128, "canvas width without an image", min=1, max=MAX_SIDE, step=8),
         Param("height", ParamType.INT, 128, "canvas height without an image", min=1, max=MAX_SIDE, step=8),
-        Param("invert", ParamType.BOOL, False, "regenerate everything except the painted region", inline=True),
+        Param("invert", ParamType.BOOL, False, "regenerate everything except the painted region",
+              inline=True),
         _GROW,
         _FEATHER,
     ),
@@ -225,7 +228,8 @@ MASK_THRESHOLD = NodeSpec(
     compute=_threshold,
     inputs=(Input("image", SocketType.IMAGE),),
     outputs=(_MASK_OUT,),
-    params=(Param("channel", ParamType.CHOICE, "luma", "what to compare", choices=tuple(_CHANNELS), inline=True),
+    params=(Param("channel", ParamType.CHOICE, "luma", "what to compare", choices=tuple(_CHANNELS),
+                  inline=True),
             Param("threshold", ParamType.FLOAT, 0.5, "0..1", min=0.0, max=1.0, step=0.05, inline=True)),
 )
 
@@ -236,8 +240,8 @@ MASK_COMBINE = NodeSpec(
     compute=_combine,
     inputs=(Input("a", SocketType.MASK), Input("b", SocketType.MASK)),
     outputs=(_MASK_OUT,),
-    params=(Param("operation", ParamType.CHOICE, "union", choices=("union", "intersect", "subtract", "difference"),
-                  inline=True),),
+    params=(Param("operation", ParamType.CHOICE, "union",
+                  choices=("union", "intersect", "subtract", "difference"), inline=True),),
 )
 
 MASK_GROW_FEATHER = NodeSpec(

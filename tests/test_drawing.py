@@ -12,7 +12,8 @@ from engine.drawing import DrawingError
 from training import shapes_world
 
 
-def _disc_count(shape: tuple[int, int], p0: tuple[float, float], p1: tuple[float, float], radius: float) -> int:
+def _disc_count(shape: tuple[int, int], p0: tuple[float, float], p1: tuple[float, float],
+                radius: float) -> int:
     """Pixels whose centre lies within radius of the segment (independent brute force)."""
     ys, xs = np.mgrid[0:shape[0], 0:shape[1]] + 0.5
     best = np.full(shape, np.inf)
@@ -146,7 +147,8 @@ def test_label_files_as_indices_or_colours(tmp_path):
 
 def test_layout_boxes_are_checked_with_their_number():
     good = [{"label": " red   circle ", "box": [0, 0.25, 0.5, 1]}]
-    assert drawing.check_boxes(good, drawing.LAYOUT_LABELS) == [{"label": "red circle", "box": [0.0, 0.25, 0.5, 1.0]}]
+    cleaned = drawing.check_boxes(good, drawing.LAYOUT_LABELS)
+    assert cleaned == [{"label": "red circle", "box": [0.0, 0.25, 0.5, 1.0]}]
     cases = [
         ([good[0], {"label": "red circle", "box": [0.2, 0.2, 1.2, 0.5]}], "box 2 .* outside"),
         ([{"label": "red circle", "box": [0.5, 0.2, 0.4, 0.5]}], "box 1 .* x0 < x1"),

@@ -69,7 +69,8 @@ def disc_count(shape, p0, p1, radius) -> int:
     ys, xs = np.mgrid[0:shape[0], 0:shape[1]] + 0.5
     best = np.full(shape, np.inf)
     for t in np.linspace(0.0, 1.0, 1001):
-        best = np.minimum(best, np.hypot(xs - (p0[0] + t * (p1[0] - p0[0])), ys - (p0[1] + t * (p1[1] - p0[1]))))
+        cx, cy = p0[0] + t * (p1[0] - p0[0]), p0[1] + t * (p1[1] - p0[1])
+        best = np.minimum(best, np.hypot(xs - cx, ys - cy))
     return int((best <= radius).sum())
 
 
@@ -218,7 +219,8 @@ def test_layout_draw_move_resize_snap_to_the_grid(qtbot):
     assert dialog.boxes[0]["box"] == [0.375, 0.25, 0.625, 0.75]
     drag(dialog.view, [(320, 384), (400, 420), (448, 450)])  # the bottom-right corner handle
     assert dialog.boxes[0]["box"] == [0.375, 0.25, 0.875, 0.875]
-    assert [dialog.table.item(0, c).text() for c in range(5)] == ["blue square", "0.375", "0.25", "0.875", "0.875"]
+    cells = [dialog.table.item(0, c).text() for c in range(5)]
+    assert cells == ["blue square", "0.375", "0.25", "0.875", "0.875"]
     assert dialog.undo_stack.count() == 3
     dialog.undo_stack.undo()
     dialog.undo_stack.undo()
@@ -329,7 +331,8 @@ def test_semantic_import_export_and_unknown_classes(qtbot, tmp_path):
     indices, colours = str(tmp_path / "i.png"), str(tmp_path / "c.png")
     assert dialog.export_file(indices) and dialog.export_file(colours, colour_coded=True)
     with PILImage.open(colours) as img:
-        assert img.getpixel((0, 0)) == drawing.SEMANTIC_COLOURS[20] and img.getpixel((0, 31)) == (245, 245, 245)
+        assert img.getpixel((0, 0)) == drawing.SEMANTIC_COLOURS[20]
+        assert img.getpixel((0, 31)) == (245, 245, 245)
     other = semantic_dialog(qtbot)
     assert other.import_file(colours) and other.class_counts() == {0: 48 * 16, 20: 48 * 16}
     other.undo_stack.undo()

@@ -77,7 +77,8 @@ def test_mask_painter_reads_a_mask_file(tmp_path):
     white[:, 16:] = 255
     path = tmp_path / "mask.png"
     PILImage.fromarray(white).save(path)
-    mask = run_node("MaskPainter", {"image": image(32, 32)}, path=str(path), mask=painted(32, 32, (0, 0, 4, 4)))
+    mask = run_node("MaskPainter", {"image": image(32, 32)}, path=str(path),
+                    mask=painted(32, 32, (0, 0, 4, 4)))
     assert int(mask["mask"].sum()) == 16 * 32  # the file replaces the painting
     with pytest.raises(UserInputError) as caught:
         run_node("MaskPainter", path=str(tmp_path / "nope.png"))
@@ -139,7 +140,8 @@ def test_grow_feather_invert_and_mask_to_image():
     mask = torch.zeros(2, 1, 16, 16)
     mask[:, :, 6:10, 6:10] = 1
     grown = run_node("MaskGrowFeather", {"mask": mask}, grow=1)["mask"]
-    assert grown.shape == (2, 1, 16, 16) and int(grown[0].sum()) == 6 * 6 - 4  # round (cross) kernel: no corners
+    assert grown.shape == (2, 1, 16, 16)
+    assert int(grown[0].sum()) == 6 * 6 - 4  # a round (here cross) kernel: no corners
     inverted = run_node("InvertMask", {"mask": mask})["mask"]
     assert int(inverted.sum()) == 2 * (256 - 16)
     shown = run_node("MaskToImage", {"mask": mask})["image"]
@@ -170,17 +172,6 @@ def test_crop_and_pad_to_multiples_keep_image_and_mask_aligned():
         run_node("CropToMultiple", {"image": Image(pixels)}, multiple=32)
     with pytest.raises(UserInputError, match="does not match the image"):
         run_node("PadToMultiple", {"image": Image(pixels), "mask": torch.zeros(1, 1, 8, 8)})
-
-
-def test_composite_masked_keeps_unmasked_pixels_exactly():
-    dest, source = image(8, 8, 0.25), image(8, 8, 0.75)
-    mask = torch.zeros(1, 1, 8, 8)
-    mask[..., :, 4:] = 1
-    out = run_node("ImageCompositeMasked", {"destination": dest, "source": source, "mask": mask})["image"]
-    assert torch.equal(out.pixels[..., :4], dest.pixels[..., :4])
-    assert torch.equal(out.pixels[..., 4:], source.pixels[..., 4:])
-    with pytest.raises(UserInputError, match="different shape"):
-        run_node("ImageCompositeMasked", {"destination": dest, "source": source, "mask": torch.zeros(1, 1, 8, 4)})
 
 
 # --- LayoutEditor ---------------------------------------------------------------------

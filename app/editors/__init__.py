@@ -21,7 +21,8 @@ def has_editor(node_type: str) -> bool:
     return node_type in EDITOR_TYPES
 
 
-def create_editor(node_type: str, params: dict, image: Any = None, parent: QWidget | None = None) -> EditorDialog:
+def create_editor(node_type: str, params: dict, image: Any = None,
+                  parent: QWidget | None = None) -> EditorDialog:
     """The (not yet shown) editor dialog of a node type that has one."""
     if node_type == "MaskPainter":
         from app.editors.mask_painter import MaskPainterDialog
@@ -38,7 +39,8 @@ def create_editor(node_type: str, params: dict, image: Any = None, parent: QWidg
     raise ValueError(f"node type {node_type!r} has no editor")
 
 
-def open_editor(node_type: str, params: dict, image: Any = None, parent: QWidget | None = None) -> dict | None:
+def open_editor(node_type: str, params: dict, image: Any = None,
+                parent: QWidget | None = None) -> dict | None:
     """Show the node's editor modally; the new params when the user presses OK, else None."""
     dialog = create_editor(node_type, params, image, parent)
     try:

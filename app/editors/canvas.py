@@ -7,15 +7,43 @@ button, pans; the wheel zooms around the pointer.
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import (QAction, QColor, QImage, QKeyEvent, QKeySequence, QMouseEvent, QPainter, QPen, QPixmap,
-                           QTransform, QUndoCommand, QUndoStack, QWheelEvent)
-from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFrame, QGraphicsItem, QGraphicsPixmapItem,
-                               QGraphicsScene, QGraphicsView, QHBoxLayout, QLabel, QPushButton, QScrollArea,
-                               QStyleOptionGraphicsItem, QVBoxLayout, QWidget)
+from PySide6.QtGui import (
+    QAction,
+    QColor,
+    QImage,
+    QKeyEvent,
+    QKeySequence,
+    QMouseEvent,
+    QPainter,
+    QPen,
+    QPixmap,
+    QTransform,
+    QUndoCommand,
+    QUndoStack,
+    QWheelEvent,
+)
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QFrame,
+    QGraphicsItem,
+    QGraphicsPixmapItem,
+    QGraphicsScene,
+    QGraphicsView,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QStyleOptionGraphicsItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 ZOOM_LIMITS = (0.05, 64.0)
 BLANK_CANVAS = "#5a5e66"  # a neutral mid grey: masks and boxes read on it
@@ -125,7 +153,8 @@ class CanvasView(QGraphicsView):
         event.accept()
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:
-        if self._pan_from is not None and event.button() in (Qt.MouseButton.MiddleButton, Qt.MouseButton.LeftButton):
+        pan_buttons = (Qt.MouseButton.MiddleButton, Qt.MouseButton.LeftButton)
+        if self._pan_from is not None and event.button() in pan_buttons:
             self._pan_from = None
             self.viewport().unsetCursor()
         elif self._dragging and event.button() == Qt.MouseButton.LeftButton:
@@ -164,7 +193,8 @@ class ArrayImageItem(QGraphicsItem):
     def boundingRect(self) -> QRectF:
         return QRectF(0, 0, self.image.width(), self.image.height())
 
-    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem,
+              widget: QWidget | None = None) -> None:
         exposed = option.exposedRect.toAlignedRect().intersected(self.image.rect())
         if not exposed.isEmpty():
             painter.drawImage(exposed, self.image, exposed)
@@ -210,7 +240,8 @@ class EditorDialog(QDialog):
     """The frame every editor shares: canvas on the left, tools on the right, status and
     OK/Cancel below, and its own undo stack (Ctrl+Z, Ctrl+Shift+Z / Ctrl+Y)."""
 
-    def __init__(self, title: str, params: dict, parent: QWidget | None = None, panel_width: int = PANEL_WIDTH):
+    def __init__(self, title: str, params: dict, parent: QWidget | None = None,
+                 panel_width: int = PANEL_WIDTH):
         super().__init__(parent)
         self.panel_width = panel_width
         self.setWindowTitle(title)
@@ -224,6 +255,8 @@ class EditorDialog(QDialog):
         self.panel.setSpacing(6)
         self.status = QLabel()
         self.status.setObjectName("helpText")
+        self.status.setWordWrap(True)
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # never widens
         self.zoom_label = QLabel()
         self.zoom_label.setObjectName("helpText")
         self.view.zoom_changed.connect(lambda z: self.zoom_label.setText(f"{z * 100:.0f} %"))
@@ -246,7 +279,8 @@ class EditorDialog(QDialog):
         body.setSpacing(0)
         body.addWidget(self.view, 1)
         body.addWidget(scroll)
-        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        ok_cancel = QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        self.buttons = QDialogButtonBox(ok_cancel)
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
         fit = QPushButton("Fit")
@@ -307,7 +341,8 @@ class EditorDialog(QDialog):
             row.addWidget(button)
         return row
 
-    def push(self, text: str, apply: Callable[[Any], None], before: Any, after: Any, merge_key: str = "") -> None:
+    def push(self, text: str, apply: Callable[[Any], None], before: Any, after: Any,
+             merge_key: str = "") -> None:
         self.undo_stack.push(SnapshotCommand(text, apply, before, after, merge_key))
 
     def add_background(self, image: np.ndarray | None, width: int, height: int) -> None:

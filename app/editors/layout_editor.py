@@ -14,9 +14,20 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QFont, QKeyEvent, QPen
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QGraphicsItem, QGraphicsRectItem,
-                               QGraphicsSimpleTextItem, QHBoxLayout, QHeaderView, QLabel, QPushButton,
-                               QTableWidget, QTableWidgetItem, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QGraphicsItem,
+    QGraphicsRectItem,
+    QGraphicsSimpleTextItem,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QWidget,
+)
 
 from app.editors.canvas import EditorDialog, form_row
 from engine import drawing
@@ -271,7 +282,8 @@ class LayoutEditorDialog(EditorDialog):
         caption.setFont(font)
         caption.setBrush(QColor("#ffffff"))
         caption.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations, True)
-        caption.setPos(self._scene_rect(box["box"]).topLeft() + QPointF(3 / self.view.zoom(), 2 / self.view.zoom()))
+        inset = QPointF(3, 2) / self.view.zoom()  # a few screen pixels inside the corner
+        caption.setPos(self._scene_rect(box["box"]).topLeft() + inset)
         backing = QGraphicsRectItem(caption.boundingRect().adjusted(-3, -1, 3, 1), caption)
         backing.setBrush(QColor(0, 0, 0, 150))
         backing.setPen(Qt.PenStyle.NoPen)
@@ -345,8 +357,8 @@ class LayoutEditorDialog(EditorDialog):
         coords[column - 1] = value
         x0, y0, x1, y1 = coords
         if not all(0.0 <= v <= 1.0 for v in coords) or x1 <= x0 or y1 <= y0:
-            raise ValueError(f"{COLUMNS[column]} = {text} would make [{x0:g}, {y0:g}, {x1:g}, {y1:g}], which is "
-                             f"not inside [0, 1] with x0 < x1 and y0 < y1")
+            raise ValueError(f"{COLUMNS[column]} = {text} would make [{x0:g}, {y0:g}, {x1:g}, {y1:g}], "
+                             f"which is not inside [0, 1] with x0 < x1 and y0 < y1")
         box["box"] = coords
 
     def _table_selection(self) -> None:
@@ -395,8 +407,8 @@ class LayoutEditorDialog(EditorDialog):
         self.snap_box.setChecked(True)
         self.snap_box.toggled.connect(lambda on: setattr(self, "snap_enabled", on))
         self.panel.addWidget(self.snap_box)
-        help_text = QLabel("Drag on the canvas to draw a box, drag a box to move it, drag a corner to resize. "
-                           "Arrows nudge (Shift: 8 steps), Delete removes.")
+        help_text = QLabel("Drag on the canvas to draw a box, drag a box to move it, drag a corner to "
+                           "resize. Arrows nudge (Shift: 8 steps), Delete removes.")
         help_text.setObjectName("helpText")
         help_text.setWordWrap(True)
         self.panel.addWidget(help_text)

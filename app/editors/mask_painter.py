@@ -8,14 +8,25 @@ B/E/R/L pick a tool, Ctrl+Z undo.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QPainterPath, QPen
-from PySide6.QtWidgets import (QButtonGroup, QGraphicsEllipseItem, QGraphicsPathItem, QGraphicsRectItem,
-                               QGridLayout, QHBoxLayout, QLabel, QPushButton, QSlider, QSpinBox, QToolButton,
-                               QWidget)
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QGraphicsEllipseItem,
+    QGraphicsPathItem,
+    QGraphicsRectItem,
+    QGridLayout,
+    QLabel,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QToolButton,
+    QWidget,
+)
 
 from app.editors.canvas import ArrayImageItem, EditorDialog, brush_step, form_row
 from engine import drawing
@@ -30,7 +41,8 @@ MAX_BRUSH = 512
 class MaskPainterDialog(EditorDialog):
     def __init__(self, params: dict, image: np.ndarray | None = None, parent: QWidget | None = None):
         super().__init__("Mask Painter", params, parent)
-        height, width = image.shape[:2] if image is not None else (self.params["height"], self.params["width"])
+        size = image.shape[:2] if image is not None else (self.params["height"], self.params["width"])
+        height, width = size
         self.mask = self._initial_mask(width, height)  # uint8 (H, W), 255 = regenerate
         self.tool = "brush"
         self.brush_size = max(2, min(width, height) // 12)
@@ -112,9 +124,7 @@ class MaskPainterDialog(EditorDialog):
         x, y = self._pixel(pos)
         self._stroke = {"before": self.mask.copy(), "last": (x, y), "start": (x, y), "points": [(x, y)],
                         "clear": bool(modifiers & Qt.KeyboardModifier.AltModifier)}
-        if self.tool in ("brush", "eraser"):
-            self._paint_segment((x, y), (x, y))
-        self.drag(pos, modifiers)
+        self.drag(pos, modifiers)  # a brush paints its first dab here
 
     def drag(self, pos: QPointF, modifiers: Qt.KeyboardModifier) -> None:
         self._update_cursor_outline(pos)

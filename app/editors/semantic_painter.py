@@ -13,9 +13,21 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt
 from PySide6.QtGui import QBrush, QColor, QIcon, QPen, QPixmap
-from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QGraphicsEllipseItem, QGraphicsRectItem,
-                               QGridLayout, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton,
-                               QSlider, QSpinBox, QToolButton, QWidget)
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QFileDialog,
+    QGraphicsEllipseItem,
+    QGraphicsRectItem,
+    QGridLayout,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QToolButton,
+    QWidget,
+)
 
 from app.editors.canvas import ArrayImageItem, EditorDialog, brush_step, form_row
 from engine import drawing
@@ -31,7 +43,8 @@ class SemanticPainterDialog(EditorDialog):
         super().__init__("Semantic Painter", params, parent)
         self.num_classes = int(self.params.get("num_classes", drawing.NUM_SEMANTIC_CLASSES))
         self.colours = drawing.palette(self.num_classes)
-        height, width = image.shape[:2] if image is not None else (self.params["height"], self.params["width"])
+        size = image.shape[:2] if image is not None else (self.params["height"], self.params["width"])
+        height, width = size
         self.labels = self._initial_labels(width, height)  # uint8 (H, W) class ids
         self.tool = "brush"
         self.current_class = min(3, self.num_classes - 1)
@@ -156,12 +169,9 @@ class SemanticPainterDialog(EditorDialog):
     def press(self, pos: QPointF, modifiers: Qt.KeyboardModifier) -> None:
         x, y = math.floor(pos.x()), math.floor(pos.y())
         self._stroke = {"before": self.labels.copy(), "start": (x, y), "last": (x, y)}
-        if self.tool == "fill":
-            if drawing.flood_fill(self.labels, x, y, self.current_class):
-                self._refresh()
-        elif self.tool in ("brush", "eraser"):
-            self._paint_segment((x, y), (x, y))
-        self.drag(pos, modifiers)
+        if self.tool == "fill" and drawing.flood_fill(self.labels, x, y, self.current_class):
+            self._refresh()
+        self.drag(pos, modifiers)  # a brush paints its first dab here
 
     def drag(self, pos: QPointF, modifiers: Qt.KeyboardModifier) -> None:
         self.hover(pos)
@@ -284,7 +294,8 @@ class SemanticPainterDialog(EditorDialog):
         self.section("File")
         grid = QGridLayout()
         grid.setSpacing(4)
-        buttons = (("Import PNG...", self._ask_import), ("Export indices...", lambda: self._ask_export(False)),
+        buttons = (("Import PNG...", self._ask_import),
+                   ("Export indices...", lambda: self._ask_export(False)),
                    ("Export colours...", lambda: self._ask_export(True)))
         for i, (text, slot) in enumerate(buttons):
             button = QPushButton(text)
