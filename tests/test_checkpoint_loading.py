@@ -56,7 +56,8 @@ def clip_vocab_size() -> int:
 
 
 def tiny_clip(kind: str = "clip", layer: str = "last") -> ConditionerConfig:
-    return ConditionerConfig(kind, {"width": 32, "layers": 3, "heads": 4, "intermediate": 64,
+    # width 128 with 2 heads of 64: the head count detection infers for CLIP-like text models
+    return ConditionerConfig(kind, {"width": 128, "layers": 2, "heads": 2, "intermediate": 256,
                                     "vocab": clip_vocab_size(), "max_length": 77,
                                     "act": "quick_gelu" if kind == "clip" else "gelu", "layer": layer,
                                     "pad": "eos" if kind == "clip" else 0})
@@ -64,7 +65,7 @@ def tiny_clip(kind: str = "clip", layer: str = "last") -> ConditionerConfig:
 
 def tiny_config(conditioner: ConditionerConfig | None = None) -> CheckpointConfig:
     unet = UNetConfig(model_channels=32, channel_mult=(1, 2), attention_resolutions=(2,), num_res_blocks=1,
-                      num_heads=8, use_spatial_transformer=True, context_dim=32, legacy=False)
+                      num_heads=8, use_spatial_transformer=True, context_dim=128, legacy=False)
     ae = AutoencoderConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1)
     return CheckpointConfig(unet, ae, DiffusionConfig(), conditioner or tiny_clip())
 
@@ -107,7 +108,7 @@ def tiny(tmp_path_factory):
 def unet_output(model, seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(2, 4, 8, 8, generator=g)
-    ctx = torch.randn(2, 7, 32, generator=g)
+    ctx = torch.randn(2, 7, 128, generator=g)
     return model.apply(x, torch.tensor([10, 500]), Conditioning(crossattn=ctx))
 
 
@@ -230,11 +231,11 @@ def test_missing_and_unexpected_keys_are_named(tiny, tmp_path):
 
 def test_shape_mismatch_against_an_embedded_config_is_named(tiny, tmp_path):
     cfg = tiny_config()
-    cfg.unet.context_dim = 48  # the file's cross-attention keys are 32 wide
+    cfg.unet.context_dim = 48  # the file's cross-attention keys are 128 wide
     path = tmp_path / "mismatch.safetensors"
     save_file(tiny.sd, str(path), metadata={"kiln_config": json.dumps(cfg.to_dict())})
     with pytest.raises(CheckpointError, match=r"^mismatch.safetensors: shape mismatch for 'model.diffusion_model\..*attn2.to_k.weight': "
-                                              r"the file has \[64, 32\], the architecture needs \[64, 48\]"):
+                                              r"the file has \[64, 128\], the architecture needs \[64, 48\]"):
         load_checkpoint(path, "cpu")
 
 
@@ -307,7 +308,7 @@ model:
         num_heads: 8
         use_spatial_transformer: True
         transformer_depth: 1
-        context_dim: 32
+        context_dim: 128
         legacy: False
     first_stage_config:
       target: ldm.models.autoencoder.AutoencoderKL
@@ -400,7 +401,7 @@ def test_diffusers_folder_loads_onto_the_same_modules(tiny, tmp_path):
     torch.manual_seed(3)
     unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
                                 block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=128,
                                 attention_head_dim=2, norm_num_groups=32)
     vae = DiffusersVAE(in_channels=3, out_channels=3, block_out_channels=(32, 64), layers_per_block=1,
                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
@@ -421,7 +422,7 @@ def test_diffusers_folder_loads_onto_the_same_modules(tiny, tmp_path):
     assert loaded.report["format"] == "diffusers" and loaded.model.prediction == "v"
     assert loaded.first_stage.scale_factor == 0.2 and loaded.report["tokenizer"] == "found"
     g = torch.Generator().manual_seed(0)
-    x, ctx, t = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 5, 32, generator=g), torch.tensor([3, 700])
+    x, ctx, t = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 5, 128, generator=g), torch.tensor([3, 700])
     with torch.no_grad():
         expected = unet(x, t, encoder_hidden_states=ctx).sample
         z = torch.randn(1, 4, 4, 4, generator=g)
@@ -465,7 +466,7 @@ def test_inspect_reports_the_architecture_without_loading(tiny, capsys):
     assert info["preset"] == "custom" and info["strict"] is True
     assert info["autoencoder"] == {"kind": "kl", "downsampling_factor": 2, "latent_channels": 4,
                                    "scale_factor": 0.18215, "channels": 32, "channel_mult": [1, 2]}
-    assert info["unet"]["attention_levels"] == [1] and info["unet"]["context_dim"] == 32
+    assert info["unet"]["attention_levels"] == [1] and info["unet"]["context_dim"] == 128
     assert info["unet"]["input_channels"] == 4 and info["conditioning"] == {"mode": "crossattn", "conditioner": "clip"}
     params = info["parameters"]
     unet, ae, cond = tiny.modules

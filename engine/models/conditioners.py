@@ -429,7 +429,8 @@ def masked_image_concat(pixels: torch.Tensor, mask: torch.Tensor, first_stage: A
                         params: dict[str, Any]) -> torch.Tensor:
     """The inpainting concat channels, following the model's own conventions."""
     mask = (mask > 0.5).float().to(pixels.device)
-    masked = pixels * (1 - mask) + 0.5 * mask if params.get("fill", "zero") == "gray" else pixels * (1 - mask)
+    fill = 0.5 if params.get("fill", "black") == "gray" else 0.0  # gray = 0 in [-1, 1] (SD); black (LDM)
+    masked = pixels * (1 - mask) + fill * mask
     latent = first_stage.encode_pixels(masked)  # (B, C, h, w)
     small = F.interpolate(mask, size=latent.shape[-2:], mode="nearest").to(latent)
     if params.get("mask_range", "pm1") == "pm1":

@@ -174,7 +174,7 @@ def _detect_without_weights(unet: UNetConfig, ae: AutoencoderConfig) -> tuple[Co
                                                "null_class": None}), "adm"
         return ConditionerConfig("none"), None
     if extra == ae.embed_dim + 1:
-        return ConditionerConfig("masked_image", {"order": "image_mask", "mask_range": "pm1"}), "concat"
+        return ConditionerConfig("masked_image", {"order": "image_mask", "mask_range": "pm1", "fill": "black"}), "concat"
     if extra == 3:
         return ConditionerConfig("identity", {"range": "pm1", "upscale": ae.downsample_factor}), "concat"
     raise KilnError(f"cannot tell what the UNet's {extra} extra input channels are for")

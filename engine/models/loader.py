@@ -358,8 +358,11 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "auto"
         config.diffusion.prediction = prediction  # type: ignore[assignment]
     shapes = resolved.source.shapes()
     tokenizer = find_tokenizer(config.conditioner, path)
-    with torch.device("meta"):
-        unet, ae, conditioner = build_modules(config, tokenizer)
+    try:
+        with torch.device("meta"):
+            unet, ae, conditioner = build_modules(config, tokenizer)
+    except (KilnError, ValueError) as exc:
+        raise CheckpointError(path, f"cannot build the model: {exc}") from None
     plans, report = plan_keys(unet, ae, conditioner, shapes, use_ema)
     if report["missing"]:
         raise CheckpointError(path, f"missing key {report['missing'][0]!r}"

@@ -54,7 +54,7 @@ def sd15() -> CheckpointConfig:
 
 def sd15_inpainting() -> CheckpointConfig:
     cond = clip_vit_l()
-    cond.params["concat"] = {"order": "mask_image", "mask_range": "01"}
+    cond.params["concat"] = {"order": "mask_image", "mask_range": "01", "fill": "gray"}
     diffusion = DiffusionConfig(conditioning_key="hybrid")
     return CheckpointConfig(_sd_unet(768, linear=False, in_channels=9), _kl_f8(), diffusion, cond, "sd15-inpainting")
 
@@ -142,7 +142,7 @@ def bsr_sr() -> CheckpointConfig:
 def inpainting_big() -> CheckpointConfig:
     unet = UNetConfig(in_channels=7, out_channels=3, model_channels=256, attention_resolutions=(8, 4, 2),
                       channel_mult=(1, 2, 3, 4), num_heads=8, resblock_updown=True)
-    cond = ConditionerConfig("masked_image", {"order": "image_mask", "mask_range": "pm1"})
+    cond = ConditionerConfig("masked_image", {"order": "image_mask", "mask_range": "pm1", "fill": "black"})
     return CheckpointConfig(unet, _vq_f4("none"), _ldm_schedule(0.0205, "concat"), cond, "inpainting_big")
 
 

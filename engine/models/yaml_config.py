@@ -55,7 +55,7 @@ def config_from_yaml_dict(doc: Any) -> CheckpointConfig:
     cond = _conditioner(params.get("cond_stage_config"))
     diffusion = _diffusion(params, cond.kind == "none", LATENT_DIFFUSION_TARGETS[target])
     if diffusion.conditioning_key == "hybrid" and "concat" not in cond.params:
-        cond.params["concat"] = {"order": "mask_image", "mask_range": "01"}  # Stability's inpainting models
+        cond.params["concat"] = {"order": "mask_image", "mask_range": "01", "fill": "gray"}  # Stability's inpainting models
     return CheckpointConfig(unet, ae, diffusion, cond, "custom")
 
 
@@ -102,7 +102,7 @@ def _conditioner(section: Any) -> ConditionerConfig:
     if section is None or section == "__is_unconditional__":
         return ConditionerConfig("none")
     if section == "__is_first_stage__":
-        return ConditionerConfig("masked_image", {"order": "image_mask", "mask_range": "pm1"})
+        return ConditionerConfig("masked_image", {"order": "image_mask", "mask_range": "pm1", "fill": "black"})
     target, p = _section(section, "cond_stage_config")
     from engine.models.presets import clip_vit_l, openclip_vit_h
 
