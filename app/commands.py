@@ -43,7 +43,8 @@ def _restore_meta(doc: Document, saved: dict[str, Any]) -> None:
 
 class AddNodeCommand(QUndoCommand):
     def __init__(self, doc: Document, node: Node, text: str | None = None):
-        super().__init__(text or f"Add {doc.registry[node.type].title if node.type in doc.registry else node.type}")
+        spec = doc.registry.get(node.type)
+        super().__init__(text or f"Add {spec.title if spec else node.type}")
         self.doc, self.node = doc, copy.deepcopy(node)
 
     def redo(self) -> None:

@@ -48,8 +48,8 @@ class Editor:
         if spec is not None and title == spec.title:
             title = ""  # back to the type's own name
         if title != self.graph.nodes[node_id].title:
-            self._push(cmd.SetNodeFieldCommand(self.doc, [node_id], "title", title,
-                                               f"Rename {self.doc.node_title(node_id)} to {title or 'default'}"))
+            text = f"Rename {self.doc.node_title(node_id)} to {title or 'default'}"
+            self._push(cmd.SetNodeFieldCommand(self.doc, [node_id], "title", title, text))
 
     def set_color(self, node_ids: Iterable[str], color: str | None) -> None:
         ids = list(node_ids)
@@ -255,7 +255,8 @@ class Editor:
             self._push(cmd.AddNodeCommand(self.doc, new))
         for backdrop in pasted.backdrops.values():
             x, y, w, h = backdrop.rect
-            new_bd = Backdrop(self.graph.new_id("backdrop"), backdrop.title, (x + dx, y + dy, w, h), backdrop.color)
+            new_id = self.graph.new_id("backdrop")
+            new_bd = Backdrop(new_id, backdrop.title, (x + dx, y + dy, w, h), backdrop.color)
             self._push(cmd.AddBackdropCommand(self.doc, new_bd))
         for link in pasted.links:
             if link.src in id_map and link.dst in id_map:
@@ -278,7 +279,8 @@ class Editor:
         for old_id, new_id in id_map.items():
             for link in self.graph.incoming(old_id).values() if old_id in self.graph.nodes else []:
                 if link.src not in id_map:
-                    self._push(cmd.ConnectCommand(self.doc, Link(link.src, link.src_socket, new_id, link.dst_socket)))
+                    new_link = Link(link.src, link.src_socket, new_id, link.dst_socket)
+                    self._push(cmd.ConnectCommand(self.doc, new_link))
 
     def duplicate(self, node_ids: Iterable[str]) -> list[str]:
         ids = [n for n in node_ids if n in self.graph.nodes]

@@ -72,7 +72,9 @@ class NumberEditor(ParamEditor):
         hi = param.max if param.max is not None else (1e9 if self.is_float else INT32)
         if self.is_float:
             self.spin.setDecimals(_decimals(param.step))
-        self.spin.setRange(max(lo, -INT32) if not self.is_float else lo, min(hi, INT32) if not self.is_float else hi)
+        if not self.is_float:
+            lo, hi = max(lo, -INT32), min(hi, INT32)
+        self.spin.setRange(lo, hi)
         self.spin.setSingleStep(param.step or (0.1 if self.is_float else 1))
         self.spin.setKeyboardTracking(False)
         self.spin.setAccelerated(True)

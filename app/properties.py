@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QFormLayout, QHBoxLayout, QLabel, QScrollArea, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QFormLayout, QHBoxLayout, QLabel, QPushButton, QScrollArea, QToolButton,
+                               QVBoxLayout, QWidget)
 
 from app.document import Document
 from app.editing import Editor
@@ -13,7 +14,9 @@ from app.theme import icon
 
 
 class PropertiesPanel(QScrollArea):
-    def __init__(self, doc: Document, editor: Editor, choices_provider: Callable[[str], list[str]] | None = None):
+    editor_requested = Signal(str)  # node id: open its drawing editor
+    def __init__(self, doc: Document, editor: Editor,
+                 choices_provider: Callable[[str], list[str]] | None = None):
         super().__init__()
         self.doc = doc
         self.editor = editor
@@ -26,9 +29,12 @@ class PropertiesPanel(QScrollArea):
         doc.param_changed.connect(self._on_param_changed)
         doc.node_changed.connect(self._on_node_changed)
         doc.node_removed.connect(lambda n: self.show_node(None) if n == self.node_id else None)
-        doc.graph_reset.connect(lambda: self.show_node(self.node_id if self.node_id in doc.graph.nodes else None))
+        doc.graph_reset.connect(self._on_graph_reset)
         doc.meta_changed.connect(self._on_meta_changed)
         self.show_node(None)
+
+    def _on_graph_reset(self) -> None:
+        self.show_node(self.node_id if self.node_id in self.doc.graph.nodes else None)
 
     def show_node(self, node_id: str | None) -> None:
         self.node_id = node_id
@@ -40,7 +46,8 @@ class PropertiesPanel(QScrollArea):
         layout.setSpacing(8)
         if node_id is None or node_id not in self.doc.graph.nodes:
             self.node_id = None
-            hint = QLabel("Select a node to edit its parameters.\n\nTab or double-click the canvas to add one.")
+            hint = QLabel("Select a node to edit its parameters.\n\n"
+                          "Tab or double-click the canvas to add one.")
             hint.setObjectName("helpText")
             hint.setWordWrap(True)
             layout.addWidget(hint)
@@ -66,6 +73,13 @@ class PropertiesPanel(QScrollArea):
             help_label.setObjectName("helpText")
             help_label.setWordWrap(True)
             layout.addWidget(help_label)
+        from app.editors import has_editor
+
+        if has_editor(node.type):
+            button = QPushButton("Open Editor…")
+            button.setToolTip("Draw on the input picture (or double-click the node)")
+            button.clicked.connect(lambda: self.editor_requested.emit(node_id))
+            layout.addWidget(button)
         form = QFormLayout()
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
@@ -84,7 +98,8 @@ class PropertiesPanel(QScrollArea):
         editor.committed.connect(lambda value, merge, name=param.name:
                                  self.editor.set_param(node_id, name, value, merge))
         if isinstance(editor, SeedEditor):
-            editor.mode_changed.connect(lambda mode, name=param.name: self.editor.set_seed_mode(node_id, name, mode))
+            editor.mode_changed.connect(lambda mode, name=param.name:
+                                        self.editor.set_seed_mode(node_id, name, mode))
             editor.set_mode(self.doc.seed_mode(node_id, param.name))
         editor.set_value(self.doc.param_value(node_id, param.name))
         reset = QToolButton()

@@ -109,7 +109,8 @@ class RunControl(QObject):
         if result.ok:
             ran = sum(1 for s, _ in result.statuses.values() if s == "ran")
             cached = sum(1 for s, _ in result.statuses.values() if s == "cached")
-            text = f"{result.job.label} #{result.job.id} done in {result.seconds:.2f}s ({ran} ran, {cached} cached)"
+            job = result.job
+            text = f"{job.label} #{job.id} done in {result.seconds:.2f}s ({ran} ran, {cached} cached)"
             self.log.add("ok", text)
             self.status.showMessage(text, 8000)
         elif result.cancelled:

@@ -194,7 +194,8 @@ class Runner(QObject):
         if targets is not None or job.watch:
             from engine.executor import resolve_targets
 
-            targets = list(dict.fromkeys([*resolve_targets(job.graph, self.registry, job.targets), *job.watch]))
+            wanted = resolve_targets(job.graph, self.registry, job.targets)
+            targets = list(dict.fromkeys([*wanted, *job.watch]))
         t0 = time.perf_counter()
         try:
             run = executor.run(job.graph, targets, on_event=on_event)

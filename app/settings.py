@@ -125,7 +125,8 @@ class SettingsDialog(QDialog):
         form.addRow("Cache folder", self.cache_dir)
         form.addRow("Output folder", self.output_dir)
         form.addRow("Model folders", self._model_dirs_box())
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        ok_cancel = QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        buttons = QDialogButtonBox(ok_cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
@@ -186,8 +187,13 @@ def _folder_field(parent: QWidget, value: str, placeholder: str) -> QWidget:
     edit.setPlaceholderText(placeholder)
     browse = QPushButton("…")
     browse.setFixedWidth(32)
-    browse.clicked.connect(lambda: edit.setText(QFileDialog.getExistingDirectory(parent, "Folder", edit.text())
-                                                or edit.text()))
+
+    def choose() -> None:
+        folder = QFileDialog.getExistingDirectory(parent, "Folder", edit.text())
+        if folder:
+            edit.setText(folder)
+
+    browse.clicked.connect(choose)
     row.addWidget(edit, 1)
     row.addWidget(browse)
     return box

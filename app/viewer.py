@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QGuiApplication, QIcon, QImage, QMouseEvent, QPainter, QPen, QPixmap, QWheelEvent
-from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMenu, QToolButton,
+from PySide6.QtGui import (QColor, QGuiApplication, QIcon, QImage, QMouseEvent, QPainter, QPen, QPixmap,
+                           QWheelEvent)
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMenu,
+                               QToolButton,
                                QVBoxLayout, QWidget)
 
 from app.theme import icon
@@ -134,7 +136,8 @@ class ImageCanvas(QWidget):
         painter.fillRect(self.rect(), QColor("#141517"))
         if self.image is None:
             painter.setPen(QColor("#7b828c"))
-            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "Run the graph (Ctrl+Enter) to see a picture here")
+            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter,
+                             "Run the graph (Ctrl+Enter) to see a picture here")
             return
         smooth = self._scale() * self.devicePixelRatioF() < 1.0  # nearest when magnifying: crisp pixels
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, smooth)
@@ -154,7 +157,8 @@ class ImageCanvas(QWidget):
         painter.drawImage(target, self._for_size(image, target))
         if label:
             painter.setPen(QColor("#dfe2e6"))
-            painter.drawText(pane.adjusted(8, 6, -8, -6), Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft, label)
+            top_left = Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft
+            painter.drawText(pane.adjusted(8, 6, -8, -6), top_left, label)
         painter.restore()
 
     def _for_size(self, image: QImage, target: QRectF) -> QImage:
@@ -242,7 +246,8 @@ class Viewer(QWidget):
         bar = QHBoxLayout()
         bar.setContentsMargins(6, 4, 6, 0)
         self.fit_button = _tool("frame", "Fit the picture in the viewer", self.canvas.fit_view)
-        self.actual_button = _tool(None, "100%: one picture pixel per screen pixel", self.canvas.actual_size, "1:1")
+        self.actual_button = _tool(None, "100%: one picture pixel per screen pixel", self.canvas.actual_size,
+                                   "1:1")
         self.compare = QComboBox()
         self.compare.addItems([f"compare: {m}" for m in COMPARE_MODES])
         self.compare.setToolTip("Compare with the previous result")
@@ -260,9 +265,11 @@ class Viewer(QWidget):
         self.history.setIconSize(QSize(72, 72))
         self.history.setFixedHeight(96)
         self.history.setMovement(QListWidget.Movement.Static)
-        self.history.setToolTip("Recent results: click to view, double-click or right-click to restore the graph")
+        self.history.setToolTip("Recent results: click to view; double-click or right-click to restore "
+                                "the graph that made one")
         self.history.itemClicked.connect(lambda item: self.show_entry(item.data(Qt.ItemDataRole.UserRole)))
-        self.history.itemDoubleClicked.connect(lambda item: self.restore_requested.emit(item.data(Qt.ItemDataRole.UserRole)))
+        self.history.itemDoubleClicked.connect(
+            lambda item: self.restore_requested.emit(item.data(Qt.ItemDataRole.UserRole)))
         self.history.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.history.customContextMenuRequested.connect(self._history_menu)
         layout = QVBoxLayout(self)

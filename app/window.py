@@ -6,8 +6,8 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QMimeData, QPoint, QPointF, QRectF, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
-from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLineEdit, QMainWindow, QMenu, QMessageBox, QSplitter,
-                               QToolButton, QUndoView, QWidget)
+from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLineEdit, QMainWindow, QMenu, QMessageBox,
+                               QSplitter, QUndoView, QWidget)
 
 from app import theme
 from app.canvas import style
@@ -56,6 +56,7 @@ class MainWindow(QMainWindow):
         self.actions: dict[str, QAction] = {}
         self._search_target: tuple[QPointF, PendingLink | None] = (QPointF(), None)
         self._rename_field: QLineEdit | None = None
+        self.active_editor: Any = None  # the drawing editor opened last
         self.auto_run_timer = QTimer(self, singleShot=True, interval=AUTO_RUN_DELAY_MS)
         self.validate_timer = QTimer(self, singleShot=True, interval=150)
         self._build_layout()
@@ -78,7 +79,8 @@ class MainWindow(QMainWindow):
         split.setChildrenCollapsible(False)
         self.splitter = split
         self.setCentralWidget(split)
-        self.properties_dock = self._dock("Properties", self.properties, Qt.DockWidgetArea.RightDockWidgetArea)
+        right = Qt.DockWidgetArea.RightDockWidgetArea
+        self.properties_dock = self._dock("Properties", self.properties, right)
         self.log_dock = self._dock("Log", self.log, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.undo_view = QUndoView(self.doc.undo_stack)
         self.undo_view.setEmptyLabel("<file opened>")
@@ -142,7 +144,7 @@ class MainWindow(QMainWindow):
         a("add_backdrop", "Add &Backdrop", self.add_empty_backdrop)
         a("rename", "&Rename", self.rename_selected)
         a("disable", "&Disable / Enable", self.toggle_disabled)
-        a("collapse", "Co&llapse / Expand", lambda: self.editor.toggle_collapsed(self.scene.selected_node_ids()))
+        a("collapse", "Co&llapse / Expand", self.toggle_collapsed)
         a("add_node", "Add &Node…", lambda: self.open_search(self.view.cursor_scene_pos()))
         a("frame", "&Frame Selection", lambda: self.view.frame(True))
         a("frame_all", "Frame &All", lambda: self.view.frame(False), "Home", "frame")
@@ -221,6 +223,8 @@ class MainWindow(QMainWindow):
         self.scene.refused.connect(lambda msg: self.statusBar().showMessage(f"Cannot connect: {msg}", 6000))
         self.scene.rename_requested.connect(self.start_rename)
         self.scene.rename_backdrop_requested.connect(self.start_rename_backdrop)
+        self.scene.editor_requested.connect(self.open_node_editor)
+        self.properties.editor_requested.connect(self.open_node_editor)
         self.view.search_requested.connect(self.open_search)
         self.view.key_action.connect(self._on_key_action)
         self.view.files_dropped.connect(self.open_dropped)
@@ -243,8 +247,8 @@ class MainWindow(QMainWindow):
             box.setStandardButtons(QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
                                    | QMessageBox.StandardButton.Cancel)
             answer = box.exec()
-            return {QMessageBox.StandardButton.Save: "save",
-                    QMessageBox.StandardButton.Discard: "discard"}.get(QMessageBox.StandardButton(answer), "cancel")
+            answers = {QMessageBox.StandardButton.Save: "save", QMessageBox.StandardButton.Discard: "discard"}
+            return answers.get(QMessageBox.StandardButton(answer), "cancel")
         box.setStandardButtons(QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
         return "yes" if box.exec() == QMessageBox.StandardButton.Yes else "no"
 
@@ -350,7 +354,8 @@ class MainWindow(QMainWindow):
             return False
         graph, original = found
         name = os.path.basename(original) if original else "an unsaved graph"
-        if self.ask("recover", f"Kiln did not close properly. Restore the autosaved copy of {name}?") != "yes":
+        question = f"Kiln did not close properly. Restore the autosaved copy of {name}?"
+        if self.ask("recover", question) != "yes":
             self.autosaver.discard()
             return False
         self.doc.set_graph(graph, original, clean=False)
@@ -448,6 +453,9 @@ class MainWindow(QMainWindow):
         self.editor.delete(nodes, backdrops)
         stack.endMacro()
 
+    def toggle_collapsed(self) -> None:
+        self.editor.toggle_collapsed(self.scene.selected_node_ids())
+
     def toggle_disabled(self) -> None:
         self.editor.toggle_disabled(self.scene.selected_node_ids())
 
@@ -476,7 +484,10 @@ class MainWindow(QMainWindow):
         mime = QGuiApplication.clipboard().mimeData()
         if mime is None:
             return []
-        text = bytes(mime.data(CLIPBOARD_MIME)).decode("utf-8") if mime.hasFormat(CLIPBOARD_MIME) else mime.text()
+        if mime.hasFormat(CLIPBOARD_MIME):
+            text = bytes(mime.data(CLIPBOARD_MIME)).decode("utf-8")
+        else:
+            text = mime.text()
         if not text.strip():
             return []
         pos = at if at is not None else self.view.cursor_scene_pos()
@@ -514,7 +525,8 @@ class MainWindow(QMainWindow):
     def start_rename(self, node_id: str) -> None:
         item = self.scene.nodes[node_id]
         rect = item.mapRectToScene(QRectF(0, 0, item.width, style.TITLE_HEIGHT))
-        self._open_rename_field(rect, self.doc.node_title(node_id), lambda text: self.editor.rename(node_id, text))
+        title = self.doc.node_title(node_id)
+        self._open_rename_field(rect, title, lambda text: self.editor.rename(node_id, text))
 
     def start_rename_backdrop(self, backdrop_id: str) -> None:
         item = self.scene.backdrops[backdrop_id]
@@ -547,6 +559,42 @@ class MainWindow(QMainWindow):
         field.setFocus()
         self._rename_field = field
 
+    def open_node_editor(self, node_id: str) -> Any:
+        """Open the drawing editor of a mask/layout/semantic node; OK applies it as one undo step.
+
+        Returns the (window-modal, not blocking) dialog, or None when the node has no editor."""
+        from app.editors import create_editor, has_editor
+
+        node = self.doc.graph.nodes.get(node_id)
+        if node is None or not has_editor(node.type):
+            return None
+        spec = self.registry[node.type]
+        params = {**spec.default_params(), **node.params}
+        dialog = create_editor(node.type, params, self._input_picture(node_id), self)
+        dialog.accepted.connect(lambda: self._apply_editor(node_id, dialog.result_params()))
+        dialog.finished.connect(dialog.deleteLater)
+        dialog.open()
+        self.active_editor = dialog
+        return dialog
+
+    def _input_picture(self, node_id: str) -> Any:
+        """The last picture of whatever feeds the node's image input (None: a blank canvas)."""
+        link = self.doc.graph.incoming(node_id).get("image")
+        entry = self.run_control.node_images.get(link.src) if link else None
+        return entry.pixels if entry is not None else None
+
+    def _apply_editor(self, node_id: str, params: dict) -> None:
+        if node_id not in self.doc.graph.nodes:
+            return
+        changed = {k: v for k, v in params.items() if self.doc.param_value(node_id, k) != v}
+        if not changed:
+            return
+        stack = self.doc.undo_stack
+        stack.beginMacro(f"Edit {self.doc.node_title(node_id)}")
+        for name, value in changed.items():
+            self.editor.set_param(node_id, name, value)
+        stack.endMacro()
+
     def focus_node(self, node_id: str) -> None:
         if node_id in self.scene.nodes:
             self.scene.select_nodes([node_id])
@@ -558,6 +606,10 @@ class MainWindow(QMainWindow):
         if node is not None:
             if not node.isSelected():
                 self.scene.select_nodes([node.node_id])
+            from app.editors import has_editor
+
+            if has_editor(self.doc.graph.nodes[node.node_id].type):
+                menu.addAction("Open Editor…", lambda: self.open_node_editor(node.node_id))
             for name in ("rename", "disable", "collapse", "duplicate", "delete"):
                 menu.addAction(self.actions[name])
             menu.addMenu(self._color_menu(menu))
@@ -617,7 +669,8 @@ class MainWindow(QMainWindow):
 
     def _about(self) -> None:
         QMessageBox.about(self, "About Kiln", "Kiln: node-graph latent diffusion.\n"
-                          "Rombach et al., High-Resolution Image Synthesis with Latent Diffusion Models, 2022.")
+                          "After Rombach et al., High-Resolution Image Synthesis with\n"
+                          "Latent Diffusion Models, CVPR 2022.")
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
@@ -648,7 +701,8 @@ class MainWindow(QMainWindow):
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         if self.overlay.isVisible():
-            self.overlay.move((self.width() - self.overlay.width()) // 2, (self.height() - self.overlay.height()) // 2)
+            self.overlay.move((self.width() - self.overlay.width()) // 2,
+                              (self.height() - self.overlay.height()) // 2)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         if not self.confirm_discard():

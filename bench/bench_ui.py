@@ -178,11 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'run':>4} {'max gap ms':>11} {'p99 ms':>8} {'ticks':>6} {'run s':>7}  ok")
     for r in stalls["runs"]:
         note = "  (worker imports torch)" if r["run"] == 1 else ""
-        print(f"{r['run']:>4} {r['max_gap_ms']:>11.1f} {r['p99_gap_ms']:>8.1f} {r['ticks']:>6} {r['seconds']:>7.2f}"
-              f"  {r['ok']}{note}")
+        print(f"{r['run']:>4} {r['max_gap_ms']:>11.1f} {r['p99_gap_ms']:>8.1f} {r['ticks']:>6} "
+              f"{r['seconds']:>7.2f}  {r['ok']}{note}")
     warm = [r["max_gap_ms"] for r in stalls["runs"][1:]]
     if warm:
-        print(f"longest stall in warm runs: {max(warm):.1f} ms (goal < 50 ms); load average {report['load_avg']:.1f}")
+        print(f"longest stall in warm runs: {max(warm):.1f} ms (goal < 50 ms); "
+              f"load average {report['load_avg']:.1f}")
     return 0
 
 

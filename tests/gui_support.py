@@ -150,5 +150,6 @@ def click(window: Any, pos: QPointF, double: bool = False) -> None:
 def _send(widget: Any, kind: QMouseEvent.Type, pos: QPoint, button: Qt.MouseButton,
           buttons: Qt.MouseButton) -> None:
     global_pos = widget.mapToGlobal(pos)
-    event = QMouseEvent(kind, QPointF(pos), QPointF(global_pos), button, buttons, Qt.KeyboardModifier.NoModifier)
+    event = QMouseEvent(kind, QPointF(pos), QPointF(global_pos), button, buttons,
+                        Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(widget, event)

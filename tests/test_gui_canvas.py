@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from PySide6.QtCore import QPointF, Qt
+from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import QApplication
 
@@ -115,9 +115,9 @@ def test_wheel_zoom_stays_within_limits_and_f_frames(window, qtbot):
     view = window.view
     centre = QPointF(view.viewport().rect().center())
     for delta in (120,) * 40 + (-120,) * 80:
-        event = QWheelEvent(centre, QPointF(view.viewport().mapToGlobal(centre.toPoint())), QPointF(0, 0).toPoint(),
-                            QPointF(0, delta).toPoint(), Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier,
-                            Qt.ScrollPhase.NoScrollPhase, False)
+        global_pos = QPointF(view.viewport().mapToGlobal(centre.toPoint()))
+        event = QWheelEvent(centre, global_pos, QPoint(0, 0), QPoint(0, delta), Qt.MouseButton.NoButton,
+                            Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
         QApplication.sendEvent(view.viewport(), event)
         assert style.ZOOM_MIN - 1e-9 <= view.zoom() <= style.ZOOM_MAX + 1e-9
     assert view.zoom() == pytest.approx(style.ZOOM_MIN)

@@ -7,7 +7,8 @@ from PySide6.QtCore import QPointF, Qt
 from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDoubleSpinBox, QLabel, QLineEdit,
                                QPlainTextEdit, QSpinBox)
 
-from app.param_widgets import BigIntEditor, ChoiceEditor, JsonEditor, NumberEditor, PathEditor, SeedEditor, TextEditor
+from app.param_widgets import (BigIntEditor, ChoiceEditor, JsonEditor, NumberEditor, PathEditor, SeedEditor,
+                               TextEditor)
 from app.viewer import ResultEntry
 from gui_support import close_window, make_window
 
@@ -176,3 +177,30 @@ def test_selecting_a_node_with_a_picture_shows_it_in_the_viewer(window, qtbot):
     assert window.viewer.current.node_id == "preview"
     point = window.scene.nodes["solid"].scenePos() + QPointF(5, 5)
     assert window.scene.node_at(point).node_id == "solid"
+
+
+def test_double_clicking_a_mask_node_opens_its_editor_and_ok_is_one_undo_step(window, qtbot):
+    from gui_support import click, demo_graph, wait_idle
+
+    from engine.graph import Link
+
+    window.doc.set_graph(demo_graph(), None)
+    window.run_graph()
+    wait_idle(qtbot, window)
+    mask = window.editor.add_node("MaskPainter", (0.0, 700.0))
+    window.editor.connect("solid", "image", mask, "image")
+    assert Link("solid", "image", mask, "image") in window.doc.graph.links
+    before, count = window.doc.dumps(), window.doc.undo_stack.count()
+    item = window.scene.nodes[mask]
+    window.view.centerOn(item)
+    click(window, item.scenePos() + QPointF(item.width / 2, 38), double=True)
+    dialog = window.active_editor
+    assert dialog is not None and dialog.isVisible()
+    assert dialog.result_params()["mask"] == "" and dialog.painted_pixels() == 0
+    dialog.fill_all()
+    dialog.accept()
+    assert window.doc.graph.nodes[mask].params["mask"] != ""
+    assert window.doc.undo_stack.count() == count + 1
+    assert window.doc.undo_stack.undoText() == "Edit Mask Painter"
+    window.actions["undo"].trigger()
+    assert window.doc.dumps() == before

@@ -64,7 +64,8 @@ def _every_kind_of_edit(window, qtbot) -> list[str]:
     window.actions["cut"].trigger()
     window.scene.select_nodes(["solid"])
     window.actions["delete"].trigger()
-    entry = ResultEntry(np.zeros((4, 4, 3), np.uint8), "x", "old result", graph_file.graph_to_dict(demo_graph()))
+    old = graph_file.graph_to_dict(demo_graph())
+    entry = ResultEntry(np.zeros((4, 4, 3), np.uint8), "x", "old result", old)
     window.restore_from_history(entry)
     ed.add_node("Integer", (900.0, 900.0))
     stack = window.doc.undo_stack
@@ -74,9 +75,11 @@ def _every_kind_of_edit(window, qtbot) -> list[str]:
 def test_undoing_every_kind_of_edit_restores_the_file_byte_for_byte(window, opened, qtbot):
     names = _every_kind_of_edit(window, qtbot)
     assert names == [
-        "Add Scale Image", "Move 1 item", "Connect Invert Image → Scale Image.image", "Disconnect Preview Image.image",
+        "Add Scale Image", "Move 1 item", "Connect Invert Image → Scale Image.image",
+        "Disconnect Preview Image.image",
         "Set Solid Image.color", "Set Seed.value", "Paste 2 nodes", "Add backdrop 'Group'", "Rename backdrop",
-        "Resize backdrop", "Rename Invert Image to Negative", "Colour 1 node", "Disable 1 node", "Collapse nodes",
+        "Resize backdrop", "Rename Invert Image to Negative", "Colour 1 node", "Disable 1 node",
+        "Collapse nodes",
         "Add reroute dot", "Seed of Seed: increment", "Duplicate 1 node", "Cut", "Delete selection",
         "Restore graph of old result", "Add Integer"]
     edited = window.doc.dumps()

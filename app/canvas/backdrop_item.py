@@ -26,8 +26,7 @@ class BackdropItem(QGraphicsItem):
         self.carried: list[QGraphicsItem] = []
         self._resizing: QRectF | None = None  # rect at the start of a resize
         self._last_pos = QPointF()
-        self.setFlags(QGraphicsItem.GraphicsItemFlag.ItemIsMovable | QGraphicsItem.GraphicsItemFlag.ItemIsSelectable
-                      | QGraphicsItem.GraphicsItemFlag.ItemSendsGeometryChanges)
+        self.setFlags(style.MOVABLE_FLAGS)
         self.setZValue(-10)
         self.refresh(backdrop)
 
@@ -65,21 +64,24 @@ class BackdropItem(QGraphicsItem):
         font.setBold(True)
         painter.setFont(font)
         painter.setPen(style.TEXT)
-        painter.drawText(QRectF(12, 0, rect.width() - 24, TITLE_H), Qt.AlignmentFlag.AlignVCenter, self.backdrop.title)
+        title_rect = QRectF(12, 0, rect.width() - 24, TITLE_H)
+        painter.drawText(title_rect, Qt.AlignmentFlag.AlignVCenter, self.backdrop.title)
         painter.setPen(QPen(color.lighter(150), 1.5))
         for i in range(3):
             off = 4 + i * 4
-            painter.drawLine(QPointF(rect.width() - off, rect.height() - 3), QPointF(rect.width() - 3, rect.height() - off))
+            w, h = rect.width(), rect.height()
+            painter.drawLine(QPointF(w - off, h - 3), QPointF(w - 3, h - off))
 
     def _in_handle(self, pos: QPointF) -> bool:
         return pos.x() > self.size[0] - HANDLE and pos.y() > self.size[1] - HANDLE
 
     def mousePressEvent(self, event: QGraphicsSceneMouseEvent) -> None:
         if event.button() == Qt.MouseButton.LeftButton and self._in_handle(event.pos()):
-            self._resizing = QRectF(self.pos(), QPointF(self.pos().x() + self.size[0], self.pos().y() + self.size[1]))
+            self._resizing = QRectF(self.pos().x(), self.pos().y(), *self.size)
             event.accept()
             return
-        if event.pos().y() > TITLE_H and event.button() == Qt.MouseButton.LeftButton and not self.isSelected():
+        left = event.button() == Qt.MouseButton.LeftButton
+        if event.pos().y() > TITLE_H and left and not self.isSelected():
             event.ignore()  # the body is canvas: a rubber band starts there
             return
         self.carried = self.graph_scene.items_inside(self)
@@ -112,7 +114,8 @@ class BackdropItem(QGraphicsItem):
             self.graph_scene.rename_backdrop_requested.emit(self.backdrop_id)
 
     def itemChange(self, change: QGraphicsItem.GraphicsItemChange, value: Any) -> Any:
-        if change == QGraphicsItem.GraphicsItemChange.ItemPositionChange and self.graph_scene.snapping_active():
+        moving = change == QGraphicsItem.GraphicsItemChange.ItemPositionChange
+        if moving and self.graph_scene.snapping_active():
             return self.graph_scene.snap(value)
         if change == QGraphicsItem.GraphicsItemChange.ItemPositionHasChanged:
             delta = self.pos() - self._last_pos
@@ -134,8 +137,7 @@ class RerouteItem(QGraphicsItem):
         self.key = key
         self.index = index
         self.type_name = type_name
-        self.setFlags(QGraphicsItem.GraphicsItemFlag.ItemIsMovable | QGraphicsItem.GraphicsItemFlag.ItemIsSelectable
-                      | QGraphicsItem.GraphicsItemFlag.ItemSendsGeometryChanges)
+        self.setFlags(style.MOVABLE_FLAGS)
         self.setZValue(2)
         self.setToolTip("Reroute dot: drag to move, Delete to remove")
         self.setPos(pos)

@@ -44,7 +44,8 @@ class Minimap(QWidget):
         return world, scale, offset
 
     def _to_map(self, rect: QRectF, world: QRectF, scale: float, offset: QPointF) -> QRectF:
-        return QRectF((rect.x() - world.x()) * scale + offset.x(), (rect.y() - world.y()) * scale + offset.y(),
+        return QRectF((rect.x() - world.x()) * scale + offset.x(),
+                      (rect.y() - world.y()) * scale + offset.y(),
                       rect.width() * scale, rect.height() * scale)
 
     def paintEvent(self, event: QPaintEvent) -> None:
@@ -73,7 +74,8 @@ class Minimap(QWidget):
 
     def _navigate(self, pos: QPointF) -> None:
         world, scale, offset = self._mapping()
-        target = QPointF((pos.x() - offset.x()) / scale + world.x(), (pos.y() - offset.y()) / scale + world.y())
+        target = QPointF((pos.x() - offset.x()) / scale + world.x(),
+                         (pos.y() - offset.y()) / scale + world.y())
         self.view.centerOn(target)
         self.update()
 

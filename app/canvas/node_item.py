@@ -17,7 +17,6 @@ from engine.spec import NodeSpec, ParamType
 if TYPE_CHECKING:
     from app.canvas.scene import GraphScene
 
-STATE_LABELS = {"queued": "queued", "running": "running", "cached": "cached", "done": "done", "failed": "failed"}
 
 
 class NodeItem(QGraphicsItem):
@@ -37,8 +36,7 @@ class NodeItem(QGraphicsItem):
         self.proxy: QGraphicsProxyWidget | None = None
         self.inputs: dict[str, PortItem] = {}
         self.outputs: dict[str, PortItem] = {}
-        self.setFlags(QGraphicsItem.GraphicsItemFlag.ItemIsMovable | QGraphicsItem.GraphicsItemFlag.ItemIsSelectable
-                      | QGraphicsItem.GraphicsItemFlag.ItemSendsGeometryChanges)
+        self.setFlags(style.MOVABLE_FLAGS)
         self.setAcceptHoverEvents(True)
         self.setZValue(1)
         self._make_ports()
@@ -127,7 +125,8 @@ class NodeItem(QGraphicsItem):
             return None
         top = self._inline_bottom() + style.PADDING
         avail_w = self.width - 2 * style.PADDING
-        scale = min(avail_w / max(1, self.thumbnail.width()), style.THUMB_MAX_HEIGHT / max(1, self.thumbnail.height()))
+        tw, th = max(1, self.thumbnail.width()), max(1, self.thumbnail.height())
+        scale = min(avail_w / tw, style.THUMB_MAX_HEIGHT / th)
         w, h = self.thumbnail.width() * scale, self.thumbnail.height() * scale
         return QRectF((self.width - w) / 2, top, w, h)
 
@@ -302,7 +301,8 @@ class NodeItem(QGraphicsItem):
 
     # --- interaction ----------------------------------------------------------------
     def itemChange(self, change: QGraphicsItem.GraphicsItemChange, value: Any) -> Any:
-        if change == QGraphicsItem.GraphicsItemChange.ItemPositionChange and self.graph_scene.snapping_active():
+        moving = change == QGraphicsItem.GraphicsItemChange.ItemPositionChange
+        if moving and self.graph_scene.snapping_active():
             return self.graph_scene.snap(value)
         if change == QGraphicsItem.GraphicsItemChange.ItemPositionHasChanged:
             self.graph_scene.node_geometry_changed(self)
@@ -312,4 +312,4 @@ class NodeItem(QGraphicsItem):
         if event.pos().y() <= style.TITLE_HEIGHT:
             self.graph_scene.rename_requested.emit(self.node_id)
         else:
-            super().mouseDoubleClickEvent(event)
+            self.graph_scene.editor_requested.emit(self.node_id)

@@ -33,10 +33,12 @@ class PendingLink:
 class GraphScene(QGraphicsScene):
     rename_requested = Signal(str)
     rename_backdrop_requested = Signal(str)
+    editor_requested = Signal(str)  # double-click on a node's body: open its drawing editor, if any
     refused = Signal(str)  # a link the user tried was refused: why
     search_requested = Signal(QPointF, object)  # scene position, PendingLink | None
 
-    def __init__(self, doc: Document, editor: Editor, choices_provider: Callable[[str], list[str]] | None = None):
+    def __init__(self, doc: Document, editor: Editor,
+                 choices_provider: Callable[[str], list[str]] | None = None):
         super().__init__()
         self.doc = doc
         self.editor = editor
@@ -123,7 +125,8 @@ class GraphScene(QGraphicsScene):
         self._update_port_flags(link)
 
     def _update_port_flags(self, link: Link) -> None:
-        for node_id, name, is_output in ((link.src, link.src_socket, True), (link.dst, link.dst_socket, False)):
+        ends = ((link.src, link.src_socket, True), (link.dst, link.dst_socket, False))
+        for node_id, name, is_output in ends:
             item = self.nodes.get(node_id)
             port = (item.outputs if is_output else item.inputs).get(name) if item else None
             if port is not None:
@@ -186,7 +189,8 @@ class GraphScene(QGraphicsScene):
                 self._update_link(item)
 
     # --- run state -------------------------------------------------------------------
-    def set_node_state(self, node_id: str, state: str, message: str = "", seconds: float | None = None) -> None:
+    def set_node_state(self, node_id: str, state: str, message: str = "",
+                       seconds: float | None = None) -> None:
         if node_id in self.nodes:
             self.nodes[node_id].set_state(state, message, seconds)
 
@@ -245,7 +249,8 @@ class GraphScene(QGraphicsScene):
                 "reroutes": self._reroute_positions()}
 
     def _reroute_positions(self) -> dict[str, list[list[float]]]:
-        return {k: [[round(d.pos().x(), 1), round(d.pos().y(), 1)] for d in dots] for k, dots in self.reroutes.items()}
+        return {key: [[round(d.pos().x(), 1), round(d.pos().y(), 1)] for d in dots]
+                for key, dots in self.reroutes.items()}
 
     def mousePressEvent(self, event: QGraphicsSceneMouseEvent) -> None:
         if event.button() == Qt.MouseButton.LeftButton:
@@ -326,8 +331,8 @@ class GraphScene(QGraphicsScene):
 
     def _drop_on_port(self, pending: PendingLink, target: PortItem, screen_pos: QPoint | None) -> None:
         if target.is_output == pending.is_output:
-            self.refuse(f"connect an output to an input, not two {'outputs' if target.is_output else 'inputs'}",
-                        screen_pos)
+            both = "outputs" if target.is_output else "inputs"
+            self.refuse(f"connect an output to an input, not two {both}", screen_pos)
             return
         src, out, dst, inp = self._ends(pending, target)
         if pending.detached is not None and pending.detached == Link(src, out, dst, inp):
@@ -361,7 +366,9 @@ class GraphScene(QGraphicsScene):
         for item in self.nodes.values():
             for port in [*item.inputs.values(), *item.outputs.values()]:
                 d = (port.scenePos() - pos).manhattanLength()
-                if d < best_d and (pending is None or port.node_id != pending.node_id or port.is_output != pending.is_output):
+                same_end = pending is not None and port.node_id == pending.node_id \
+                    and port.is_output == pending.is_output
+                if d < best_d and not same_end:
                     best, best_d = port, d
         return best
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QGraphicsItem
 
 from engine.spec import SocketType
 
@@ -14,6 +15,8 @@ PADDING = 8.0
 THUMB_MAX_HEIGHT = 180.0
 GRID = 20.0
 ZOOM_MIN, ZOOM_MAX = 0.1, 4.0
+_FLAG = QGraphicsItem.GraphicsItemFlag
+MOVABLE_FLAGS = _FLAG.ItemIsMovable | _FLAG.ItemIsSelectable | _FLAG.ItemSendsGeometryChanges
 
 SOCKET_COLORS: dict[str, str] = {
     SocketType.MODEL.value: "#b39ddb",

@@ -142,7 +142,8 @@ class GraphView(QGraphicsView):
                     or key_event.matches(QKeySequence.StandardKey.Delete):
                 event.accept()
                 return True
-        if event.type() == QEvent.Type.KeyPress and event.key() == Qt.Key.Key_Tab and not self._editing_text():
+        is_tab = event.type() == QEvent.Type.KeyPress and event.key() == Qt.Key.Key_Tab
+        if is_tab and not self._editing_text():
             self.search_requested.emit(self.cursor_scene_pos())
             return True
         return super().event(event)
