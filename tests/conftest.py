@@ -6,7 +6,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread: the test models are tiny, and on a shared busy CPU a second OpenMP thread
+# made small convolutions 10-40x slower (measured). KILN_TEST_THREADS overrides.
+torch.set_num_threads(int(os.environ.get("KILN_TEST_THREADS", "1")))
 
 
 @pytest.fixture(autouse=True, scope="session")

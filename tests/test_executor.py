@@ -374,3 +374,61 @@ def test_save_image_records_each_items_seed(settings, tmp_path):
     assert all(Path(p).parent.name == "sub" for p in result.files)
     graph.nodes["save"].params["prefix"] = "../escape"
     assert Executor(registry, settings).run(graph).error.param == "prefix"
+
+
+# --- with the real model nodes ------------------------------------------------------
+def write_tiny_class_checkpoint(path: Path) -> None:
+    """A tiny class-conditional model (random weights, config embedded) for pipeline tests."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from engine.models import configs as C
+    from engine.models.keymaps import AE_PREFIX, COND_PREFIX, UNET_PREFIX
+    from engine.models.loader import build_modules
+
+    cfg = C.CheckpointConfig(
+        C.UNetConfig(model_channels=32, channel_mult=(1, 2), attention_resolutions=(2,), num_res_blocks=1,
+                     num_heads=2, use_spatial_transformer=True, context_dim=8, legacy=False),
+        C.AutoencoderConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1), C.DiffusionConfig(),
+        C.ConditionerConfig("class", {"n_classes": 4, "embed_dim": 8, "null_class": 3}))
+    torch.manual_seed(0)
+    unet, ae, cond = build_modules(cfg)
+    sd = {p + k: v.contiguous() for p, m in ((UNET_PREFIX, unet), (AE_PREFIX, ae)) for k, v in m.state_dict().items()}
+    sd.update({COND_PREFIX + cond.source_key(k)[0]: v.contiguous() for k, v in cond.state_dict().items()})
+    save_file(sd, str(path), metadata={"kiln_config": json.dumps(cfg.to_dict())})
+
+
+def class_pipeline(checkpoint: Path):
+    return build_graph(
+        {"ckpt": ("CheckpointLoader", {"checkpoint": str(checkpoint)}), "pos": ("ClassEncode", {"class_id": 1}),
+         "neg": ("ClassEncode", {"unconditional": True}), "latent": ("EmptyLatent", {"width": 16, "height": 16}),
+         "sampler": ("Sampler", {"steps": 3, "cfg": 2.0, "sampler": "euler", "seed": 5}),
+         "decode": ("AutoencoderDecode", {}), "save": ("SaveImage", {"prefix": "pipe"})},
+        ["ckpt.conditioner -> pos.conditioner", "ckpt.conditioner -> neg.conditioner", "ckpt.model -> sampler.model",
+         "pos.conditioning -> sampler.positive", "neg.conditioning -> sampler.negative",
+         "ckpt.autoencoder -> latent.autoencoder", "latent.latent -> sampler.latent",
+         "ckpt.autoencoder -> decode.autoencoder", "sampler.latent -> decode.latent", "decode.image -> save.image"])
+
+
+def test_model_pipeline_reruns_only_what_changed_and_never_reloads(settings, tmp_path):
+    from engine.pngmeta import read_png_info
+
+    checkpoint = tmp_path / "tiny.safetensors"
+    write_tiny_class_checkpoint(checkpoint)
+    os.makedirs(settings.output_dir)
+    ex = Executor(build_registry(), settings)
+    graph = class_pipeline(checkpoint)
+    cold = ex.run(graph)
+    assert cold.ok and cold.model_evals == 3 and set(statuses(cold).values()) == {"ran"}
+    warm = ex.run(graph)
+    assert warm.model_evals == 0 and [n for n, s in statuses(warm).items() if s == "ran"] == ["save"]
+    graph.nodes["sampler"].params["seed"] = 6
+    reseeded = ex.run(graph)
+    assert reseeded.model_evals == 3 and ex.models.loads == 1
+    assert sorted(n for n, s in statuses(reseeded).items() if s == "ran") == ["decode", "sampler", "save"]
+    assert read_png_info(reseeded.files[0])["seed"] == 6
+    assert not np.array_equal(np.asarray(PILImage.open(cold.files[0])), np.asarray(PILImage.open(reseeded.files[0])))
+    fresh = Executor(build_registry(), settings)  # a new session: images and latents come from disk
+    again = fresh.run(graph)
+    assert again.model_evals == 0 and fresh.models.loads == 0 and statuses(again)["sampler"] == "cached"
