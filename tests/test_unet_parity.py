@@ -141,8 +141,8 @@ def test_attention_block_uses_the_legacy_head_layout():
 def test_unconditional_unet_with_scale_shift_and_resblock_updown():
     # lsun_churches-like: AttentionBlocks, scale-shift norm, resampling inside ResBlocks
     cfg = UNetConfig(in_channels=4, out_channels=4, model_channels=32, channel_mult=(1, 2, 2),
-                     attention_resolutions=(2, 4), num_heads=2, use_scale_shift_norm=True, resblock_updown=True,
-                     num_res_blocks=(1, 2, 1))
+                     attention_resolutions=(2, 4), num_heads=2, use_scale_shift_norm=True,
+                     resblock_updown=True, num_res_blocks=(1, 2, 1))
     unet = UNetModel(cfg)
     keys = unet.state_dict()
     assert keys["input_blocks.1.0.emb_layers.1.weight"].shape == (64, 128)  # scale and shift

@@ -7,6 +7,7 @@ so that they fit in memory without visible seams.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -16,8 +17,7 @@ from engine.models.autoencoder import AutoencoderKL, DiagonalGaussian, VQModel
 TileCallback = Callable[[int, int], None]  # (tiles done, tiles in all)
 
 AUTO_TILE_PIXELS = 1024 * 1024  # tile automatically when an image has more pixels than this
-AUTO_TILE_SIZE = 512  # pixels a side of an automatic tile
-AUTO_TILE_OVERLAP = 128  # pixels shared by neighbouring automatic tiles
+AUTO_TILE_SIZE = 512  # pixels a side of an automatic tile (smaller if auto_tile_pixels is)
 
 
 class FirstStage:
@@ -120,8 +120,8 @@ class FirstStage:
         if tile is None:
             if image_pixels <= self.auto_tile_pixels:
                 return 0, 0
-            tile = int(AUTO_TILE_SIZE * per_pixel)
-            overlap = int(AUTO_TILE_OVERLAP * per_pixel) if overlap is None else overlap
+            side = min(AUTO_TILE_SIZE, math.isqrt(self.auto_tile_pixels))
+            tile = int(side * per_pixel)
         if tile == 0:
             return 0, 0
         if overlap is None:
