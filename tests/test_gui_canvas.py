@@ -238,3 +238,21 @@ def test_minimap_click_moves_the_view_there(window, qtbot):
     qtbot.mouseClick(minimap, Qt.MouseButton.LeftButton, pos=at.toPoint())
     centre = window.view.mapToScene(window.view.viewport().rect().center())
     assert abs(centre.x() - target.x()) < 40 / scale and abs(centre.y() - target.y()) < 40 / scale
+
+
+def test_dropping_a_free_node_on_a_link_inserts_it_in_one_step(window):
+    _with_demo(window)
+    before = window.doc.dumps()
+    new = window.editor.add_node("ImageInvert", (320.0, 400.0))
+    link_item = next(i for lk, i in window.scene.links.items() if lk.dst == "preview")
+    target = link_item.path().pointAtPercent(0.5)
+    item = window.scene.nodes[new]
+    grab = item.scenePos() + QPointF(60, 10)
+    drag(window, grab, target + QPointF(60 - item.width / 2, 10 - style.TITLE_HEIGHT))
+    graph = window.doc.graph
+    assert graph.incoming(new)["image"].src == "invert"
+    assert graph.incoming("preview")["image"].src == new
+    assert window.doc.undo_stack.undoText() == "Insert Invert Image into a link"
+    window.actions["undo"].trigger()
+    window.actions["undo"].trigger()
+    assert window.doc.dumps() == before

@@ -263,7 +263,41 @@ class GraphScene(QGraphicsScene):
         self._dragging = False
         if self._before_move is not None and event.button() == Qt.MouseButton.LeftButton:
             before, self._before_move = self._before_move, None
+            moved = [n for n, p in before["nodes"].items() if n in self.nodes
+                     and (self.nodes[n].pos().x(), self.nodes[n].pos().y()) != p]
+            link = self._link_to_insert_into(moved[0]) if len(moved) == 1 else None
+            if link is None:
+                self.commit_moves(before)
+                return
+            self.doc.undo_stack.beginMacro(f"Insert {self.nodes[moved[0]].title()} into a link")
             self.commit_moves(before)
+            self._insert_into(moved[0], link)
+            self.doc.undo_stack.endMacro()
+
+    def _link_to_insert_into(self, node_id: str) -> Link | None:
+        """A link the dropped node lies on and can sit in (it is unconnected and has both ends' type)."""
+        graph = self.doc.graph
+        if graph.incoming(node_id) or graph.outgoing(node_id):
+            return None
+        item = self.nodes[node_id]
+        for other in self.collidingItems(item):
+            if isinstance(other, LinkItem) and self._insert_sockets(node_id, other.link) is not None:
+                return other.link
+        return None
+
+    def _insert_sockets(self, node_id: str, link: Link) -> tuple[str, str] | None:
+        spec = self.doc.registry.get(self.doc.graph.nodes[node_id].type)
+        link_type = self.links[link].type_name if link in self.links else ""
+        if spec is None:
+            return None
+        inp = next((i.name for i in spec.inputs if i.type.value == link_type), None)
+        out = next((o.name for o in spec.outputs if o.type.value == link_type), None)
+        return (inp, out) if inp and out else None
+
+    def _insert_into(self, node_id: str, link: Link) -> None:
+        inp, out = self._insert_sockets(node_id, link)
+        self.editor.connect(link.src, link.src_socket, node_id, inp)
+        self.editor.connect(node_id, out, link.dst, link.dst_socket)  # replaces the old link
 
     def commit_moves(self, before: dict[str, Any]) -> None:
         """Record what a drag moved as one undo step."""
