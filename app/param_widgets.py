@@ -20,7 +20,7 @@ from engine.spec import SEED_MAX, Param, ParamType
 ChoicesProvider = Callable[[str], list[str]]
 INT32 = 2**31 - 1
 SLIDER_STEPS = 1000
-SEED_MODE_LABELS = {"fixed": "fixed", "increment": "+1 after run", "randomize": "random after run"}
+SEED_MODE_LABELS = {"fixed": "fixed", "increment": "+1", "randomize": "random"}
 
 
 class ParamEditor(QWidget):
@@ -83,6 +83,7 @@ class NumberEditor(ParamEditor):
         self.slider: QSlider | None = None
         if not compact and param.min is not None and param.max is not None:
             self._add_slider(float(param.min), float(param.max))
+            self.spin.setMaximumWidth(96)
         self.layout_.addWidget(self.spin, 1 if compact else 0)
 
     def _add_slider(self, lo: float, hi: float) -> None:
@@ -133,6 +134,7 @@ class BigIntEditor(ParamEditor):
     def __init__(self, param: Param, compact: bool, parent: QWidget | None = None):
         super().__init__(param, compact, parent)
         self.edit = QLineEdit()
+        self.edit.setMinimumWidth(70)
         self.edit.setValidator(QRegularExpressionValidator(QRegularExpression(r"-?\d{0,19}")))
         self.edit.editingFinished.connect(self._typed)
         self.layout_.addWidget(self.edit, 1)
@@ -140,6 +142,7 @@ class BigIntEditor(ParamEditor):
     def set_value(self, value: Any) -> None:
         if self.edit.text() != str(value):
             self.edit.setText(str(value))
+            self.edit.setCursorPosition(0)  # long numbers: show their start
 
     def _typed(self) -> None:
         try:
@@ -170,7 +173,8 @@ class SeedEditor(BigIntEditor):
         self.mode = QComboBox()
         for key, label in SEED_MODE_LABELS.items():
             self.mode.addItem(label, key)
-        self.mode.setToolTip("What happens to the seed after each run")
+        self.mode.setMaximumWidth(78)
+        self.mode.setToolTip("After each run: keep the seed (fixed), add one (+1) or pick a random one")
         self.mode.currentIndexChanged.connect(lambda i: self.mode_changed.emit(self.mode.itemData(i)))
         self.layout_.addWidget(self.dice)
         self.layout_.addWidget(self.mode)

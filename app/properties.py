@@ -26,6 +26,7 @@ class PropertiesPanel(QScrollArea):
         self.resets: dict[str, QToolButton] = {}
         self.setWidgetResizable(True)
         self.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # rows shrink to fit
         doc.param_changed.connect(self._on_param_changed)
         doc.node_changed.connect(self._on_node_changed)
         doc.node_removed.connect(lambda n: self.show_node(None) if n == self.node_id else None)

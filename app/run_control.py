@@ -116,11 +116,11 @@ class RunControl(QObject):
         elif result.cancelled:
             self.log.add("warn", f"{result.job.label} #{result.job.id} cancelled")
             self.status.showMessage("Cancelled", 5000)
-            for node_id, (status, _) in result.statuses.items():
-                if status not in ("ran", "cached", "failed"):
-                    self.scene.set_node_state(node_id, "")
         else:
             self._report_failure(result)
+        for node_id, (status, _) in result.statuses.items():
+            if status == "skipped":  # queued but never reached (cancel, failure) or disabled
+                self.scene.set_node_state(node_id, "")
         self.result_ready.emit(result)
 
     def _report_failure(self, result: JobResult) -> None:

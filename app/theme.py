@@ -32,7 +32,8 @@ def apply_theme(app: QApplication) -> None:
     app.setPalette(dark_palette())
     qss = RESOURCES / "styles" / "dark.qss"
     if qss.exists():
-        app.setStyleSheet(qss.read_text(encoding="utf-8"))
+        icons = (RESOURCES / "icons").as_posix()  # url() in a style sheet resolves against the cwd
+        app.setStyleSheet(qss.read_text(encoding="utf-8").replace("@ICONS@", icons))
 
 
 def icon(name: str) -> QIcon:

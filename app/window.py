@@ -87,9 +87,9 @@ class MainWindow(QMainWindow):
         self.history_dock = self._dock("Undo history", self.undo_view, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.log_dock, self.history_dock)
         self.log_dock.raise_()
-        self.properties_dock.setMinimumWidth(260)
+        self.properties_dock.setMinimumWidth(300)
         self.resizeDocks([self.log_dock], [150], Qt.Orientation.Vertical)
-        self.resizeDocks([self.properties_dock], [290], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.properties_dock], [330], Qt.Orientation.Horizontal)
 
     def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self)
