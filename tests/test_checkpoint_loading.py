@@ -194,6 +194,18 @@ def test_lightning_bookkeeping_in_a_ckpt_is_ignored_without_running_it(tiny, tmp
     assert loaded.report["strict"] and calls == []
 
 
+def test_format_is_sniffed_from_content_not_extension(tmp_path):
+    from engine.models.checkpoint import sniff_format
+
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode().ljust(0x180)
+    odd = tmp_path / "weights.bin"  # header length 0x180: its first byte is 0x80, like a pickle's
+    odd.write_bytes(len(header).to_bytes(8, "little") + header + bytes(8))
+    assert sniff_format(odd) == "safetensors"
+    pickled = tmp_path / "weights.safetensors"
+    torch.save({"w": torch.zeros(2)}, pickled, _use_new_zipfile_serialization=False)
+    assert sniff_format(pickled) == "torch"
+
+
 # ---------------------------------------------------------------- damaged and mismatched files
 
 

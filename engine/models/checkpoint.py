@@ -168,10 +168,10 @@ def sniff_format(path: str | os.PathLike) -> str:
         head = f.read(16)
     if len(head) == 0:
         raise CheckpointError(path, "the file is empty")
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+    if len(head) >= 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] <= p.stat().st_size:
+        return "safetensors"  # checked first: a header length may start with byte 0x80
+    if head[:2] == b"PK" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
         return "torch"
-    if len(head) >= 9 and head[8:9] == b"{":
-        return "safetensors"
     ext = p.suffix.lower()
     if ext in SAFETENSORS_EXTS:
         return "safetensors"
