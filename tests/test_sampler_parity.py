@@ -28,6 +28,15 @@ STEPS = 10  # linspace(0, 999, 10) hits whole timesteps, so no interpolation que
 TOL = 1e-4
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tensors are tiny: a second OpenMP thread only adds spin-waiting on a busy machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 class TinyEps(nn.Module):
     """A small time-dependent conv net with the UNet's forward signature."""
 
