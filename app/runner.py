@@ -85,6 +85,7 @@ class Runner(QObject):
     job_finished = Signal(object)  # JobResult
     queue_changed = Signal(int)  # jobs waiting or running
     device_known = Signal(str)
+    _delivered = Signal(object)  # worker -> UI thread; becomes job_finished there
 
     def __init__(self, registry: NodeRegistry, settings: EngineSettings | None = None,
                  parent: QObject | None = None):
@@ -98,6 +99,8 @@ class Runner(QObject):
         self._lock = threading.Lock()
         self._executor: Any = None
         self._executor_settings: EngineSettings | None = None
+        self._outstanding = 0  # submitted jobs whose result the UI has not handled yet (UI thread only)
+        self._delivered.connect(self._deliver)
         self._thread = threading.Thread(target=self._work, name="kiln-engine", daemon=True)
         self._thread.start()
 
@@ -115,17 +118,23 @@ class Runner(QObject):
                   graph_to_dict(snapshot), watch=image_nodes(snapshot, self.registry, resolved))
         with self._lock:
             self._waiting.append(job)
+        self._outstanding += 1
         self._jobs.put(job)
         self.queue_changed.emit(self.pending())
         return job
 
     def pending(self) -> int:
-        with self._lock:
-            return len(self._waiting) + (1 if self._current is not None else 0)
+        """Jobs queued or running whose results have not been shown yet."""
+        return self._outstanding
 
     @property
     def busy(self) -> bool:
-        return self.pending() > 0
+        return self._outstanding > 0
+
+    def _deliver(self, result: "JobResult") -> None:
+        self.job_finished.emit(result)  # every view handles it before the runner counts as idle
+        self._outstanding -= 1
+        self.queue_changed.emit(self._outstanding)
 
     def cancel(self, clear_queue: bool = True) -> None:
         """Stop the running job (within one sampler step) and, by default, drop the queue."""
@@ -167,8 +176,7 @@ class Runner(QObject):
                                    error_details=traceback.format_exc())
             with self._lock:
                 self._current = None
-            self.job_finished.emit(result)
-            self.queue_changed.emit(self.pending())
+            self._delivered.emit(result)
 
     def _get_executor(self) -> Any:
         if self._executor is None or self._executor_settings is not self.settings:
