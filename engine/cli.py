@@ -220,10 +220,18 @@ def _run_parser() -> _Parser:
     p.add_argument("--out", metavar="DIR", help="folder for images (default: current folder)")
     p.add_argument("--json", action="store_true", help="print one JSON summary object")
     p.add_argument("--batch", metavar="FILE.jsonl", help='one run per line of {"NODE.PARAM": value}')
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--device", type=_device, help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--cache-dir", metavar="DIR", help="result cache folder (default: user cache)")
     p.add_argument("--no-disk-cache", action="store_true", help="keep results in memory only")
     return p
+
+
+def _device(text: str) -> str:
+    import re
+
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not auto, cpu, cuda, cuda:N or mps")
+    return text
 
 
 def cmd_run(argv: list[str], registry: NodeRegistry | None) -> int:
