@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from engine.errors import KilnError, UserInputError
 from engine.spec import EngineSettings, NodeSpec, Output, Param, ParamType, SocketType

@@ -1,7 +1,8 @@
 """Conditioning nodes: prompts, class labels and layouts through a model's conditioner."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from engine.errors import UserInputError
 from engine.spec import Input, NodeSpec, Output, Param, ParamType, SocketType

@@ -8,18 +8,31 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
+from test_checkpoint_loading import (  # noqa: F401
+    original_state,
+    random_modules,
+    tiny,
+    tiny_clip,
+    tiny_config,
+    write_clip_tokenizer,
+)
 
 from engine.errors import KilnError, UserInputError
-from engine.models.conditioners import (BBoxConditioner, BERTConditioner, ClassConditioner, CLIPConditioner,
-                                        IdentityConditioner, MaskedImageConditioner, SpatialConditioner,
-                                        build_conditioner)
+from engine.models.conditioners import (
+    BBoxConditioner,
+    BERTConditioner,
+    ClassConditioner,
+    CLIPConditioner,
+    IdentityConditioner,
+    MaskedImageConditioner,
+    SpatialConditioner,
+    build_conditioner,
+)
 from engine.models.configs import ConditionerConfig
-from engine.models.keymaps import AE_PREFIX, COND_PREFIX, UNET_PREFIX
+from engine.models.keymaps import COND_PREFIX
 from engine.models.loader import load_checkpoint
 from engine.models.tokenizers import WordTokenizer
 from engine.values import Conditioning, SemanticMap
-from test_checkpoint_loading import (original_state, random_modules, tiny, tiny_clip, tiny_config,  # noqa: F401
-                                     write_clip_tokenizer)
 
 # ---------------------------------------------------------------- CLIP
 
@@ -119,7 +132,7 @@ def _x_transformer_reference(sd: dict[str, torch.Tensor], ids: torch.Tensor, dep
         a, f = f"transformer.attn_layers.layers.{2 * n}.", f"transformer.attn_layers.layers.{2 * n + 1}."
         h = F.layer_norm(x, x.shape[-1:], sd[a + "0.weight"], sd[a + "0.bias"])
         q, k, v = (h @ sd[a + f"1.to_{p}.weight"].T for p in "qkv")
-        split = lambda t: t.view(t.shape[0], t.shape[1], 8, 64).transpose(1, 2)  # noqa: E731
+        split = lambda t: t.view(t.shape[0], t.shape[1], 8, 64).transpose(1, 2)
         scores = torch.einsum("bhid,bhjd->bhij", split(q), split(k)) * 64 ** -0.5
         out = torch.einsum("bhij,bhjd->bhid", scores.softmax(-1), split(v)).transpose(1, 2).flatten(2)
         x = x + out @ sd[a + "1.to_out.weight"].T + sd[a + "1.to_out.bias"]

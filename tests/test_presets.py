@@ -81,7 +81,7 @@ def original_unet(u: UNetConfig) -> Shapes:
     if u.num_classes:
         sd["label_emb.weight"] = (u.num_classes, emb)
     _conv(sd, "input_blocks.0.0", u.in_channels, mc, 3)
-    res = lambda p, i, o: _resblock(sd, p, i, o, emb, u.use_scale_shift_norm)  # noqa: E731
+    res = lambda p, i, o: _resblock(sd, p, i, o, emb, u.use_scale_shift_norm)
 
     def attention(p: str, c: int) -> None:
         if u.use_spatial_transformer:

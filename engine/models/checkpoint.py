@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -38,7 +39,7 @@ class CheckpointError(KilnError):
 
     def __init__(self, path: str | os.PathLike, message: str):
         self.path = str(path)
-        super().__init__(f"{os.path.basename(str(path)) or path}: {message}")
+        super().__init__(f"{path}: {message}")
 
 
 class TensorSource(Protocol):
@@ -66,9 +67,9 @@ class SafetensorsSource:
         _check_safetensors_header(self.path)
         try:
             self._file = safe_open(self.path, framework="pt", device="cpu")
-        except Exception as exc:  # safetensors raises its own error types
+        except Exception as exc:
             raise CheckpointError(path, f"cannot read safetensors file ({_one_line(exc)})") from exc
-        self._shapes = {k: tuple(self._file.get_slice(k).get_shape()) for k in self._file.keys()}
+        self._shapes = {k: tuple(self._file.get_slice(k).get_shape()) for k in self._file.keys()}  # noqa: SIM118
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return dict(self._shapes)
@@ -220,7 +221,7 @@ def _safe_torch_load(path: str) -> Any:
                 if "mmap" not in str(exc):
                     raise
                 return torch.load(path, map_location="cpu", weights_only=True)  # legacy format
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one line naming the file
         culprit = _unsafe_global_in_message(str(exc))
         if culprit:
             raise CheckpointError(path, _refusal(culprit)) from None
@@ -232,7 +233,7 @@ def _inert_stand_ins(path: str) -> list[tuple[type, str]]:
     """Check the pickle's globals before loading; inert ones get a stand-in, others refuse."""
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:
+    except Exception:  # noqa: BLE001
         return []  # legacy (non-zip) format: torch.load(weights_only=True) still refuses code
     for name in names:
         if not _is_inert(name):

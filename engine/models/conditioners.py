@@ -9,7 +9,8 @@ clearly when a prompt is given to, say, a class-conditional model.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -257,7 +258,7 @@ class BBoxConditioner(Conditioner):
 
     def coordinate_token(self, x: float, y: float) -> int:
         n = self.sections - 1
-        return int(round(y * n)) * self.sections + int(round(x * n))
+        return round(y * n) * self.sections + round(x * n)
 
     def label_token(self, label: Any, index: int) -> int:
         if self.labels:

@@ -11,8 +11,13 @@ import re
 from dataclasses import dataclass, field
 
 from engine.errors import KilnError
-from engine.models.configs import (AutoencoderConfig, CheckpointConfig, ConditionerConfig, DiffusionConfig,
-                                   UNetConfig)
+from engine.models.configs import (
+    AutoencoderConfig,
+    CheckpointConfig,
+    ConditionerConfig,
+    DiffusionConfig,
+    UNetConfig,
+)
 from engine.models.keymaps import AE_PREFIX, COND_PREFIX, UNET_PREFIX
 from engine.models.presets import PRESET_NAMES, get_preset
 

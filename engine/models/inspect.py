@@ -81,10 +81,10 @@ def format_table(info: dict[str, Any]) -> str:
     rows = [
         ("file", info["file"]), ("format", f"{info['format']} (config: {info['config_source']})"),
         ("preset", info["preset"]),
-        ("autoencoder", f"{a['kind'].upper()} f{a['downsampling_factor']}, {a['latent_channels']} latent channels, "
-                        f"scale {a['scale_factor']:g}"),
-        ("unet", f"{u['model_channels']} channels x {u['channel_mult']}, attention at levels {u['attention_levels']}, "
-                 f"{u['input_channels']} in / {u['output_channels']} out"),
+        ("autoencoder", (f"{a['kind'].upper()} f{a['downsampling_factor']}, {a['latent_channels']} latent "
+                         f"channels, scale {a['scale_factor']:g}")),
+        ("unet", (f"{u['model_channels']} channels x {u['channel_mult']}, attention at levels "
+                  f"{u['attention_levels']}, {u['input_channels']} in / {u['output_channels']} out")),
         ("context", str(u["context_dim"]) if u["context_dim"] else "none"),
         ("conditioning", f"{c['mode']} ({c['conditioner']})"), ("prediction", info["prediction"]),
         ("parameters", ", ".join(f"{k} {_millions(v)}" for k, v in p.items())),

@@ -7,8 +7,8 @@ Other layouts are mapped onto them here, so one set of modules serves all.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 

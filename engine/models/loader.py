@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,10 +22,24 @@ from torch import nn
 from engine.errors import KilnError
 from engine.models.checkpoint import CheckpointError, TensorSource, open_source, read_json, sniff_format
 from engine.models.conditioners import Conditioner, build_conditioner
-from engine.models.configs import AutoencoderConfig, CheckpointConfig, ConditionerConfig, DiffusionConfig, UNetConfig
+from engine.models.configs import (
+    AutoencoderConfig,
+    CheckpointConfig,
+    ConditionerConfig,
+    DiffusionConfig,
+    UNetConfig,
+)
 from engine.models.detect import detect_config, matching_presets
-from engine.models.keymaps import (AE_PREFIX, COND_PREFIX, UNET_PREFIX, diffusers_component_config, ema_key, has_ema,
-                                   is_ignorable, open_diffusers)
+from engine.models.keymaps import (
+    AE_PREFIX,
+    COND_PREFIX,
+    UNET_PREFIX,
+    diffusers_component_config,
+    ema_key,
+    has_ema,
+    is_ignorable,
+    open_diffusers,
+)
 from engine.models.tokenizers import Missing, find_bert_tokenizer, find_clip_tokenizer, tokenizer_dirs
 from engine.models.yaml_config import load_yaml_config
 
@@ -165,8 +180,8 @@ def _apply_stored_schedule(source: TensorSource, config: CheckpointConfig, origi
 
 
 def _resolve_diffusers(path: str) -> ResolvedCheckpoint:
-    from engine.models.unet import UNetModel
     from engine.models.autoencoder import AutoencoderKL
+    from engine.models.unet import UNetModel
 
     unet_cfg, nrb = _unet_from_diffusers(diffusers_component_config(path, "unet"))
     vae_raw = diffusers_component_config(path, "vae")
@@ -202,7 +217,7 @@ def _unet_from_diffusers(c: dict) -> tuple[UNetConfig, list[int]]:
     if isinstance(heads, int):
         cfg.num_heads = heads
     else:
-        per_head = {ch // h for ch, h in zip(channels, heads)}
+        per_head = {ch // h for ch, h in zip(channels, heads, strict=True)}
         if len(per_head) != 1:
             raise KilnError(f"unsupported diffusers attention_head_dim {heads}")
         cfg.num_head_channels, cfg.num_heads = per_head.pop(), -1

@@ -5,11 +5,16 @@ and Stability YAML files). `get_preset(name)` returns a fresh CheckpointConfig.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from engine.errors import KilnError
-from engine.models.configs import (AutoencoderConfig, CheckpointConfig, ConditionerConfig, DiffusionConfig,
-                                   UNetConfig)
+from engine.models.configs import (
+    AutoencoderConfig,
+    CheckpointConfig,
+    ConditionerConfig,
+    DiffusionConfig,
+    UNetConfig,
+)
 
 
 def _kl_f8() -> AutoencoderConfig:
@@ -28,7 +33,7 @@ def _ldm_schedule(end: float, conditioning_key: str | None, scale_factor: float 
 
 
 def _sd_unet(context_dim: int, linear: bool, in_channels: int = 4) -> UNetConfig:
-    heads = dict(num_head_channels=64) if linear else dict(num_heads=8)
+    heads = {"num_head_channels": 64} if linear else {"num_heads": 8}
     return UNetConfig(in_channels=in_channels, out_channels=4, model_channels=320, attention_resolutions=(4, 2, 1),
                       num_res_blocks=2, channel_mult=(1, 2, 4, 4), use_spatial_transformer=True, transformer_depth=1,
                       context_dim=context_dim, use_linear_in_transformer=linear, legacy=False, **heads)

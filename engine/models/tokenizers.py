@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from engine.errors import KilnError, UserInputError
 
@@ -137,7 +138,7 @@ class WordTokenizer:
         return len(self.SPECIALS) + len(self.words)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "WordTokenizer":
+    def from_file(cls, path: str | os.PathLike) -> WordTokenizer:
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)

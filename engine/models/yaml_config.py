@@ -8,9 +8,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from engine.models import presets
 from engine.models.checkpoint import CheckpointError
-from engine.models.configs import (AutoencoderConfig, CheckpointConfig, ConditionerConfig, DiffusionConfig,
-                                   UNetConfig)
+from engine.models.configs import (
+    AutoencoderConfig,
+    CheckpointConfig,
+    ConditionerConfig,
+    DiffusionConfig,
+    UNetConfig,
+)
 
 LATENT_DIFFUSION_TARGETS = {
     "ldm.models.diffusion.ddpm.LatentDiffusion": None,
@@ -44,7 +50,7 @@ def load_yaml_config(path: str | os.PathLike) -> CheckpointConfig:
 
 def config_from_yaml_dict(doc: Any) -> CheckpointConfig:
     if not isinstance(doc, dict) or not isinstance(doc.get("model"), dict):
-        raise ValueError("no `model:` section")
+        raise TypeError("no `model:` section")
     model = doc["model"]
     target = model.get("target")
     if target not in LATENT_DIFFUSION_TARGETS:
@@ -104,12 +110,10 @@ def _conditioner(section: Any) -> ConditionerConfig:
     if section == "__is_first_stage__":
         return ConditionerConfig("masked_image", {"order": "image_mask", "mask_range": "pm1", "fill": "black"})
     target, p = _section(section, "cond_stage_config")
-    from engine.models.presets import clip_vit_l, openclip_vit_h
-
     if target == "ldm.modules.encoders.modules.FrozenCLIPEmbedder":
-        return clip_vit_l()
+        return presets.clip_vit_l()
     if target == "ldm.modules.encoders.modules.FrozenOpenCLIPEmbedder":
-        cfg = openclip_vit_h()
+        cfg = presets.openclip_vit_h()
         cfg.params["layer"] = p.get("layer", "last")
         return cfg
     if target == "ldm.modules.encoders.modules.BERTEmbedder":
