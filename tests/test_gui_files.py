@@ -66,7 +66,8 @@ def test_a_saved_picture_reopens_as_the_graph_that_made_it(window, qtbot, tmp_pa
     assert window.doc.path is None  # saving asks for a new .json name instead of overwriting the PNG
 
 
-@pytest.mark.filterwarnings("ignore:Function.*QDragEnterEvent:DeprecationWarning")  # the only constructor there is
+# QDragEnterEvent's only constructor is marked deprecated by PySide6
+@pytest.mark.filterwarnings("ignore:Function.*QDragEnterEvent:DeprecationWarning")
 def test_dropping_a_graph_file_on_the_window_opens_it(window, qtbot, tmp_path):
     path = tmp_path / "dropped.json"
     graph_file.save(demo_graph(), path)
