@@ -1,6 +1,6 @@
 """Model evaluations per sampler and the sampling loop's overhead beyond the UNet.
 
-    python -m bench.bench_samplers [--steps 20] [--cfg 5] [--size 32] [--device cpu] [--samplers a,b]
+    python -m bench.bench_samplers [--steps 20] [--cfg 5] [--size 32] [--device cpu] [--samplers a,b] [--threads N]
 
 Runs every sampler for one txt2img pass on a small random UNet (cross-attention,
 guidance batched), with the Sampler node's per-step preview, and prints per
@@ -75,7 +75,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32, help="latent side (32 = 256 px at f8)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--samplers", default=",".join(SAMPLER_NAMES))
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = small_model(args.device)
     timer = UNetTimer(model.unet, model.device)
     with torch.no_grad():

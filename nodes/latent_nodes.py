@@ -4,7 +4,8 @@ torch is imported inside each compute.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from engine.errors import UserInputError
 from engine.spec import Input, NodeSpec, Output, Param, ParamType, SocketType

@@ -6,7 +6,8 @@ counts UNet forward passes. torch is imported inside compute.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from engine.errors import UserInputError
 from engine.sampling.names import SAMPLER_NAMES, SCHEDULER_NAMES

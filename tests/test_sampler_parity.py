@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import math
 
+import diffusers
 import pytest
 import torch
 from torch import nn
 
-diffusers = pytest.importorskip("diffusers")
-
-from engine.models.configs import DiffusionConfig  # noqa: E402
-from engine.models.diffusion import LatentDiffusionModel, make_betas  # noqa: E402
-from engine.sampling.denoiser import DiscreteDenoiser, GuidedDenoiser  # noqa: E402
-from engine.sampling.paper_samplers import sample_ddim, sample_ddpm, sample_plms  # noqa: E402
-from engine.sampling.samplers import (sample_dpmpp_2m, sample_euler, sample_euler_ancestral,  # noqa: E402
-                                      sample_heun, sample_lms)
-from engine.sampling.schedules import get_sigmas  # noqa: E402
-from engine.sampling.unipc import sample_uni_pc  # noqa: E402
+from engine.models.configs import DiffusionConfig
+from engine.models.diffusion import LatentDiffusionModel, make_betas
+from engine.sampling.denoiser import DiscreteDenoiser, GuidedDenoiser
+from engine.sampling.paper_samplers import sample_ddim, sample_ddpm, sample_plms
+from engine.sampling.samplers import (
+    sample_dpmpp_2m,
+    sample_euler,
+    sample_euler_ancestral,
+    sample_heun,
+    sample_lms,
+)
+from engine.sampling.schedules import get_sigmas
+from engine.sampling.unipc import sample_uni_pc
 
 STEPS = 10  # linspace(0, 999, 10) hits whole timesteps, so no interpolation question arises
 TOL = 1e-4

@@ -19,8 +19,13 @@ from engine.sampling.pipeline import SAMPLERS, SamplingOptions, sample
 from engine.sampling.preview import LatentPreviewer
 from engine.sampling.schedules import get_sigmas, img2img_sigmas
 from engine.values import Conditioning, Image, Latent
-from nodes.latent_nodes import (COMPOSITE_MASKED, EMPTY_LATENT, INPAINT_CONDITIONING, SET_LATENT_NOISE_MASK,
-                                feathered_weight)
+from nodes.latent_nodes import (
+    COMPOSITE_MASKED,
+    EMPTY_LATENT,
+    INPAINT_CONDITIONING,
+    SET_LATENT_NOISE_MASK,
+    feathered_weight,
+)
 from nodes.sampler import SAMPLER
 
 
@@ -81,9 +86,9 @@ class FakeContext:
     node_id = "sampler"
     settings = None
     models = None
-    graph_json: dict = {}
 
     def __init__(self, cancel_after: int | None = None):
+        self.graph_json: dict = {}
         self.progress_calls: list[tuple[int, int, object]] = []
         self.evals = 0
         self.cancel_after = cancel_after
@@ -284,7 +289,7 @@ class Oracle(nn.Module):
         t = timesteps.double()
         lo = t.floor().long().clamp(0, len(self.abar) - 1)
         hi = (lo + 1).clamp(max=len(self.abar) - 1)
-        log_s = lambda i: (((1 - self.abar[i]) / self.abar[i]).sqrt()).log()  # noqa: E731
+        log_s = lambda i: (((1 - self.abar[i]) / self.abar[i]).sqrt()).log()
         sigma = ((1 - (t - lo)) * log_s(lo) + (t - lo) * log_s(hi)).exp()
         a = (1 / (1 + sigma**2)).float().view(-1, 1, 1, 1)
         eps = (x - a.sqrt() * self.target) / (1 - a).sqrt()

@@ -12,7 +12,7 @@ conditional and unconditional passes into one UNet call where it can.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

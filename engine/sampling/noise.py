@@ -8,7 +8,7 @@ order, so the whole run is fixed by the seed.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

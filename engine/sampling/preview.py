@@ -8,7 +8,8 @@ by a bias row, or a mapping {"weights": [[...] * C], "bias": [r, g, b]}.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch

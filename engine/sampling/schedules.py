@@ -8,7 +8,8 @@ space sigma itself between the model's smallest and largest sigma.
 from __future__ import annotations
 
 import math
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 
