@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from PySide6.QtCore import QMimeData, QPoint, QPointF, QRectF, Qt, QTimer
+from PySide6.QtCore import QMimeData, QPoint, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLineEdit, QMainWindow, QMenu, QMessageBox,
                                QSplitter, QUndoView, QWidget)
@@ -32,6 +33,8 @@ AUTO_RUN_DELAY_MS = 400
 
 
 class MainWindow(QMainWindow):
+    issues_found = Signal(int, object)  # validation revision, {node id: problem}; from a helper thread
+
     def __init__(self, registry: NodeRegistry | None = None, settings: AppSettings | None = None):
         super().__init__()
         if registry is None:
@@ -59,6 +62,9 @@ class MainWindow(QMainWindow):
         self.active_editor: Any = None  # the drawing editor opened last
         self.auto_run_timer = QTimer(self, singleShot=True, interval=AUTO_RUN_DELAY_MS)
         self.validate_timer = QTimer(self, singleShot=True, interval=150)
+        self._validator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiln-validate")
+        self._validation_rev = 0
+        self._closed = False
         self._build_layout()
         self.run_control = RunControl(self.runner, self.scene, self.viewer, self.log, self.statusBar())
         self._build_actions()
@@ -237,6 +243,7 @@ class MainWindow(QMainWindow):
         self.runner.queue_changed.connect(lambda n: self.actions["cancel"].setEnabled(n > 0))
         self.auto_run_timer.timeout.connect(self._auto_run)
         self.validate_timer.timeout.connect(self.revalidate)
+        self.issues_found.connect(self._apply_issues)
 
     # --- prompts ---------------------------------------------------------------------------
     def _ask_with_dialog(self, kind: str, question: str) -> str:
@@ -406,14 +413,28 @@ class MainWindow(QMainWindow):
         self.validate_timer.start()
 
     def revalidate(self) -> None:
-        """Mark problems (missing inputs, bad params) on the nodes before anything runs."""
-        from engine.validate import validate
+        """Mark problems (missing inputs, bad params) on the nodes before anything runs.
 
-        issues: dict[str, str] = {}
-        for issue in validate(self.doc.graph, self.registry):
-            if issue.node_id and issue.node_id not in issues:
-                issues[issue.node_id] = issue.message
-        self.scene.set_issues(issues)
+        Checked on a helper thread: the first check imports networkx, too slow for the UI thread."""
+        if self._closed:
+            return
+        self._validation_rev += 1
+        rev, graph, registry = self._validation_rev, self.doc.graph.copy(), self.registry
+
+        def check() -> None:
+            from engine.validate import validate
+
+            issues: dict[str, str] = {}
+            for issue in validate(graph, registry):
+                if issue.node_id and issue.node_id not in issues:
+                    issues[issue.node_id] = issue.message
+            self.issues_found.emit(rev, issues)
+
+        self._validator.submit(check)
+
+    def _apply_issues(self, rev: int, issues: dict) -> None:
+        if rev == self._validation_rev:  # else the graph changed since: a newer check is on its way
+            self.scene.set_issues(issues)
 
     def _on_selection_changed(self) -> None:
         ids = self.scene.selected_node_ids()
@@ -709,6 +730,10 @@ class MainWindow(QMainWindow):
             event.ignore()
             return
         self.runner.shutdown()
+        self.validate_timer.stop()
+        self.auto_run_timer.stop()
+        self._closed = True
+        self._validator.shutdown(wait=True, cancel_futures=True)
         self.autosaver.discard()
         self.scene.selectionChanged.disconnect(self._on_selection_changed)
         self.settings.save_window_state(self.saveGeometry(), self.saveState())
