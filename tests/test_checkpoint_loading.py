@@ -405,6 +405,8 @@ def test_half_precision_keeps_the_autoencoder_in_fp32(tiny):
     assert bf16.model.dtype == torch.bfloat16 and bf16.first_stage.dtype == torch.bfloat16
     expected = tiny.sd[UNET_PREFIX + "input_blocks.0.0.weight"].to(torch.bfloat16)
     assert torch.equal(bf16.model.unet.state_dict()["input_blocks.0.0.weight"], expected)
+    diff = (unet_output(bf16.model) - reference_output(tiny.modules[0])).abs().max()
+    assert diff < 0.05  # bf16 keeps about 3 significant digits
 
 
 # ---------------------------------------------------------------- diffusers folders
