@@ -28,7 +28,7 @@ class Job:
     graph: Graph  # a snapshot: edits made while it runs do not touch it
     targets: list[str] | None
     label: str
-    graph_dict: dict  # the file document of the snapshot, for the history and saved PNGs
+    graph_dict: dict  # the file document of the snapshot, for the history and saved PNGs (set by the worker)
     watch: list[str] = field(default_factory=list)  # nodes whose images we want back
     cancelled: bool = False
 
@@ -106,16 +106,8 @@ class Runner(QObject):
 
     # --- UI thread ----------------------------------------------------------------------
     def submit(self, graph: Graph, targets: list[str] | None = None, label: str = "Run") -> Job:
-        from engine.executor import resolve_targets
-        from engine.graph_file import graph_to_dict
-
-        snapshot = graph.copy()
-        try:
-            resolved = resolve_targets(snapshot, self.registry, targets)
-        except Exception:  # the engine reports it properly when the job runs
-            resolved = list(targets or [])
-        job = Job(next(self._ids), snapshot, list(targets) if targets is not None else None, label,
-                  graph_to_dict(snapshot), watch=image_nodes(snapshot, self.registry, resolved))
+        """Queue a run of a snapshot of `graph`; everything else is prepared on the worker."""
+        job = Job(next(self._ids), graph.copy(), list(targets) if targets is not None else None, label, {})
         with self._lock:
             self._waiting.append(job)
         self._outstanding += 1
@@ -198,14 +190,9 @@ class Runner(QObject):
                 executor.cancel()  # cancelled before the run cleared its flag
             self.event.emit(event)
 
-        targets = job.targets
-        if targets is not None or job.watch:
-            from engine.executor import resolve_targets
-
-            wanted = resolve_targets(job.graph, self.registry, job.targets)
-            targets = list(dict.fromkeys([*wanted, *job.watch]))
         t0 = time.perf_counter()
         try:
+            targets = self._prepare(job)
             run = executor.run(job.graph, targets, on_event=on_event)
         except ValidationError as err:
             return JobResult(job, ok=False, error_message=str(err), seconds=time.perf_counter() - t0,
@@ -213,6 +200,16 @@ class Runner(QObject):
         except KilnError as err:
             return JobResult(job, ok=False, error_message=str(err), seconds=time.perf_counter() - t0)
         return self._result(job, run)
+
+    def _prepare(self, job: Job) -> list[str]:
+        """The graph document for the history, and the targets plus the image nodes to watch."""
+        from engine.executor import resolve_targets
+        from engine.graph_file import graph_to_dict
+
+        job.graph_dict = graph_to_dict(job.graph)
+        wanted = resolve_targets(job.graph, self.registry, job.targets)  # ValidationError for a bad target
+        job.watch = image_nodes(job.graph, self.registry, wanted)
+        return list(dict.fromkeys([*wanted, *job.watch]))
 
     def _result(self, job: Job, run: Any) -> JobResult:
         result = JobResult(job, ok=run.ok, cancelled=run.cancelled, seconds=run.seconds,
