@@ -140,6 +140,10 @@ class MainWindow(QMainWindow):
         for name, action in (("undo", undo), ("redo", redo)):
             self.addAction(action)
             self.actions[name] = action
+        self._build_edit_actions()
+
+    def _build_edit_actions(self) -> None:
+        a, K = self._action, QKeySequence.StandardKey
         a("cut", "Cu&t", self.cut, K.Cut)
         a("copy", "&Copy", self.copy, K.Copy)
         a("paste", "&Paste", lambda: self.paste(), K.Paste)
@@ -168,6 +172,7 @@ class MainWindow(QMainWindow):
         a("help", "&Keyboard Shortcuts", self.overlay.toggle, None, "help")
         a("about", "&About Kiln", self._about)
         self.actions["cancel"].setEnabled(False)
+        self.actions["auto_run"].setChecked(self.settings.flag("auto_run"))  # off unless the user chose it
 
     def _build_menus(self) -> None:
         bar = self.menuBar()
