@@ -162,3 +162,20 @@ def test_settings_persist_in_the_isolated_store(tmp_path, settings):
     assert engine.memory_cache_bytes == int(1.5 * 1024**3)
     assert engine.cache_dir == str(tmp_path / "cache")
     assert str(tmp_path) in settings.store.fileName()
+
+
+def test_a_graph_with_an_unknown_node_type_still_opens_and_says_what_is_missing(window, qtbot, tmp_path):
+    from engine.graph import Link, Node
+
+    graph = demo_graph()
+    graph.add_node(Node("future", "FancyUpscaler9000", params={"strength": 3}, pos=(0.0, 300.0)))
+    graph.connect(Link("future", "image", "preview", "image"))
+    path = tmp_path / "shared.json"
+    graph_file.save(graph, path)
+    assert window.open_file(str(path))
+    item = window.scene.nodes["future"]
+    assert item.title() == "FancyUpscaler9000 (unknown type)"
+    qtbot.waitUntil(lambda: "FancyUpscaler9000" in item.issue, timeout=5000)
+    window.editor.rename("solid", "still editable")
+    window.actions["undo"].trigger()
+    assert window.doc.dumps() == path.read_text(encoding="utf-8")  # nothing of the unknown node is lost
