@@ -202,9 +202,9 @@ class MainWindow(QMainWindow):
         help_menu.addAction(self.actions["about"])
 
     def _color_menu(self, parent: QWidget) -> QMenu:
-        menu = QMenu("Node &Colour", parent)
+        menu = QMenu("&Colour", parent)
         for name, color in style.NODE_COLORS.items():
-            menu.addAction(name, lambda c=color: self.editor.set_color(self.scene.selected_node_ids(), c))
+            menu.addAction(name, lambda c=color: self.color_selection(c))
         return menu
 
     def _build_toolbar(self) -> None:
@@ -479,6 +479,18 @@ class MainWindow(QMainWindow):
         self.editor.delete(nodes, backdrops)
         stack.endMacro()
 
+    def color_selection(self, color: str | None) -> None:
+        """Recolour the selected nodes (title bars) and backdrops, as one undo step."""
+        nodes, backdrops = self.scene.selected_node_ids(), self.scene.selected_backdrop_ids()
+        if not (nodes or backdrops):
+            return
+        stack = self.doc.undo_stack
+        stack.beginMacro("Colour selection")
+        self.editor.set_color(nodes, color)
+        for backdrop_id in backdrops:
+            self.editor.set_backdrop(backdrop_id, "Colour backdrop", color=color)
+        stack.endMacro()
+
     def toggle_collapsed(self) -> None:
         self.editor.toggle_collapsed(self.scene.selected_node_ids())
 
@@ -629,7 +641,15 @@ class MainWindow(QMainWindow):
     def _context_menu(self, scene_pos: QPointF, global_pos: QPoint) -> None:
         menu = QMenu(self)
         node = self.scene.node_at(scene_pos)
-        if node is not None:
+        backdrop = self._backdrop_at(scene_pos) if node is None else None
+        if backdrop is not None:
+            if not backdrop.isSelected():
+                self.scene.clearSelection()
+                backdrop.setSelected(True)
+            menu.addAction("Rename Backdrop", lambda: self.start_rename_backdrop(backdrop.backdrop_id))
+            menu.addMenu(self._color_menu(menu))
+            menu.addAction(self.actions["delete"])
+        elif node is not None:
             if not node.isSelected():
                 self.scene.select_nodes([node.node_id])
             from app.editors import has_editor
@@ -649,6 +669,10 @@ class MainWindow(QMainWindow):
             menu.addSeparator()
             menu.addAction(self.actions["frame_all"])
         menu.exec(global_pos)
+
+    def _backdrop_at(self, scene_pos: QPointF) -> Any:
+        return next((b for b in self.scene.backdrops.values()
+                     if b.sceneBoundingRect().contains(scene_pos)), None)
 
     def _toggle_snap(self, on: bool) -> None:
         self.scene.snap_to_grid = on

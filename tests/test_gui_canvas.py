@@ -256,3 +256,21 @@ def test_dropping_a_free_node_on_a_link_inserts_it_in_one_step(window):
     window.actions["undo"].trigger()
     window.actions["undo"].trigger()
     assert window.doc.dumps() == before
+
+
+def test_the_colour_menu_recolours_selected_nodes_and_backdrops_in_one_step(window):
+    _with_demo(window)
+    window.scene.select_nodes(["solid"])
+    window.actions["group"].trigger()
+    backdrop_id = next(iter(window.doc.graph.backdrops))
+    window.scene.select_nodes(["invert"])
+    window.scene.backdrops[backdrop_id].setSelected(True)
+    count = window.doc.undo_stack.count()
+    menu = window._color_menu(window)
+    next(a for a in menu.actions() if a.text() == "Teal").trigger()
+    assert window.doc.graph.nodes["invert"].color == style.NODE_COLORS["Teal"]
+    assert window.doc.graph.backdrops[backdrop_id].color == style.NODE_COLORS["Teal"]
+    assert window.doc.undo_stack.count() == count + 1
+    window.actions["undo"].trigger()
+    assert window.doc.graph.nodes["invert"].color is None
+    assert window.doc.graph.backdrops[backdrop_id].color is None
