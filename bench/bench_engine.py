@@ -1,4 +1,4 @@
-"""Engine overhead on unchanged re-runs: `python bench/bench_engine.py [--graph G] [--runs N]`.
+"""Engine overhead on unchanged re-runs: `python -m bench.bench_engine [--graph G] [--runs N]`.
 
 Runs a graph once (cold: models load, everything computes), then N times
 unchanged in the same process, and prints the median engine time per re-run
@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if not __package__ and str(ROOT) not in sys.path:  # `python bench/bench_engine.py` without an install
-    sys.path.insert(0, str(ROOT))
 
 from engine import graph_file
 from engine.cache import ResultCache
