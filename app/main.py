@@ -57,15 +57,16 @@ def demo_graph():
     return graph
 
 
-def load_initial(window, graph_path: str | None) -> None:
-    """The file given, else resources/graphs/default.json, else the built-in demo (said clearly)."""
+def load_initial(window, graph_path: str | None) -> bool:
+    """The file given, else resources/graphs/default.json, else the built-in demo (said clearly).
+
+    False when the file given could not be opened (the window says why)."""
     if graph_path:
-        window.load_path(graph_path)
-        return
+        return window.load_path(graph_path)
     if DEFAULT_GRAPH.exists() and window.load_path(str(DEFAULT_GRAPH)):
         window.doc.path = None  # never overwrite the shipped example by Ctrl+S
         window.doc.path_changed.emit("")
-        return
+        return True
     graph = demo_graph()
     if all(n.type in window.registry for n in graph):
         window.doc.set_graph(graph, None)
@@ -75,6 +76,7 @@ def load_initial(window, graph_path: str | None) -> None:
     from PySide6.QtCore import QTimer
 
     QTimer.singleShot(0, window.frame_on_open)
+    return True
 
 
 async def _wait_for_runs(window, timeout: float) -> bool:
@@ -120,12 +122,16 @@ def run_app(graph_path: str | None = None, screenshot: str | None = None, run: b
     else:
         window.resize(*size)
     window.show()
-    load_initial(window, graph_path)
+    loaded = load_initial(window, graph_path)
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     with loop:
         if screenshot:
-            return loop.run_until_complete(_screenshot_session(app, window, screenshot, run))
+            code = loop.run_until_complete(_screenshot_session(app, window, screenshot, run and loaded))
+            if not loaded:
+                print(window.log.lines[-1][1], file=sys.stderr)
+                return 2
+            return code
         window.offer_recovery()
         if run:
             window.run_graph()
