@@ -6,7 +6,8 @@ from typing import Any
 
 from PySide6.QtCore import QSettings, QStandardPaths
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
-                               QLineEdit, QListWidget, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+                               QDoubleSpinBox, QLineEdit, QListWidget, QPushButton, QToolButton, QVBoxLayout,
+                               QWidget)
 
 from engine.spec import EngineSettings
 
@@ -111,8 +112,8 @@ class SettingsDialog(QDialog):
         current = settings.engine_settings()
         self.device = _combo(DEVICES, current.device)
         self.precision = _combo(PRECISIONS, current.precision)
-        self.memory = _spin(int(current.memory_cache_bytes / GIB), 0, 256, " GiB")
-        self.disk = _spin(int(current.disk_cache_bytes / GIB), 0, 4096, " GiB")
+        self.memory = _spin(current.memory_cache_bytes / GIB, 0, 256, " GiB")
+        self.disk = _spin(current.disk_cache_bytes / GIB, 0, 4096, " GiB")
         self.cache_dir = _folder_field(self, current.cache_dir or "", "default user cache folder")
         self.output_dir = _folder_field(self, current.output_dir, "")
         self.model_dirs = QListWidget()
@@ -171,8 +172,10 @@ def _combo(options: tuple[str, ...], current: str) -> QComboBox:
     return combo
 
 
-def _spin(value: int, lo: int, hi: int, suffix: str) -> QSpinBox:
-    spin = QSpinBox()
+def _spin(value: float, lo: float, hi: float, suffix: str) -> QDoubleSpinBox:
+    spin = QDoubleSpinBox()
+    spin.setDecimals(1)
+    spin.setSingleStep(0.5)
     spin.setRange(lo, hi)
     spin.setSuffix(suffix)
     spin.setValue(value)
@@ -185,8 +188,8 @@ def _folder_field(parent: QWidget, value: str, placeholder: str) -> QWidget:
     row.setContentsMargins(0, 0, 0, 0)
     edit = QLineEdit(value)
     edit.setPlaceholderText(placeholder)
-    browse = QPushButton("…")
-    browse.setFixedWidth(32)
+    browse = QToolButton(text="…")
+    browse.setToolTip("Choose a folder")
 
     def choose() -> None:
         folder = QFileDialog.getExistingDirectory(parent, "Folder", edit.text())

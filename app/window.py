@@ -357,6 +357,7 @@ class MainWindow(QMainWindow):
 
     def offer_recovery(self) -> bool:
         """After a crash: offer the autosaved graph. True when it was restored."""
+        self.autosaver.timer.stop()  # an idle save while asking would find a clean graph and drop the file
         path = self.autosaver.recovery_path
         if not os.path.exists(path):
             return False

@@ -179,3 +179,16 @@ def test_a_graph_with_an_unknown_node_type_still_opens_and_says_what_is_missing(
     window.editor.rename("solid", "still editable")
     window.actions["undo"].trigger()
     assert window.doc.dumps() == path.read_text(encoding="utf-8")  # nothing of the unknown node is lost
+
+
+def test_the_settings_dialog_writes_what_the_user_chose(window, settings):
+    from app.settings import SettingsDialog
+
+    dialog = SettingsDialog(settings, window)
+    dialog.device.setCurrentText("cuda:1")
+    dialog.memory.setValue(1.5)
+    dialog.model_dirs.addItem("/models/extra")
+    dialog.accept()
+    engine = settings.engine_settings()
+    assert engine.device == "cuda:1" and engine.memory_cache_bytes == int(1.5 * 1024**3)
+    assert engine.model_dirs == ("/models/extra",)
