@@ -11,6 +11,7 @@ conditional and unconditional passes into one UNet call where it can.
 """
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable
 
@@ -35,6 +36,7 @@ class DiscreteDenoiser:
         self.log_sigmas = self.sigmas.log()
         self.num_timesteps = int(self.sigmas.shape[0])
         self._log_sigmas_dev: dict[torch.device, torch.Tensor] = {}
+        self._log_sigma_list: list[float] = self.log_sigmas.tolist()
 
     @property
     def sigma_min(self) -> float:
@@ -76,11 +78,29 @@ class DiscreteDenoiser:
             self._log_sigmas_dev[device] = self.log_sigmas.to(device, dtype)
         return self._log_sigmas_dev[device]
 
+    def sigma_to_t_scalar(self, sigma: float) -> float:
+        """sigma_to_t for one Python float, without tensor work (the samplers' common case)."""
+        log_sigma = math.log(max(sigma, 1e-12))
+        table = self._log_sigma_list
+        low = min(max(bisect.bisect_right(table, log_sigma) - 1, 0), self.num_timesteps - 2)
+        w = min(max((log_sigma - table[low]) / (table[low + 1] - table[low]), 0.0), 1.0)
+        t = low + w
+        return float(round(t)) if self.quantize_timesteps else t
+
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float,
                  cond: Conditioning | None = None) -> torch.Tensor:
         """x: (B, C, h, w) at noise level sigma (scalar or (B,)); returns denoised (B, C, h, w)."""
+        if not isinstance(sigma, torch.Tensor) or sigma.ndim == 0:
+            return self._call_scalar(x, float(sigma), cond)
         sigma = _as_batch(sigma, x)
         return self.denoise_raw(x, sigma, self.model.apply(self.scale_input(x, sigma), self.timestep(sigma), cond))
+
+    def _call_scalar(self, x: torch.Tensor, sigma: float, cond: Conditioning | None) -> torch.Tensor:
+        t = torch.full((x.shape[0],), self.sigma_to_t_scalar(sigma), device=x.device, dtype=torch.float32)
+        out = self.model.apply(x * (1 / math.sqrt(sigma**2 + 1)), t, cond)
+        if self.prediction == "v":
+            return x * (1 / (sigma**2 + 1)) - out * (sigma / math.sqrt(sigma**2 + 1))
+        return x - out * sigma
 
     def scale_input(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         return x / (sigma**2 + 1).sqrt()[:, None, None, None]
@@ -136,19 +156,21 @@ class GuidedDenoiser:
         self._batched_for = -1
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-        sigma = _as_batch(sigma, x)
+        if isinstance(sigma, torch.Tensor) and sigma.ndim:
+            sigma = _as_batch(sigma, x)
         if self.uncond is None:
             return self._run(x, sigma, self.cond)
         both = self._batched_conditioning(x.shape[0])
         if both is not None:
-            denoised = self._run(torch.cat([x, x]), torch.cat([sigma, sigma]), both)
+            doubled = torch.cat([sigma, sigma]) if isinstance(sigma, torch.Tensor) and sigma.ndim else sigma
+            denoised = self._run(torch.cat([x, x]), doubled, both)
             uncond_x0, cond_x0 = denoised.chunk(2)
         else:
             uncond_x0 = self._run(x, sigma, self.uncond)
             cond_x0 = self._run(x, sigma, self.cond)
         return uncond_x0 + (cond_x0 - uncond_x0) * self.scale
 
-    def _run(self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning | None) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: Conditioning | None) -> torch.Tensor:
         if self.on_model_eval is not None:
             self.on_model_eval(1)
         return self.inner(x, sigma, cond)

@@ -69,7 +69,8 @@ class LatentPreviewer:
 
     def __call__(self, latent: torch.Tensor) -> np.ndarray:
         item = latent[0].detach().to("cpu", torch.float32)  # (C, h, w)
-        rgb = torch.einsum("chw,cr->hwr", item, self.weights) + self.bias
+        c, h, w = item.shape
+        rgb = torch.addmm(self.bias, item.reshape(c, h * w).T, self.weights).view(h, w, 3)
         return (rgb.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
