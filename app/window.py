@@ -8,7 +8,7 @@ from typing import Any, Callable
 from PySide6.QtCore import QMimeData, QPoint, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLineEdit, QMainWindow, QMenu, QMessageBox,
-                               QSplitter, QUndoView, QWidget)
+                               QUndoView, QWidget)
 
 from app import theme
 from app.canvas import style
@@ -77,25 +77,20 @@ class MainWindow(QMainWindow):
 
     # --- layout --------------------------------------------------------------------------
     def _build_layout(self) -> None:
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(self.view)
-        split.addWidget(self.viewer)
-        split.setStretchFactor(0, 2)
-        split.setStretchFactor(1, 1)
-        split.setChildrenCollapsible(False)
-        self.splitter = split
-        self.setCentralWidget(split)
+        """Canvas in the middle; viewer over properties on the right; log and undo history below."""
+        self.setCentralWidget(self.view)
         right = Qt.DockWidgetArea.RightDockWidgetArea
+        self.viewer_dock = self._dock("Viewer", self.viewer, right)
         self.properties_dock = self._dock("Properties", self.properties, right)
+        self.splitDockWidget(self.viewer_dock, self.properties_dock, Qt.Orientation.Vertical)
         self.log_dock = self._dock("Log", self.log, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.undo_view = QUndoView(self.doc.undo_stack)
         self.undo_view.setEmptyLabel("<file opened>")
         self.history_dock = self._dock("Undo history", self.undo_view, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.log_dock, self.history_dock)
         self.log_dock.raise_()
-        self.properties_dock.setMinimumWidth(300)
-        self.resizeDocks([self.log_dock], [150], Qt.Orientation.Vertical)
-        self.resizeDocks([self.properties_dock], [330], Qt.Orientation.Horizontal)
+        self.viewer_dock.setMinimumWidth(320)
+        self.resizeDocks([self.log_dock], [140], Qt.Orientation.Vertical)
 
     def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self)
@@ -192,7 +187,7 @@ class MainWindow(QMainWindow):
         for name in ("frame", "frame_all", "zoom_in", "zoom_out", None, "snap", "minimap"):
             view.addSeparator() if name is None else view.addAction(self.actions[name])
         view.addSeparator()
-        for dock in (self.properties_dock, self.log_dock, self.history_dock):
+        for dock in (self.viewer_dock, self.properties_dock, self.log_dock, self.history_dock):
             view.addAction(dock.toggleViewAction())
         run = bar.addMenu("&Run")
         for name in ("run", "run_selected", "cancel", None, "auto_run"):
@@ -727,8 +722,11 @@ class MainWindow(QMainWindow):
         super().showEvent(event)
         if not getattr(self, "_shown_once", False):
             self._shown_once = True
-            total = max(400, self.splitter.width())
-            self.splitter.setSizes([int(total * 0.62), total - int(total * 0.62)])
+            width = max(self.width() * 2 // 5, 340)
+            self.resizeDocks([self.viewer_dock], [width], Qt.Orientation.Horizontal)
+            height = self.viewer_dock.height() + self.properties_dock.height()
+            self.resizeDocks([self.viewer_dock, self.properties_dock], [height * 3 // 5, height * 2 // 5],
+                             Qt.Orientation.Vertical)
 
     def restore_layout(self) -> None:
         """Dock and window layout from the last session, when there is one."""
