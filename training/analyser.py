@@ -89,12 +89,17 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32)
 
 
+def _dot(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """(..., 3) . (K, 3) -> (..., K), written out per channel (a BLAS call is slower for 3-vectors)."""
+    return sum(vectors[..., i : i + 1] * rows[:, i] for i in range(3))
+
+
 def _background_index(pixels: np.ndarray) -> int:
     """The background colour that most pixels are nearest to (objects never use these colours)."""
     palette = np.concatenate([_BG_RGB, _OBJ_RGB])  # (9, 3)
     flat = pixels.reshape(-1, 3)
-    nearest = ((flat[:, None, :] - palette[None]) ** 2).sum(-1).argmin(1)
-    counts = np.bincount(nearest, minlength=len(palette))[: len(_BG_RGB)]
+    distance = (palette**2).sum(-1) - 2 * _dot(flat, palette)  # (N, 9), squared distance less |p|^2
+    counts = np.bincount(distance.argmin(1), minlength=len(palette))[: len(_BG_RGB)]
     if counts.max() > 0:
         return int(counts.argmax())
     return int(((_BG_RGB - np.median(flat, axis=0)) ** 2).sum(-1).argmin())
@@ -104,12 +109,15 @@ def _mixtures(pixels: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, n
     """Per pixel: best object colour index, its coverage alpha and the residual distance."""
     offset = pixels - background  # (S, S, 3)
     direction = _OBJ_RGB - background  # (6, 3)
-    alpha = np.clip(offset @ direction.T / (direction**2).sum(-1), 0.0, 1.0)  # (S, S, 6)
-    fitted = alpha[..., None] * direction  # (S, S, 6, 3)
-    residual = np.sqrt(((offset[..., None, :] - fitted) ** 2).sum(-1))  # (S, S, 6)
-    best = residual.argmin(-1)
+    length2 = (direction**2).sum(-1)  # (6,)
+    along = _dot(offset, direction)  # (S, S, 6)
+    alpha = np.clip(along / length2, 0.0, 1.0)
+    # |offset - alpha * direction|^2, expanded so that no (S, S, 6, 3) array is needed
+    residual2 = (offset**2).sum(-1, keepdims=True) - 2 * alpha * along + alpha**2 * length2
+    best = residual2.argmin(-1)
     pick = best[..., None]
-    return best, np.take_along_axis(alpha, pick, -1)[..., 0], np.take_along_axis(residual, pick, -1)[..., 0]
+    residual = np.sqrt(np.maximum(np.take_along_axis(residual2, pick, -1)[..., 0], 0.0))
+    return best, np.take_along_axis(alpha, pick, -1)[..., 0], residual
 
 
 # ---------------------------------------------------------------- objects
@@ -235,8 +243,8 @@ def parse_caption(text: str) -> Request:
         if not p or p["colour"] not in COLOURS or p["shape"] not in SHAPES:
             raise CaptionError(f"caption {text!r}: cannot read the object phrase {phrase!r}")
         position = "center" if p["center"] else p["position"]
-        if position is not None and (position not in POSITION_WORDS or position == "center"):
-            raise CaptionError(f"caption {text!r}: unknown position {position!r}")
+        if p["position"] is not None and (p["position"] not in POSITION_WORDS or p["position"] == "center"):
+            raise CaptionError(f"caption {text!r}: unknown position {p['position']!r}")
         objects.append(RequestedObject(p["colour"], p["shape"], p["size"], position))
     return Request(tuple(objects), background)
 

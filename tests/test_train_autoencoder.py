@@ -1,0 +1,94 @@
+"""Autoencoder training: steps learn, runs resume exactly, exports load in the original layout."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from engine.models.autoencoder import AutoencoderKL
+from training.evaluate import load_autoencoder
+from training.train_autoencoder import (
+    CHECKPOINT,
+    TrainConfig,
+    Trainer,
+    autoencoder_config,
+    export,
+    fit_latent_rgb,
+    main,
+    train_step,
+)
+
+
+def _tiny(tmp_path, **changes) -> TrainConfig:
+    settings = dict(out=str(tmp_path / "run"), ch=32, ch_mult=(1, 2), num_res_blocks=1, crop=16, batch=2,
+                    warmup=1, lr=3e-3, eval_n=2, log_every=100, threads=1)
+    settings.update(changes)
+    return TrainConfig(**settings)
+
+
+def test_training_steps_reduce_the_loss_on_a_batch(tmp_path):
+    tc = _tiny(tmp_path)
+    torch.manual_seed(0)
+    model = AutoencoderKL(autoencoder_config(tc))
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    losses = [train_step(model, opt, tc, step=0)["loss"] for _ in range(12)]  # step 0: the same batch each time
+    assert all(np.isfinite(losses))
+    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
+
+
+def test_a_resumed_run_continues_exactly_where_it_stopped(tmp_path):
+    straight = Trainer(_tiny(tmp_path / "a", max_steps=4))
+    straight.run()
+    first = Trainer(_tiny(tmp_path / "b", max_steps=2))
+    first.run()
+    second = Trainer(_tiny(tmp_path / "b", max_steps=4))
+    assert second.resume() and second.step == 2
+    second.run()
+    for a, b in zip(straight.model.state_dict().values(), second.model.state_dict().values()):
+        assert torch.equal(a, b)
+    evals = (tmp_path / "a" / "run" / "evals.jsonl").read_text().splitlines()
+    assert json.loads(evals[-1])["step"] == 4
+
+
+def test_export_writes_original_layout_weights_and_a_card(tmp_path):
+    tc = _tiny(tmp_path, max_steps=2)
+    Trainer(tc).run()
+    out = tmp_path / "models" / "tiny-ae"
+    card = export(tc.out, str(out), n_eval=3, n_stats=8)
+    with safe_open(f"{out}.safetensors", framework="pt") as f:
+        keys = list(f.keys())
+        dtype = f.get_tensor("first_stage_model.encoder.conv_in.weight").dtype
+    assert all(k.startswith("first_stage_model.") for k in keys)
+    assert "first_stage_model.encoder.down.0.downsample.conv.weight" in keys
+    assert "first_stage_model.post_quant_conv.weight" in keys
+    assert dtype == (torch.float16 if card["dtype"] == "float16" else torch.float32)
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["architecture"]["ch_mult"] == [1, 2] and saved["data"] == "shapes world v1"
+    assert saved["scale_factor"] > 0 and len(saved["latent_rgb_factors"]) == 5  # 4 channel rows + bias
+    assert "python -m training.evaluate autoencoder" in saved["evaluation"]["command"]
+    assert "--crop 16" in saved["training"]["command"]
+    model, _ = load_autoencoder(f"{out}.safetensors")
+    assert model.encode(torch.zeros(1, 3, 16, 16)).mode().shape == (1, 4, 8, 8)
+
+
+def test_latent_rgb_fit_recovers_a_linear_map():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 4))
+    weights = rng.normal(size=(4, 3))
+    y = x @ weights + np.array([0.5, 0.4, 0.3])
+    rows = np.array(fit_latent_rgb(x, y))
+    assert rows[:4] == pytest.approx(weights, abs=1e-4) and rows[4] == pytest.approx([0.5, 0.4, 0.3], abs=1e-4)
+
+
+def test_command_line_resume_keeps_the_run_config(tmp_path, capsys):
+    out = str(tmp_path / "cli")
+    args = ["train", "--out", out, "--ch-mult", "1,2", "--crop", "16", "--batch", "2", "--max-steps", "1",
+            "--eval-n", "1", "--threads", "1"]
+    assert main(args) == 0
+    assert main(["train", "--out", out, "--max-steps", "2"]) == 0
+    state = torch.load(f"{out}/{CHECKPOINT}", weights_only=True)
+    assert state["step"] == 2 and json.loads(state["config"])["ch_mult"] == [1, 2]
+    assert "resumed at step 1" in capsys.readouterr().out

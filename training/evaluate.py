@@ -1,0 +1,324 @@
+"""Measure Kiln's models against the exact ground truth of the shapes world (held-out seeds).
+
+    python -m training.evaluate autoencoder --model resources/models/kiln-shapes-ae.safetensors --n 500
+    python -m training.evaluate oracle --n 50 --json
+    python -m training.evaluate semantic --model resources/models/kiln-shapes-semantic.safetensors --n 200
+    python -m training.evaluate super-resolution --model resources/models/kiln-shapes-sr.safetensors --n 200 --time-512
+
+One function per metric, each taking a `generate` callable that returns uint8
+(S, S, 3) images, so that graphs run through the engine plug in unchanged:
+
+- evaluate_autoencoder(reconstruct)          PSNR of encode -> decode, and whether the scene survives
+- evaluate_text_to_image(generate(prompt, seed))        caption match: colour, shape, size, position, count
+- evaluate_layout_to_image(generate(layout, seed))      mean box IoU and label accuracy
+- evaluate_inpainting(generate(image, mask, seed))      PSNR in the hole and outside it, scene kept
+- evaluate_semantic(generate(labels, seed))             label-map accuracy and mIoU of the result
+- evaluate_super_resolution(generate(low, seed))        PSNR against the 128 px render (and bicubic's), scene kept
+
+`oracle` runs every metric with a perfect generator (the renderer itself),
+which checks the measuring chain: every score must come out perfect.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from engine.errors import KilnError
+from training.analyser import analyse, label_map_accuracy, label_map_miou, layout_iou, match_caption, psnr, scene_matches
+from training.data import held_out_seeds, render_batch
+from training.shapes_world import Scene, caption, layout, make_scene, render, render_with_labels
+
+PSNR_CAP = 100.0  # identical images: count as 100 dB so means stay finite
+
+Reconstruct = Callable[[np.ndarray], np.ndarray]  # uint8 (N, S, S, 3) -> uint8 (N, S, S, 3)
+
+
+def _summary(values: Sequence[float]) -> dict[str, float]:
+    array = np.asarray(values, dtype=np.float64)
+    return {"mean": float(array.mean()), "median": float(np.median(array)), "min": float(array.min())}
+
+
+def _capped_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    return min(psnr(a, b, mask), PSNR_CAP)
+
+
+def _check_output(image: np.ndarray, size: int, what: str) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.shape != (size, size, 3):
+        raise KilnError(f"{what}: the generator returned {image.dtype} {tuple(image.shape)}, "
+                        f"expected uint8 ({size}, {size}, 3)")
+    return image
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def evaluate_autoencoder(reconstruct: Reconstruct, seeds: Sequence[int], size: int = 128, batch: int = 50) -> dict:
+    """PSNR (dB, peak 255) of reconstructions of held-out renders, and the share whose scene reads back exactly."""
+    values, exact = [], 0
+    for start in range(0, len(seeds), batch):
+        chunk = list(seeds[start : start + batch])
+        images = render_batch(chunk, size)
+        recs = np.asarray(reconstruct(images))
+        if recs.shape != images.shape or recs.dtype != np.uint8:
+            raise KilnError(f"autoencoder: reconstructions are {recs.dtype} {recs.shape}, expected uint8 {images.shape}")
+        for seed, image, rec in zip(chunk, images, recs):
+            values.append(_capped_psnr(image, rec))
+            exact += scene_matches(analyse(rec), make_scene(seed))
+    stats = _summary(values)
+    return {"metric": "autoencoder", "n": len(values), "size": size, "psnr_mean": stats["mean"],
+            "psnr_median": stats["median"], "psnr_min": stats["min"], "scene_exact": exact / len(values)}
+
+
+def evaluate_text_to_image(generate: Callable[[str, int], np.ndarray], seeds: Sequence[int],
+                           size: int = 128) -> dict:
+    """Prompt with each held-out scene's full caption; score what the analyser sees against it."""
+    scores: dict[str, list[float]] = {k: [] for k in ("colour", "shape", "size", "position", "object")}
+    count = background = scene = 0
+    for seed in seeds:
+        scene_truth = make_scene(seed)
+        image = _check_output(generate(caption(scene_truth), seed), size, "text-to-image")
+        match = match_caption(analyse(image), scene_truth)
+        for key in scores:
+            scores[key].append(match.accuracy(key))
+        count += match.count_ok
+        background += bool(match.background_ok)
+        scene += match.scene_ok
+    n = len(seeds)
+    result = {"metric": "text_to_image", "n": n, "scene_accuracy": scene / n, "count_accuracy": count / n,
+              "background_accuracy": background / n}
+    result.update({f"{k}_accuracy": float(np.mean(v)) for k, v in scores.items()})
+    return result
+
+
+def evaluate_layout_to_image(generate: Callable[[list[dict], int], np.ndarray], seeds: Sequence[int],
+                             size: int = 128) -> dict:
+    """Request each held-out scene's layout; mean IoU of requested vs detected boxes of the same label."""
+    ious, counts = [], 0
+    for seed in seeds:
+        boxes = layout(make_scene(seed))
+        result = analyse(_check_output(generate(boxes, seed), size, "layout-to-image"))
+        ious.append(layout_iou(result, boxes))
+        counts += len(result.objects) == len(boxes)
+    return {"metric": "layout_to_image", "n": len(seeds), "mean_iou": float(np.mean(ious)),
+            "count_accuracy": counts / len(seeds)}
+
+
+def inpainting_mask(scene: Scene, seed: int, size: int = 128) -> np.ndarray:
+    """(S, S) float32, 1 = hole: one half (left/right/top/bottom, by seed) of one object's box, grown by 2 px."""
+    rng = np.random.default_rng([seed, 7])
+    obj = scene.objects[int(rng.integers(len(scene.objects)))]
+    x0, y0, x1, y1 = obj.box
+    xm, ym = (x0 + x1) / 2, (y0 + y1) / 2
+    x0, y0, x1, y1 = [(x0, y0, xm, y1), (xm, y0, x1, y1), (x0, y0, x1, ym), (x0, ym, x1, y1)][int(rng.integers(4))]
+    grow = 2 / size
+    mask = np.zeros((size, size), dtype=np.float32)
+    r0, r1 = max(int((y0 - grow) * size), 0), min(int(np.ceil((y1 + grow) * size)), size)
+    c0, c1 = max(int((x0 - grow) * size), 0), min(int(np.ceil((x1 + grow) * size)), size)
+    mask[r0:r1, c0:c1] = 1.0
+    return mask
+
+
+def evaluate_inpainting(generate: Callable[[np.ndarray, np.ndarray, int], np.ndarray], seeds: Sequence[int],
+                        size: int = 128) -> dict:
+    """Hide half of one object; the visible half says what belongs in the hole."""
+    hole, known, exact = [], [], 0
+    for seed in seeds:
+        scene = make_scene(seed)
+        truth = render(scene, size)
+        mask = inpainting_mask(scene, seed, size)
+        masked = np.where(mask[..., None] > 0, 0, truth).astype(np.uint8)
+        image = _check_output(generate(masked, mask, seed), size, "inpainting")
+        hole.append(_capped_psnr(truth, image, mask))
+        known.append(_capped_psnr(truth, image, 1.0 - mask))
+        exact += scene_matches(analyse(image), scene)
+    return {"metric": "inpainting", "n": len(seeds), "psnr_hole": float(np.mean(hole)),
+            "psnr_known": float(np.mean(known)), "scene_exact": exact / len(seeds)}
+
+
+def evaluate_semantic(generate: Callable[[np.ndarray, int], np.ndarray], seeds: Sequence[int],
+                      size: int = 128) -> dict:
+    """Ask for each held-out scene's semantic map; compare it with the label map read from the result."""
+    accuracy, miou, exact = [], [], 0
+    for seed in seeds:
+        scene = make_scene(seed)
+        _, labels = render_with_labels(scene, size)
+        result = analyse(_check_output(generate(labels, seed), size, "semantic synthesis"))
+        accuracy.append(label_map_accuracy(result.labels, labels))
+        miou.append(label_map_miou(result.labels, labels))
+        exact += scene_matches(result, scene)
+    return {"metric": "semantic", "n": len(seeds), "pixel_accuracy": float(np.mean(accuracy)),
+            "miou": float(np.mean(miou)), "scene_exact": exact / len(seeds)}
+
+
+def bicubic_upscale(low: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (s, s, 3) -> uint8 (size, size, 3) by PIL's bicubic filter: the baseline SR must beat."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(low).resize((size, size), Image.Resampling.BICUBIC))
+
+
+def evaluate_super_resolution(generate: Callable[[np.ndarray, int], np.ndarray], seeds: Sequence[int],
+                              size: int = 128, factor: int = 4) -> dict:
+    """Upscale the size/factor render of each scene; compare with the render at full size, and bicubic's."""
+    values, bicubic, exact = [], [], 0
+    for seed in seeds:
+        scene = make_scene(seed)
+        low, truth = render(scene, size // factor), render(scene, size)
+        image = _check_output(generate(low, seed), size, "super-resolution")
+        values.append(_capped_psnr(truth, image))
+        bicubic.append(_capped_psnr(truth, bicubic_upscale(low, size)))
+        exact += scene_matches(analyse(image), scene)
+    return {"metric": "super_resolution", "n": len(seeds), "factor": factor, "psnr_mean": float(np.mean(values)),
+            "psnr_bicubic": float(np.mean(bicubic)), "gain_over_bicubic_db": float(np.mean(values) - np.mean(bicubic)),
+            "scene_exact": exact / len(seeds)}
+
+
+# ---------------------------------------------------------------- the oracle
+
+
+def oracle_report(seeds: Sequence[int], size: int = 128) -> list[dict]:
+    """Every metric with the renderer as a perfect generator: an upper bound that must be perfect."""
+    def truth(seed: int) -> np.ndarray:
+        return render(make_scene(seed), size)
+
+    return [
+        evaluate_autoencoder(lambda images: images, seeds, size),
+        evaluate_text_to_image(lambda prompt, seed: truth(seed), seeds, size),
+        evaluate_layout_to_image(lambda boxes, seed: truth(seed), seeds, size),
+        evaluate_inpainting(lambda image, mask, seed: truth(seed), seeds, size),
+        evaluate_semantic(lambda labels, seed: truth(seed), seeds, size),
+        evaluate_super_resolution(lambda low, seed: truth(seed), seeds, size),
+    ]
+
+
+# ---------------------------------------------------------------- the autoencoder file
+
+
+def load_autoencoder(path: str | Path):
+    """The AutoencoderKL of a Kiln autoencoder file (`first_stage_model.*` keys) and its JSON card."""
+    import torch
+    from safetensors.torch import load_file
+
+    from engine.models.autoencoder import AutoencoderKL
+    from engine.models.configs import AutoencoderConfig
+
+    path = Path(path)
+    card_path = path.with_suffix(".json")
+    if not path.is_file():
+        raise KilnError(f"{path}: no such model file")
+    if not card_path.is_file():
+        raise KilnError(f"{path}: the card {card_path.name} with the architecture is missing beside it")
+    card = json.loads(card_path.read_text())
+    arch = {k: tuple(v) if isinstance(v, list) else v for k, v in card["architecture"].items()}
+    model = AutoencoderKL(AutoencoderConfig(**arch))
+    prefix = "first_stage_model."
+    tensors = load_file(str(path))
+    state = {k[len(prefix):]: v.to(torch.float32) for k, v in tensors.items() if k.startswith(prefix)}
+    if not state:
+        raise KilnError(f"{path}: no '{prefix}*' tensors in the file")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise KilnError(f"{path}: weights do not fit the card's architecture ({str(err).splitlines()[0]})") from None
+    return model.eval(), card
+
+
+def _autoencoder_command(args: argparse.Namespace) -> list[dict]:
+    import torch
+
+    from training.train_autoencoder import reconstruct
+
+    torch.set_num_threads(args.threads)
+    model, _ = load_autoencoder(args.model)
+    return [evaluate_autoencoder(lambda images: reconstruct(model, images), held_out_seeds(args.n, args.offset),
+                                 args.size)]
+
+
+def _oracle_command(args: argparse.Namespace) -> list[dict]:
+    return oracle_report(held_out_seeds(args.n, args.offset), args.size)
+
+
+def _semantic_command(args: argparse.Namespace) -> list[dict]:
+    """A semantic synthesis checkpoint through the engine (Load Checkpoint -> Semantic Encode -> Sampler)."""
+    import torch
+
+    from training.train_semantic import engine_generator
+
+    torch.set_num_threads(args.threads)
+    generate = engine_generator(args.model, args.steps, args.cfg, args.sampler, args.scheduler)
+    return [evaluate_semantic(generate, held_out_seeds(args.n, args.offset), args.size)]
+
+
+def _super_resolution_command(args: argparse.Namespace) -> list[dict]:
+    """A 4x SR checkpoint through the engine (Super-Resolution Conditioning -> Sampler), against bicubic."""
+    import torch
+
+    from training.train_sr import engine_generator, time_upscale
+
+    torch.set_num_threads(args.threads)
+    generate = engine_generator(args.model, args.steps, args.sampler, args.scheduler)
+    result = evaluate_super_resolution(generate, held_out_seeds(args.n, args.offset), args.size)
+    if args.time_512:
+        result["seconds_128_to_512"] = time_upscale(args.model, 128, args.steps)
+    return [result]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    ae = sub.add_parser("autoencoder", help="reconstruction PSNR of an autoencoder file")
+    ae.add_argument("--model", required=True, help="a .safetensors file with its .json card beside it")
+    ae.add_argument("--threads", type=int, default=2)
+    ae.set_defaults(run=_autoencoder_command)
+    oracle = sub.add_parser("oracle", help="every metric with a perfect generator (checks the metrics)")
+    oracle.set_defaults(run=_oracle_command)
+    sem = sub.add_parser("semantic", help="label-map accuracy of a semantic synthesis checkpoint")
+    sem.add_argument("--cfg", type=float, default=2.0, help="guidance scale (the negative is the zeroed map)")
+    sem.set_defaults(run=_semantic_command, steps=25)
+    sr = sub.add_parser("super-resolution", help="PSNR of a 4x SR checkpoint at size/4 -> size, next to bicubic")
+    sr.add_argument("--time-512", action="store_true", help="also time one 128 -> 512 px upscale")
+    sr.set_defaults(run=_super_resolution_command, steps=20)
+    for p in (sem, sr):
+        p.add_argument("--model", required=True, help="a checkpoint file (with its .json card beside it)")
+        p.add_argument("--steps", type=int, help="sampler steps (semantic 25, super-resolution 20)")
+        p.add_argument("--sampler", default="dpmpp_2m")
+        p.add_argument("--scheduler", default="karras")
+        p.add_argument("--threads", type=int, default=2)
+    for p in (ae, oracle, sem, sr):
+        p.add_argument("--n", type=int, default=500, help="held-out scenes (seeds from 1,000,000 + offset)")
+        p.add_argument("--offset", type=int, default=0)
+        p.add_argument("--size", type=int, default=128)
+        p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def _print_table(results: list[dict]) -> None:
+    for result in results:
+        print(result["metric"])
+        for key, value in result.items():
+            if key != "metric":
+                print(f"  {key:<20} {value:.4f}" if isinstance(value, float) else f"  {key:<20} {value}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        results = args.run(args)
+    except KilnError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(results if len(results) > 1 else results[0], indent=2))
+    else:
+        _print_table(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
