@@ -62,8 +62,8 @@ LATENT_CHANNELS = 4
 @dataclass
 class SemanticTrainConfig:
     unet: UNetConfig = field(default_factory=lambda: UNetConfig(
-        in_channels=LATENT_CHANNELS + 16, out_channels=LATENT_CHANNELS, model_channels=64, num_res_blocks=2,
-        attention_resolutions=(2, 4), channel_mult=(1, 2, 2), num_head_channels=32, legacy=False))
+        in_channels=LATENT_CHANNELS + 16, out_channels=LATENT_CHANNELS, model_channels=32, num_res_blocks=2,
+        attention_resolutions=(2, 4), channel_mult=(1, 2, 5), num_head_channels=32, legacy=False))
     diffusion: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(
         linear_start=0.0015, linear_end=0.0195, conditioning_key="concat"))
     map_channels: int = 16  # the channel mapper's output: concat channels

@@ -57,7 +57,7 @@ SR_AE_FLAGS = ("--ch", "32", "--ch-mult", "1,2,2", "--num-res-blocks", "1", "--z
 class SrTrainConfig:
     unet: UNetConfig = field(default_factory=lambda: UNetConfig(
         in_channels=3 + LOW_CHANNELS, out_channels=3, model_channels=32, num_res_blocks=(1, 1, 2, 2),
-        attention_resolutions=(), channel_mult=(1, 2, 4, 4), num_head_channels=32, legacy=False))
+        attention_resolutions=(), channel_mult=(1, 1, 2, 4), num_head_channels=32, legacy=False))
     diffusion: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(
         linear_start=0.0015, linear_end=0.0155, conditioning_key="concat"))
     factor: int = 4
@@ -209,7 +209,7 @@ def checkpoint_config(cfg: SrTrainConfig, ae_cfg: AutoencoderConfig, scale: floa
 
 
 def export(run: str, out: str, ae_path: str | None = None, weights: str = "ema", dtype: str = "float16",
-           eval_n: int = 0, eval_steps: int = 20) -> dict[str, Any]:
+           eval_n: int = 0, eval_steps: int = 15) -> dict[str, Any]:
     """Write the model file and card from a run; with eval_n > 0, measure 32 -> 128 through the engine."""
     state = load_state(Path(run) / STATE)
     meta = json.loads(state["meta"])
@@ -263,7 +263,7 @@ def sr_graph(model: str, image_path: str, seed: int, steps: int, sampler: str, s
     return graph
 
 
-def engine_generator(model: str, steps: int = 20, sampler: str = "dpmpp_2m", scheduler: str = "karras",
+def engine_generator(model: str, steps: int = 15, sampler: str = "dpmpp_2m", scheduler: str = "karras",
                      workdir: str | None = None) -> Callable[[np.ndarray, int], np.ndarray]:
     """generate(low uint8 (s, s, 3), seed) -> uint8 (4s, 4s, 3), through the real nodes (model loaded once)."""
     import tempfile
@@ -282,7 +282,7 @@ def engine_generator(model: str, steps: int = 20, sampler: str = "dpmpp_2m", sch
     return generate
 
 
-def time_upscale(model: str, size: int = 128, steps: int = 20, seed: int = 1_000_000) -> float:
+def time_upscale(model: str, size: int = 128, steps: int = 15, seed: int = 1_000_000) -> float:
     """Seconds for one size -> 4*size upscale of a held-out render through the engine, model already loaded."""
     import time
 
@@ -337,7 +337,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--weights", choices=("ema", "raw"), default="ema")
     ex.add_argument("--dtype", choices=("float16", "float32"), default="float16")
     ex.add_argument("--eval-n", type=int, default=0, help="held-out scenes to measure through the engine")
-    ex.add_argument("--eval-steps", type=int, default=20)
+    ex.add_argument("--eval-steps", type=int, default=15)
     sp = sub.add_parser("speed", help="measure UNet training steps/s on random latents")
     sp.add_argument("--seconds", type=float, default=60.0)
     sp.add_argument("--batch", type=int, default=SrTrainConfig.batch)
