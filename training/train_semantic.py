@@ -270,6 +270,7 @@ def write_checkpoint(out: str | Path, weights: dict[str, torch.Tensor], ae: nn.M
     config_json = json.dumps(config.to_dict())
     save_file(tensors, f"{out}.safetensors", metadata={METADATA_CONFIG_KEY: config_json, "kind": "checkpoint",
                                                          "card": out.name + ".json", "data": SPEC_VERSION})
+    os.chmod(f"{out}.safetensors", 0o644)  # safetensors writes owner-only; shipped models are for everyone
     card = {**card, "kind": "checkpoint", "dtype": str(dtype).removeprefix("torch."), "data": SPEC_VERSION,
             CARD_CONFIG_KEY: config.to_dict()}
     Path(f"{out}.json").write_text(json.dumps(card, indent=2) + "\n")
