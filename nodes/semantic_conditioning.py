@@ -65,21 +65,23 @@ def _semantic_encode(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, A
         semantic = fit_map(semantic, tuple(latent.samples.shape[-2:]), reduction)
     h, w = semantic.labels.shape[-2:]
     if h % reduction or w % reduction:
-        raise UserInputError(f"the semantic map is {w}x{h}; this model shrinks it {reduction}x to the latent, so "
-                             f"both sides must be multiples of {reduction} (or connect the latent to fit it)")
+        raise UserInputError(f"the semantic map is {w}x{h}; this model shrinks it {reduction}x to the "
+                             f"latent, so both sides must be multiples of {reduction} (or connect the latent "
+                             f"to fit it)")
     cond = conditioner.encode(semantic)
     return {"conditioning": cond.with_(meta={**cond.meta, "semantic": f"{w}x{h}"})}
 
 
 SEMANTIC_ENCODE = NodeSpec(
     type="SemanticEncode", title="Semantic Encode", category="conditioning",
-    help="Conditions a semantic synthesis model on a map of classes: the map is shrunk to the latent's size "
-         "by the model's spatial rescaler and concatenated to the latent. Connect the latent to resize the map "
-         "to it. For guidance, use Conditioning Zero Out of this output as the negative.",
+    help="Conditions a semantic synthesis model on a map of classes: the map is shrunk to the latent's "
+         "size by the model's spatial rescaler and concatenated to the latent. Connect the latent to resize "
+         "the map to it. For guidance, use Conditioning Zero Out of this output as the negative.",
     compute=_semantic_encode,
     inputs=(Input("conditioner", SocketType.CONDITIONER, help="from Load Checkpoint (a semantic model)"),
             Input("semantic", SocketType.SEMANTIC_MAP, help="from Semantic Painter"),
-            Input("latent", SocketType.LATENT, optional=True, help="the latent to sample; the map is fitted to it")),
+            Input("latent", SocketType.LATENT, optional=True,
+                  help="the latent to sample; the map is fitted to it")),
     outputs=(Output("conditioning", SocketType.CONDITIONING),),
 )
 

@@ -68,8 +68,8 @@ EMPTY_LATENT_LIKE = NodeSpec(
     inputs=(Input("image", SocketType.IMAGE, help="the small picture; sets the size and batch"),
             Input("autoencoder", SocketType.AUTOENCODER, help="the model whose latent space to use")),
     outputs=(Output("latent", SocketType.LATENT),),
-    params=(Param("scale", ParamType.INT, 4, "the output is this many times larger on each side", min=1, max=16,
-                  inline=True),),
+    params=(Param("scale", ParamType.INT, 4, "the output is this many times larger on each side",
+                  min=1, max=16, inline=True),),
 )
 
 SPECS = (SR_CONDITIONING, EMPTY_LATENT_LIKE)
