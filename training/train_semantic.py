@@ -14,6 +14,13 @@ Conditioning Zero Out as the negative.
         --eval-n 200
     python -m training.train_semantic speed --seconds 60     # steps/s of this trainer on this machine
 
+Speed on the shared 2-core CPU (batch 32, `speed` for 60 s): 0.90 steps/s with
+--threads 1 while one other job ran; 0.07-0.17 steps/s with --threads 2 then
+(OpenMP threads wait for each other on a busy CPU); use 2 threads only on an
+idle machine. The latent cache has train_ldm's format: runs/ldm/latents.pt
+(same autoencoder, same --scenes) can be copied to OUT/latents.pt to skip
+encoding.
+
 Resumable: the run folder keeps `state.pt` (weights, EMA, optimiser, step, data
 rng), written atomically every `--save-every` seconds; rerunning `train` with
 the same --out resumes with the run's saved config. The export writes the
@@ -513,7 +520,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--seconds", type=float, default=60.0)
     sp.add_argument("--batch", type=int, default=SemanticTrainConfig.batch)
     for p in (tr, ex, sp):
-        p.add_argument("--threads", type=int, default=2)
+        p.add_argument("--threads", type=int, default=1,
+                       help="torch threads; 1 is fastest while other work shares the CPU (measured 5-10x)")
     return parser
 
 

@@ -18,6 +18,11 @@ once into `pool.pt` in the run folder.
     python -m training.train_sr export --run runs/sr --out resources/models/kiln-shapes-sr --eval-n 200
     python -m training.train_sr speed --seconds 60      # steps/s of the UNet trainer on this machine
 
+Speed on the shared 2-core CPU (batch 16, `speed` for 60 s): 1.72 steps/s with
+--threads 1 while one other job ran, 0.17 with --threads 2 then. One 128 -> 512
+upscale through the engine (15 steps, random weights of this size): 5.1 s with
+1 thread, 47 s with 2 threads on the busy CPU.
+
 `autoencoder` passes any further flags on to train_autoencoder (e.g.
 --max-minutes, --threads) and resumes like it. `train` resumes from
 `state.pt` with the run's saved config. The export writes the original
@@ -342,7 +347,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--seconds", type=float, default=60.0)
     sp.add_argument("--batch", type=int, default=SrTrainConfig.batch)
     for p in (ea, tr, ex, sp):
-        p.add_argument("--threads", type=int, default=2)
+        p.add_argument("--threads", type=int, default=1,
+                       help="torch threads; 1 is fastest while other work shares the CPU (measured 5-10x)")
     return parser
 
 
