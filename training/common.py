@@ -1,0 +1,311 @@
+"""Training infrastructure shared by the built-in model trainers (train_ldm, train_semantic, train_sr).
+
+- ConcatTrainer: eps-prediction training of a UNet with concat (and optional cross-attention) conditioning,
+  EMA weights under the original single-file keys;
+- the resumable loop: run_loop, save_run, resume_run, load_state (atomic `state.pt` in the run folder);
+- write_checkpoint / update_card: the exported single-file model and its JSON card;
+- encode_scenes: shapes-world latents encoded once and cached; load_autoencoder;
+- through the engine: engine_executor, run_image, build_graph.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.errors import KilnError
+from engine.models.configs import CheckpointConfig, DiffusionConfig, UNetConfig
+from engine.models.diffusion import LatentDiffusionModel
+from engine.models.keymaps import AE_PREFIX, COND_PREFIX, UNET_PREFIX
+from engine.models.unet import UNetModel
+from training.shapes_world import SPEC_VERSION
+
+STATE = "state.pt"
+IMAGE_SIZE = 128
+LATENT_CHANNELS = 4
+
+
+# ---------------------------------------------------------------- config
+
+
+def dataclass_from(cls: type, data: dict[str, Any], nested: dict[str, type] | None = None) -> Any:
+    """A (nested) config dataclass from a plain dict; lists become tuples, unknown keys are an error.
+
+    `nested` names the fields holding config dataclasses (default: unet and diffusion).
+    """
+    names = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field {unknown[0]!r}")
+    nested = nested or {"unet": UNetConfig, "diffusion": DiffusionConfig}
+    values = {}
+    for key, value in data.items():
+        if key in nested and isinstance(value, dict):
+            value = dataclass_from(nested[key], value)
+        values[key] = tuple(value) if isinstance(value, list) else value
+    return cls(**values)
+
+
+def with_overrides(unet: UNetConfig, text: str | None) -> UNetConfig:
+    """The UNet config with the fields of a JSON object (the --unet flag) replaced."""
+    if not text:
+        return unet
+    try:
+        changes = json.loads(text)
+        merged = dataclass_from(UNetConfig, {**unet.to_dict(), **changes})
+    except (ValueError, TypeError) as exc:
+        raise KilnError(f"--unet: {exc}") from None
+    return merged
+
+
+# ---------------------------------------------------------------- the shared trainer
+
+
+class ConcatTrainer:
+    """eps-prediction training of a UNet whose conditioning is concatenated to the noisy latent.
+
+    `cond_stage` is an optional conditioner module trained with the UNet; its
+    weights are exported under `cond_stage_model.`. Subclasses turn the batch's
+    conditioning input into the concat channels in `concat`.
+    """
+
+    def __init__(self, unet_cfg: UNetConfig, diffusion_cfg: DiffusionConfig, cond_stage: nn.Module | None,
+                 lr: float, ema_decay: float, seed: int):
+        torch.manual_seed(seed)
+        self.unet = UNetModel(unet_cfg)
+        self.cond_stage = cond_stage
+        self.model = LatentDiffusionModel(self.unet, diffusion_cfg)
+        self.ema_decay = ema_decay
+        self.opt = torch.optim.AdamW(self._parameters(), lr=lr, weight_decay=0.0)
+        self.ema = {k: v.detach().clone() for k, v in self.weights().items()}
+        self.step = 0
+
+    def _parameters(self) -> list[nn.Parameter]:
+        modules = [self.unet] + ([self.cond_stage] if self.cond_stage is not None else [])
+        return [p for m in modules for p in m.parameters()]
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """Live weights under their original single-file keys."""
+        out = {UNET_PREFIX + k: v for k, v in self.unet.state_dict().items()}
+        if self.cond_stage is not None:
+            out.update({COND_PREFIX + k: v for k, v in self.cond_stage.state_dict().items()})
+        return out
+
+    def concat(self, cond_input: Any) -> torch.Tensor:
+        return cond_input
+
+    def context(self, cond_input: Any) -> torch.Tensor | None:
+        """Cross-attention context (B, T, D) of the batch's conditioning; none for concat-only models."""
+        return None
+
+    def train_step(self, x0: torch.Tensor, cond_input: Any, gen: torch.Generator) -> float:
+        """One AdamW step on the eps loss; x0 (B, C, h, w) scaled latents."""
+        t = torch.randint(0, self.model.config.timesteps, (x0.shape[0],), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        a = self.model.alphas_cumprod[t].float().view(-1, 1, 1, 1)
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        pred = self.unet(torch.cat([x_t, self.concat(cond_input)], dim=1), t, context=self.context(cond_input))
+        loss = F.mse_loss(pred, noise)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self._parameters(), 1.0)
+        self.opt.step()
+        self._update_ema()
+        self.step += 1
+        return loss.item()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = min(self.ema_decay, (1 + self.step) / (10 + self.step))
+        for k, v in self.weights().items():
+            if v.dtype.is_floating_point:
+                self.ema[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
+            else:
+                self.ema[k].copy_(v)
+
+    def state(self) -> dict[str, Any]:
+        return {"weights": {k: v.detach().clone() for k, v in self.weights().items()}, "ema": self.ema,
+                "opt": self.opt.state_dict(), "step": self.step}
+
+    def load(self, state: dict[str, Any]) -> None:
+        weights = state["weights"]
+        self.unet.load_state_dict({k[len(UNET_PREFIX):]: v for k, v in weights.items() if k.startswith(UNET_PREFIX)})
+        if self.cond_stage is not None:
+            self.cond_stage.load_state_dict({k[len(COND_PREFIX):]: v for k, v in weights.items()
+                                             if k.startswith(COND_PREFIX)})
+        self.ema = state["ema"]
+        self.opt.load_state_dict(state["opt"])
+        self.step = int(state["step"])
+
+
+# ---------------------------------------------------------------- the resumable loop
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise KilnError(f"{path}: no training state here (run `train` with this --out first)")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def save_run(trainer: ConcatTrainer, rng: np.random.Generator, gen: torch.Generator, meta: dict[str, Any],
+             path: Path) -> None:
+    state = trainer.state()
+    state.update({"np": json.dumps(rng.bit_generator.state), "torch": gen.get_state(), "meta": json.dumps(meta)})
+    atomic_torch_save(state, path)
+
+
+def resume_run(trainer: ConcatTrainer, path: Path, seed: int) -> tuple[np.random.Generator, torch.Generator]:
+    """Data rngs at the saved step (or fresh ones), the trainer loaded when a state exists."""
+    rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+    if path.exists():
+        state = load_state(path)
+        trainer.load(state)
+        rng.bit_generator.state = json.loads(state["np"])
+        gen.set_state(state["torch"])
+        log(f"resumed at step {trainer.step}")
+    return rng, gen
+
+
+def run_loop(trainer: ConcatTrainer, next_batch: Callable[[np.random.Generator], tuple[torch.Tensor, torch.Tensor]],
+             rng: np.random.Generator, gen: torch.Generator, save: Callable[[], None], steps: int, minutes: float,
+             save_every: float, log_every: int = 25) -> dict[str, float]:
+    """Train until `steps` or `minutes`; save every `save_every` seconds and at the end. Returns the speed."""
+    started = last_save = window_start = time.monotonic()
+    done, losses = 0, []
+    while trainer.step < steps and time.monotonic() - started < minutes * 60:
+        losses.append(trainer.train_step(*next_batch(rng), gen))
+        done += 1
+        if trainer.step % log_every == 0:
+            seconds = time.monotonic() - window_start
+            log(f"step {trainer.step} loss {np.mean(losses):.4f} {len(losses) / max(seconds, 1e-9):.3f} steps/s")
+            losses, window_start = [], time.monotonic()
+        if time.monotonic() - last_save > save_every:
+            save()
+            last_save = time.monotonic()
+    save()
+    seconds = time.monotonic() - started
+    log(f"stopped at step {trainer.step} ({done} steps in {seconds:.0f} s)")
+    return {"steps": done, "seconds": seconds, "steps_per_s": done / max(seconds, 1e-9)}
+
+
+def log(message: str) -> None:
+    print(time.strftime("%H:%M:%S ") + message, flush=True)
+
+
+# ---------------------------------------------------------------- the checkpoint file
+
+
+def write_checkpoint(out: str | Path, weights: dict[str, torch.Tensor], ae: nn.Module, config: CheckpointConfig,
+                     card: dict[str, Any], dtype: torch.dtype = torch.float16) -> dict[str, Any]:
+    """`<out>.safetensors` in the original layout plus the `<out>.json` card; returns the card.
+
+    The CheckpointConfig goes into the file's metadata (`kiln_config`) and the
+    card (`checkpoint_config`); the card also carries the preview colours.
+    """
+    from safetensors.torch import save_file
+
+    from engine.models.loader import CARD_CONFIG_KEY, METADATA_CONFIG_KEY
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to(dtype).contiguous() for k, v in weights.items()}
+    tensors.update({AE_PREFIX + k: v.detach().to(dtype).contiguous() for k, v in ae.state_dict().items()})
+    config_json = json.dumps(config.to_dict())
+    save_file(tensors, f"{out}.safetensors", metadata={METADATA_CONFIG_KEY: config_json, "kind": "checkpoint",
+                                                         "card": out.name + ".json", "data": SPEC_VERSION})
+    os.chmod(f"{out}.safetensors", 0o644)  # safetensors writes owner-only; shipped models are for everyone
+    card = {**card, "kind": "checkpoint", "dtype": str(dtype).removeprefix("torch."), "data": SPEC_VERSION,
+            CARD_CONFIG_KEY: config.to_dict()}
+    Path(f"{out}.json").write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def update_card(out: str | Path, **entries: Any) -> dict[str, Any]:
+    path = Path(f"{out}.json")
+    card = json.loads(path.read_text())
+    card.update(entries)
+    path.write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def load_autoencoder(path: str) -> tuple[nn.Module, dict[str, Any]]:
+    """An exported Kiln autoencoder file and its card (architecture, scale_factor, latent_rgb_factors)."""
+    from training.evaluate import load_autoencoder as load_file
+
+    return load_file(path)
+
+
+# ---------------------------------------------------------------- shapes-world latents
+
+
+@torch.no_grad()
+def encode_scenes(ae: nn.Module, seeds: list[int], cache: Path, batch: int = 64) -> torch.Tensor:
+    """(N, 4, 16, 16) float16 unscaled latents (posterior mode) of the scenes' 128 px renders, cached."""
+    from training.data import render_batch, to_tensor
+
+    if cache.exists():
+        saved = torch.load(cache, map_location="cpu", weights_only=True)
+        if saved["seeds"].tolist() == seeds:
+            return saved["latents"]
+    chunks = []
+    for start in range(0, len(seeds), batch):
+        images = render_batch(seeds[start:start + batch], IMAGE_SIZE)
+        chunks.append(ae.encode(to_tensor(images)).mode().half())
+        if (start // batch) % 20 == 0:
+            log(f"encoded {start + len(images)}/{len(seeds)} scenes")
+    latents = torch.cat(chunks)
+    atomic_torch_save({"latents": latents, "seeds": torch.tensor(seeds)}, cache)
+    return latents
+
+
+# ---------------------------------------------------------------- through the engine
+
+
+def build_graph(nodes: dict[str, tuple[str, dict[str, Any]]], links: list[str]) -> Any:
+    """A Graph from {id: (type, params)} and links written "src.output -> dst.input"."""
+    from engine.graph import Graph, Link, Node
+
+    graph = Graph()
+    for nid, (kind, params) in nodes.items():
+        graph.add_node(Node(nid, kind, params=params))
+    for text in links:
+        src, dst = (part.strip().split(".") for part in text.split("->"))
+        graph.connect(Link(src[0], src[1], dst[0], dst[1]))
+    return graph
+
+
+def run_image(executor: Any, graph: Any, target: str = "decode") -> np.ndarray:
+    """Run a graph; the target's IMAGE as uint8 (H, W, 3); a failed node raises its KilnError."""
+    from nodes.image_io import to_uint8_hwc
+
+    result = executor.run(graph, targets=[target])
+    if not result.ok:
+        raise result.error
+    return to_uint8_hwc(result.outputs[target]["image"].pixels)[0]
+
+
+def engine_executor() -> Any:
+    """An Executor over the built-in nodes with a memory-only result cache."""
+    from engine.cache import ResultCache
+    from engine.executor import Executor
+    from engine.spec import EngineSettings
+    from nodes import build_registry
+
+    settings = EngineSettings(device="cpu", precision="fp32")
+    return Executor(build_registry(), settings, cache=ResultCache.from_settings(settings, disk=False))
+
