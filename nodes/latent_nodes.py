@@ -85,7 +85,11 @@ def _inpaint_conditioning(ctx: Any, inputs: Mapping[str, Any], params: Mapping[s
 
 
 def auto_convention(ae: Any) -> str:
-    """LDM for VQ autoencoders, the built-in layout for Kiln's own models, else Stable Diffusion's."""
+    """The model config's own convention when it names one; else LDM for VQ autoencoders, the built-in
+    layout for Kiln's own models (by file name), else Stable Diffusion's."""
+    explicit = getattr(ae, "inpaint_convention", None)
+    if explicit in INPAINT_CONVENTIONS[1:]:
+        return explicit
     if getattr(ae, "is_vq", False):
         return "ldm"
     return "kiln" if str(getattr(ae, "name", "")).lower().startswith("kiln") else "stable_diffusion"

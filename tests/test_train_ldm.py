@@ -1,8 +1,20 @@
-import numpy as np
-import torch
+from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_train_semantic import write_tiny_autoencoder
+
+from engine.drawing import encode_png_b64, write_png
 from engine.models.configs import UNetConfig
 from engine.models.token_conditioner import TokenConditionerConfig
+from engine.models.unet import UNetModel
+from training import shapes_world as world
+from training import train_ldm as tl
+from training.common import STATE, engine_executor, run_image, save_run
 from training.train_ldm import LdmTrainConfig, Trainer, make_batch, vocabulary
 
 
@@ -43,3 +55,117 @@ def test_training_steps_reduce_the_loss_on_a_fixed_batch():
     losses = [trainer.train_step(batch, torch.Generator().manual_seed(0)) for _ in range(8)]
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
     assert trainer.step == 8
+
+
+def _longest_scene() -> world.Scene:
+    """Three large objects at two-word positions on the longest background name: the longest caption."""
+    colour, shape = max(world.COLOUR_NAMES, key=len), max(world.SHAPES, key=len)
+    background = max(world.BACKGROUND_NAMES, key=len)
+    boxes = [(0.0, 0.0, 0.3, 0.3), (0.7, 0.0, 1.0, 0.3), (0.0, 0.7, 0.3, 1.0)]  # top left, top right, bottom left
+    objects = tuple(world.SceneObject(colour, shape, "large", 0.3, box) for box in boxes)
+    return world.Scene(background, objects, 0)
+
+
+def test_default_token_budget_holds_the_longest_caption_and_layout():
+    cfg = LdmTrainConfig()
+    tokenizer = tl.TokenConditioner(cfg.conditioner).tokenizer
+    scene = _longest_scene()
+    text = world.caption(scene)
+    assert len(text.split()) == 30 and cfg.conditioner.max_tokens == 32
+    assert len(tokenizer.encode_text(text)) == 32  # BOS + 30 words + EOS, no padding left over
+    layout = tokenizer.encode_layout(world.layout(scene))
+    assert len(layout) == 32 and layout.count(0) == 32 - (2 + 3 * 6 + 1)  # 3 boxes: label words + 4 corners
+    with pytest.raises(Exception, match="at most 32"):
+        tokenizer.encode_text(text + " and a red circle")
+
+
+def test_default_unet_is_affordable():
+    cfg = LdmTrainConfig()
+    with torch.device("meta"):
+        unet = UNetModel(cfg.unet)
+    params = sum(p.numel() for p in unet.parameters())
+    assert 8e6 < params <= 15e6
+    assert cfg.unet.context_dim == cfg.conditioner.width == 128
+
+
+# ---------------------------------------------------------------- export, through the engine
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    """A tiny trained run exported under a name without 'kiln' (the inpainting layout must come from its config)."""
+    folder = tmp_path_factory.mktemp("ldm")
+    ae_file = write_tiny_autoencoder(folder / "tiny-ae.safetensors")
+    cfg = tiny_config(lr=1e-3)
+    cfg.unet.context_dim = 32
+    trainer = Trainer(cfg)
+    gen, rng = torch.Generator().manual_seed(0), np.random.default_rng(0)
+    latents = torch.randn(8, 4, 16, 16).half()
+    for _ in range(2):
+        trainer.train_step(make_batch(cfg, trainer.conditioner.tokenizer, latents, list(range(8)), 1.0, rng), gen)
+    run = folder / "run"
+    run.mkdir()
+    save_run(trainer, rng, gen, {"config": cfg.to_dict(), "ae": str(ae_file), "scale": 0.75}, run / STATE)
+    tl.export(str(run), str(folder / "tiny-base"), dtype="float32")
+    return folder / "tiny-base.safetensors"
+
+
+def test_export_writes_the_original_layout_and_the_explicit_inpainting_convention(exported):
+    from safetensors import safe_open
+
+    from engine.models.loader import load_checkpoint
+
+    with safe_open(str(exported), "pt") as f:
+        keys = list(f.keys())
+    for prefix in ("model.diffusion_model.", "cond_stage_model.", "first_stage_model."):
+        assert any(k.startswith(prefix) for k in keys), prefix
+    card = json.loads(exported.with_suffix(".json").read_text())
+    cond = card["checkpoint_config"]["conditioner"]
+    assert cond["kind"] == "tokens" and cond["params"]["inpaint_convention"] == "kiln"
+    loaded = load_checkpoint(exported, device="cpu")
+    assert loaded.config.diffusion.conditioning_key == "hybrid"
+    assert loaded.config.diffusion.scale_factor == pytest.approx(0.75)
+    assert loaded.first_stage.inpaint_convention == "kiln"
+
+
+def test_text_and_layout_graphs_run_through_the_real_nodes(exported):
+    executor = engine_executor()
+    image = run_image(executor, tl.text_graph(str(exported), "a red circle on a white background", 3, steps=2))
+    assert image.shape == (128, 128, 3) and image.dtype == np.uint8
+    boxes = [{"label": "blue square", "box": [0.1, 0.1, 0.5, 0.5]}]
+    image = run_image(executor, tl.layout_graph(str(exported), boxes, 3, steps=2))
+    assert image.shape == (128, 128, 3)
+
+
+def test_inpainting_graph_keeps_every_pixel_outside_the_mask(exported, tmp_path):
+    picture = world.render(world.make_scene(5), 128)
+    path = tmp_path / "scene.png"
+    write_png(str(path), picture)
+    mask = np.zeros((128, 128), dtype=np.uint8)
+    mask[30:70, 40:90] = 255
+    executor = engine_executor()
+    graph = tl.inpaint_graph(str(exported), str(path), encode_png_b64(mask), 1, steps=2, feather=4)
+    result = executor.run(graph, targets=["paste", "inpaint"])
+    assert result.ok, result.error
+    assert result.outputs["inpaint"]["conditioning"].meta["inpaint"] == "kiln"
+    pasted = run_image(executor, graph, target="paste")
+    assert pasted.shape == (128, 128, 3)
+    outside = mask == 0
+    assert np.array_equal(pasted[outside], picture[outside])
+    assert not np.array_equal(pasted[~outside], picture[~outside])  # the hole was regenerated
+
+
+def test_evaluator_commands_measure_the_base_model(exported, capsys):
+    from training import evaluate
+
+    assert evaluate.main(["inpainting", "--model", str(exported), "--n", "1", "--steps", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["metric"] == "inpainting" and result["psnr_known"] == 100.0  # outside the hole: exact
+    assert evaluate.main(["layout-to-image", "--model", str(exported), "--n", "1", "--steps", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["metric"] == "layout_to_image"
+
+
+def test_export_of_a_missing_run_is_a_one_line_error(tmp_path, capsys):
+    assert tl.main(["export", "--run", str(tmp_path / "nothing"), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no training state" in err and len(err.strip().splitlines()) == 1

@@ -4,6 +4,9 @@
     python -m training.evaluate oracle --n 50 --json
     python -m training.evaluate semantic --model resources/models/kiln-shapes-semantic.safetensors --n 200
     python -m training.evaluate super-resolution --model resources/models/kiln-shapes-sr.safetensors --n 200 --time-512
+    python -m training.evaluate text-to-image --model resources/models/kiln-shapes-base.safetensors --n 200
+    python -m training.evaluate layout-to-image --model resources/models/kiln-shapes-base.safetensors --n 200
+    python -m training.evaluate inpainting --model resources/models/kiln-shapes-base.safetensors --n 200
 
 One function per metric, each taking a `generate` callable that returns uint8
 (S, S, 3) images, so that graphs run through the engine plug in unchanged:
@@ -269,6 +272,25 @@ def _super_resolution_command(args: argparse.Namespace) -> list[dict]:
     return [result]
 
 
+def _base_model_command(args: argparse.Namespace) -> list[dict]:
+    """The base checkpoint through the engine: text, layout (Text/Layout Encode -> Sampler) or inpainting
+    (Inpaint Conditioning -> Sampler -> Paste Inpainted Result)."""
+    import torch
+
+    from training import train_ldm
+
+    torch.set_num_threads(args.threads)
+    seeds = held_out_seeds(args.n, args.offset)
+    if args.command == "text-to-image":
+        generate = train_ldm.text_generator(args.model, args.steps, args.cfg, args.sampler, args.scheduler)
+        return [evaluate_text_to_image(generate, seeds, args.size)]
+    if args.command == "layout-to-image":
+        generate = train_ldm.layout_generator(args.model, args.steps, args.cfg, args.sampler, args.scheduler)
+        return [evaluate_layout_to_image(generate, seeds, args.size)]
+    generate = train_ldm.inpaint_generator(args.model, args.steps, args.sampler, args.scheduler)
+    return [evaluate_inpainting(generate, seeds, args.size)]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -284,14 +306,22 @@ def _parser() -> argparse.ArgumentParser:
     sr = sub.add_parser("super-resolution", help="PSNR of a 4x SR checkpoint at size/4 -> size, next to bicubic")
     sr.add_argument("--time-512", action="store_true", help="also time one 128 -> 512 px upscale")
     sr.set_defaults(run=_super_resolution_command, steps=15)
-    for p in (sem, sr):
+    base = []
+    for name, what in (("text-to-image", "caption accuracy"), ("layout-to-image", "box IoU"),
+                       ("inpainting", "PSNR in and outside the hole")):
+        p = sub.add_parser(name, help=f"{what} of the base checkpoint (kiln-shapes-base)")
+        if name != "inpainting":
+            p.add_argument("--cfg", type=float, default=3.0, help="guidance scale (the negative is the empty prompt)")
+        p.set_defaults(run=_base_model_command, steps=25)
+        base.append(p)
+    for p in (sem, sr, *base):
         p.add_argument("--model", required=True, help="a checkpoint file (with its .json card beside it)")
-        p.add_argument("--steps", type=int, help="sampler steps (semantic 25, super-resolution 15)")
+        p.add_argument("--steps", type=int, help="sampler steps (super-resolution 15, the others 25)")
         p.add_argument("--sampler", default="dpmpp_2m")
         p.add_argument("--scheduler", default="karras")
         p.add_argument("--threads", type=int, default=1,
                        help="torch threads; 1 is fastest while other work shares the CPU (measured 5-10x)")
-    for p in (ae, oracle, sem, sr):
+    for p in (ae, oracle, sem, sr, *base):
         p.add_argument("--n", type=int, default=500, help="held-out scenes (seeds from 1,000,000 + offset)")
         p.add_argument("--offset", type=int, default=0)
         p.add_argument("--size", type=int, default=128)

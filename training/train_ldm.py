@@ -1,39 +1,57 @@
-"""Train the built-in base latent diffusion model on the shapes world.
+"""Train the built-in base latent diffusion model on the shapes world, and export it.
 
 One UNet learns, on the latents of the built-in autoencoder:
 - text-to-image and layout-to-image through cross-attention on one token
   stream (engine.models.token_conditioner), with conditioning dropout so that
   classifier-free guidance and unconditional sampling work;
-- inpainting through concatenation of [masked latent, mask] (the concat is all
-  zeros for plain generation, so one model serves every mode).
+- inpainting through concatenation of [latent zeroed in the hole, mask 0/1]
+  (the concat is all zeros for plain generation, so one model serves every
+  mode). The exported config names this layout (`inpaint_convention: kiln` in
+  the conditioner params), which Inpaint Conditioning's `auto` follows.
 
-    python -m training.train_ldm --out runs/ldm --ae resources/models/kiln-shapes-ae.safetensors
-    python -m training.train_ldm --out runs/ldm --export resources/models/kiln-shapes-base.safetensors
+    python -m training.train_ldm train --out runs/ldm --ae resources/models/kiln-shapes-ae.safetensors --minutes 240
+    python -m training.train_ldm export --run runs/ldm --out resources/models/kiln-shapes-base --eval-n 200
+    python -m training.train_ldm speed --seconds 60      # steps/s of this trainer on this machine
 
-Resumable: the run folder keeps `state.pt` (weights, EMA, optimizer, step, rng)
-written atomically every `--save-every` seconds; rerunning the same command resumes.
+Default sizes, chosen by timing on the shared 2-core CPU: token conditioner
+width 128, 2 layers, 4 heads, 32 tokens (the longest caption, three objects
+with size and position plus the background, is 30 words + BOS/EOS; a 3-box
+layout is 21); UNet 64 channels x (1, 2, 2), 2 res blocks, attention at 1/2
+and 1/4 with 32-channel heads, context 128: 10.1 M parameters (the (1, 2, 3)
+variant is 16.1 M). Use 1 torch thread (the default) while other work shares
+the CPU, and set OMP_WAIT_POLICY=PASSIVE so idle OpenMP workers do not spin:
+
+    OMP_WAIT_POLICY=PASSIVE python -m training.train_ldm train --out runs/ldm
+
+Resumable: the run folder keeps `state.pt` (weights, EMA, optimiser, step, data
+rngs), written atomically every `--save-every` seconds; rerunning `train` with
+the same --out resumes with the run's saved config. The latent cache
+`latents.pt` has the format of train_semantic's (same autoencoder and --scenes:
+copy it to skip encoding). The shared machinery lives in training/common.py.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import time
-from dataclasses import asdict, dataclass, field
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from engine.models.configs import DiffusionConfig, UNetConfig
-from engine.models.diffusion import LatentDiffusionModel
+from engine.errors import KilnError
+from engine.models.configs import AutoencoderConfig, CheckpointConfig, ConditionerConfig, DiffusionConfig, UNetConfig
 from engine.models.token_conditioner import TokenConditioner, TokenConditionerConfig
-from engine.models.unet import UNetModel
 from training import shapes_world as world
-from training.data import render_batch
+from training.common import (IMAGE_SIZE, LATENT_CHANNELS, STATE, ConcatTrainer, build_graph, dataclass_from,
+                             encode_scenes, engine_executor, load_autoencoder, load_state, log, resume_run,
+                             run_image, run_loop, save_run, update_card, with_overrides, write_checkpoint)
 
-LATENT_CHANNELS = 4
+INPAINT_CONVENTION = "kiln"  # nodes/latent_nodes.inpaint_concat: latent zeroed in the hole, then the 0/1 mask
+DEFAULT_MODEL = "resources/models/kiln-shapes-base"
 
 
 def vocabulary() -> tuple[str, ...]:
@@ -45,15 +63,15 @@ def vocabulary() -> tuple[str, ...]:
 class LdmTrainConfig:
     unet: UNetConfig = field(default_factory=lambda: UNetConfig(
         in_channels=2 * LATENT_CHANNELS + 1, out_channels=LATENT_CHANNELS, model_channels=64,
-        num_res_blocks=2, attention_resolutions=(1, 2, 4), channel_mult=(1, 2, 3), num_head_channels=32,
-        use_spatial_transformer=True, transformer_depth=1, context_dim=256,
+        num_res_blocks=2, attention_resolutions=(2, 4), channel_mult=(1, 2, 2), num_head_channels=32,
+        use_spatial_transformer=True, transformer_depth=1, context_dim=128,
         use_linear_in_transformer=True, legacy=False))
     conditioner: TokenConditionerConfig = field(default_factory=lambda: TokenConditionerConfig(
-        words=vocabulary(), coord_bins=64, max_tokens=40, width=256, layers=3, heads=4))
+        words=vocabulary(), coord_bins=64, max_tokens=32, width=128, layers=2, heads=4))
     diffusion: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(
         linear_start=0.0015, linear_end=0.0195, conditioning_key="hybrid"))
     scenes: int = 40_000  # training scenes encoded once to latents
-    batch: int = 64
+    batch: int = 32
     lr: float = 2e-4
     ema: float = 0.999
     p_text: float = 0.45
@@ -61,42 +79,23 @@ class LdmTrainConfig:
     p_inpaint: float = 0.5
     seed: int = 0
 
+    def checkpoint_conditioner(self) -> ConditionerConfig:
+        """The exported conditioner: the token model plus the inpainting concat layout it was trained with."""
+        return ConditionerConfig("tokens", {**self.conditioner.to_dict(), "inpaint_convention": INPAINT_CONVENTION})
 
-def encode_scenes(ae_path: str, seeds: list[int], out: Path) -> tuple[torch.Tensor, float]:
-    """(N, 4, 16, 16) float16 unscaled latents (posterior mode) of the scenes, cached in out."""
-    cache = out / "latents.pt"
-    if cache.exists():
-        saved = torch.load(cache, weights_only=True)
-        if saved["seeds"].tolist() == seeds:
-            return saved["latents"], float(saved["scale"])
-    ae = load_autoencoder(ae_path)
-    chunks = []
-    with torch.no_grad():
-        for start in range(0, len(seeds), 256):
-            images = render_batch(seeds[start:start + 256])
-            x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1)
-            chunks.append(ae.encode(x).mode().half())
-            print(f"encoded {start + len(images)}/{len(seeds)}", flush=True)
-    latents = torch.cat(chunks)
-    scale = 1.0 / latents.float().std().item()
-    _atomic_torch_save({"latents": latents, "seeds": torch.tensor(seeds), "scale": scale}, cache)
-    return latents, scale
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["unet"], d["diffusion"] = self.unet.to_dict(), self.diffusion.to_dict()
+        d["conditioner"] = self.conditioner.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LdmTrainConfig":
+        nested = {"unet": UNetConfig, "diffusion": DiffusionConfig, "conditioner": TokenConditionerConfig}
+        return dataclass_from(cls, data, nested)
 
 
-def load_autoencoder(path: str):
-    from safetensors.torch import load_file
-
-    from engine.models.autoencoder import AutoencoderKL
-    from engine.models.configs import AutoencoderConfig
-
-    card = json.loads(Path(path).with_suffix(".json").read_text())
-    cfg = AutoencoderConfig(**{k: tuple(v) if isinstance(v, list) else v
-                               for k, v in card["config"]["autoencoder"].items()})
-    ae = AutoencoderKL(cfg)
-    state = load_file(path)
-    prefix = "first_stage_model."
-    ae.load_state_dict({k[len(prefix):]: v.float() for k, v in state.items() if k.startswith(prefix)})
-    return ae.eval()
+# ---------------------------------------------------------------- data
 
 
 @dataclass
@@ -146,137 +145,265 @@ def _mask_for(cfg: LdmTrainConfig, scene, n: int, rng: np.random.Generator) -> n
         w, h = rng.uniform(0.2, 0.7, size=2)
         x0, y0 = rng.uniform(0, 1 - w), rng.uniform(0, 1 - h)
         box = (x0, y0, x0 + w, y0 + h)
+    # any latent cell the box touches is hole, as inpaint_concat's max-pooled mask at inference
     c0, r0 = int(np.floor(max(box[0], 0) * n)), int(np.floor(max(box[1], 0) * n))
     c1, r1 = int(np.ceil(min(box[2], 1) * n)), int(np.ceil(min(box[3], 1) * n))
     mask[r0:r1, c0:c1] = 1.0
     return mask
 
 
-class Trainer:
+class Trainer(ConcatTrainer):
+    """The UNet plus the token conditioner that learns with it (cross-attention context + inpainting concat)."""
+
     def __init__(self, cfg: LdmTrainConfig):
         self.cfg = cfg
-        torch.manual_seed(cfg.seed)
-        self.unet = UNetModel(cfg.unet)
+        torch.manual_seed(cfg.seed)  # the conditioner is built before the UNet
         self.conditioner = TokenConditioner(cfg.conditioner)
-        self.model = LatentDiffusionModel(self.unet, cfg.diffusion)
-        params = list(self.unet.parameters()) + list(self.conditioner.parameters())
-        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-        self.ema = {k: v.detach().clone() for k, v in self._weights().items()}
-        self.step = 0
+        super().__init__(cfg.unet, cfg.diffusion, self.conditioner, cfg.lr, cfg.ema, cfg.seed)
 
-    def _weights(self) -> dict[str, torch.Tensor]:
-        out = {f"model.diffusion_model.{k}": v for k, v in self.unet.state_dict().items()}
-        out.update({f"cond_stage_model.{k}": v for k, v in self.conditioner.state_dict().items()})
-        return out
+    def concat(self, cond_input: Batch) -> torch.Tensor:
+        return cond_input.concat
 
-    def train_step(self, batch: Batch, gen: torch.Generator) -> float:
-        x0 = batch.latents
-        t = torch.randint(0, self.cfg.diffusion.timesteps, (x0.shape[0],), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
-        a = self.model.alphas_cumprod[t].float().view(-1, 1, 1, 1)
-        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        context = self.conditioner(batch.tokens)
-        pred = self.unet(torch.cat([x_t, batch.concat], dim=1), t, context=context)
-        loss = F.mse_loss(pred, noise)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.opt.param_groups[0]["params"], 1.0)
-        self.opt.step()
-        self._update_ema()
-        self.step += 1
-        return loss.item()
+    def context(self, cond_input: Batch) -> torch.Tensor:
+        return self.conditioner(cond_input.tokens)  # (B, T, width)
 
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        decay = min(self.cfg.ema, (1 + self.step) / (10 + self.step))
-        for k, v in self._weights().items():
-            if v.dtype.is_floating_point:
-                self.ema[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
-            else:
-                self.ema[k].copy_(v)
-
-    def state(self, rng_state: dict) -> dict:
-        return {"unet": self.unet.state_dict(), "conditioner": self.conditioner.state_dict(),
-                "ema": self.ema, "opt": self.opt.state_dict(), "step": self.step, "rng": rng_state}
-
-    def load(self, state: dict) -> dict:
-        self.unet.load_state_dict(state["unet"])
-        self.conditioner.load_state_dict(state["conditioner"])
-        self.ema = state["ema"]
-        self.opt.load_state_dict(state["opt"])
-        self.step = state["step"]
-        return state["rng"]
+    def train_step(self, batch: Batch, gen: torch.Generator) -> float:  # type: ignore[override]
+        return super().train_step(batch.latents, batch, gen)
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+# ---------------------------------------------------------------- commands
 
 
-def train(args: argparse.Namespace) -> None:
+def train(args: argparse.Namespace) -> dict[str, float]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = LdmTrainConfig(scenes=args.scenes, batch=args.batch, lr=args.lr)
-    (out / "config.json").write_text(json.dumps(_config_dict(cfg), indent=2, sort_keys=True))
-    seeds = list(range(cfg.scenes))
-    latents, scale = encode_scenes(args.ae, seeds, out)
-    trainer = Trainer(cfg)
-    rng, gen = np.random.default_rng(cfg.seed), torch.Generator().manual_seed(cfg.seed)
-    state_path = out / "state.pt"
+    state_path = out / STATE
     if state_path.exists():
-        saved = trainer.load(torch.load(state_path, weights_only=False))  # our own file
-        rng.bit_generator.state, gen = saved["np"], _generator_from(saved["torch"])
-        print(f"resumed at step {trainer.step}", flush=True)
+        meta = json.loads(load_state(state_path)["meta"])
+        cfg, ae_path = LdmTrainConfig.from_dict(meta["config"]), meta["ae"]
+        log("resuming with the run's saved config")
+    else:
+        cfg = LdmTrainConfig(scenes=args.scenes, batch=args.batch, lr=args.lr)
+        cfg.unet = with_overrides(cfg.unet, args.unet)
+        ae_path = args.ae
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+    ae, card = load_autoencoder(ae_path)
+    seeds = list(range(cfg.scenes))
+    latents = encode_scenes(ae, seeds, out / "latents.pt")
+    scale = float(card.get("scale_factor") or 1.0 / latents.float().std().item())
+    trainer = Trainer(cfg)
+    rng, gen = resume_run(trainer, state_path, cfg.seed)
+    meta = {"config": cfg.to_dict(), "ae": str(ae_path), "scale": scale}
     tokenizer = trainer.conditioner.tokenizer
-    started, last_save, losses = time.time(), time.time(), []
-    while trainer.step < args.steps and time.time() - started < args.minutes * 60:
-        losses.append(trainer.train_step(make_batch(cfg, tokenizer, latents, seeds, scale, rng), gen))
-        if trainer.step % 50 == 0:
-            print(f"step {trainer.step} loss {np.mean(losses):.4f} "
-                  f"{(time.time() - started) / max(len(losses), 1):.2f}s/step", flush=True)
-            losses = []
-        if time.time() - last_save > args.save_every:
-            _save(trainer, rng, gen, scale, state_path)
-            last_save = time.time()
-    _save(trainer, rng, gen, scale, state_path)
-    print(f"stopped at step {trainer.step}", flush=True)
+    return run_loop(trainer, lambda r: (make_batch(cfg, tokenizer, latents, seeds, scale, r),), rng, gen,
+                    lambda: save_run(trainer, rng, gen, meta, state_path), args.steps, args.minutes, args.save_every)
 
 
-def _save(trainer: Trainer, rng, gen: torch.Generator, scale: float, path: Path) -> None:
-    state = trainer.state({"np": rng.bit_generator.state, "torch": gen.get_state()})
-    state["scale"] = scale
-    _atomic_torch_save(state, path)
+def checkpoint_config(cfg: LdmTrainConfig, ae_cfg: AutoencoderConfig, scale: float) -> CheckpointConfig:
+    return CheckpointConfig(cfg.unet, ae_cfg, replace(cfg.diffusion, scale_factor=scale),
+                            cfg.checkpoint_conditioner())
 
 
-def _generator_from(state: torch.Tensor) -> torch.Generator:
-    gen = torch.Generator()
-    gen.set_state(state)
-    return gen
+def export(run: str, out: str = DEFAULT_MODEL, ae_path: str | None = None, weights: str = "ema",
+           dtype: str = "float16", eval_n: int = 0, eval_steps: int = 25, eval_cfg: float = 3.0) -> dict[str, Any]:
+    """Write the model file and card from a run; with eval_n > 0, measure every mode through the engine."""
+    state = load_state(Path(run) / STATE)
+    meta = json.loads(state["meta"])
+    cfg = LdmTrainConfig.from_dict(meta["config"])
+    ae, ae_card = load_autoencoder(ae_path or meta["ae"])
+    config = checkpoint_config(cfg, ae.cfg, float(meta["scale"]))
+    tensors = state["ema"] if weights == "ema" else state["weights"]
+    card = {"name": "Kiln shapes base",
+            "description": "Text-to-image and layout-to-image (cross-attention on one word/box token stream) and "
+                           "inpainting (concat: latent zeroed in the hole, mask) on the f=8 autoencoder's latents.",
+            "latent_rgb_factors": ae_card.get("latent_rgb_factors"),
+            "training": {"command": f"python -m training.train_ldm train --out {run}",
+                         "steps": int(state["step"]), "images_seen": int(state["step"]) * cfg.batch,
+                         "weights": weights, "config": cfg.to_dict(), "autoencoder": str(ae_path or meta["ae"])}}
+    card = write_checkpoint(out, tensors, ae, config, card, getattr(torch, dtype))
+    if eval_n > 0:
+        results = evaluate_model(f"{out}.safetensors", eval_n, eval_steps, eval_cfg)
+        card = update_card(out, evaluation=results)
+    return card
 
 
-def _config_dict(cfg: LdmTrainConfig) -> dict:
-    d = asdict(cfg)
-    d["unet"], d["diffusion"] = cfg.unet.to_dict(), cfg.diffusion.to_dict()
-    d["conditioner"] = cfg.conditioner.to_dict()
-    return d
+def evaluate_model(model: str, n: int, steps: int = 25, cfg: float = 3.0, offset: int = 0) -> list[dict]:
+    """Text-to-image, layout-to-image and inpainting metrics of a base checkpoint, through the engine."""
+    from training.data import held_out_seeds
+    from training.evaluate import evaluate_inpainting, evaluate_layout_to_image, evaluate_text_to_image
+
+    seeds = held_out_seeds(n, offset)
+    executor = engine_executor()
+    results = [evaluate_text_to_image(text_generator(model, steps, cfg, executor=executor), seeds),
+               evaluate_layout_to_image(layout_generator(model, steps, cfg, executor=executor), seeds),
+               evaluate_inpainting(inpaint_generator(model, steps, executor=executor), seeds)]
+    command = f"python -m training.evaluate {{}} --model {model} --n {n} --steps {steps}"
+    for result, name in zip(results, ("text-to-image", "layout-to-image", "inpainting")):
+        result["command"] = command.format(name) + (f" --cfg {cfg}" if name != "inpainting" else "")
+    return results
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True)
-    p.add_argument("--ae", default="resources/models/kiln-shapes-ae.safetensors")
-    p.add_argument("--scenes", type=int, default=40_000)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--steps", type=int, default=1_000_000)
-    p.add_argument("--minutes", type=float, default=120.0)
-    p.add_argument("--save-every", type=float, default=300.0)
-    p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args(argv)
+# ---------------------------------------------------------------- through the engine
+
+_SAMPLE_LINKS = ["ckpt.model -> sampler.model", "latent.latent -> sampler.latent",
+                 "ckpt.autoencoder -> latent.autoencoder", "ckpt.autoencoder -> decode.autoencoder",
+                 "sampler.latent -> decode.latent"]
+
+
+def _sampler_params(seed: int, steps: int, cfg: float, sampler: str, scheduler: str) -> dict[str, Any]:
+    return {"seed": seed, "steps": steps, "cfg": cfg, "sampler": sampler, "scheduler": scheduler}
+
+
+def text_graph(model: str, prompt: str, seed: int, steps: int = 25, cfg: float = 3.0, sampler: str = "dpmpp_2m",
+               scheduler: str = "karras", negative: str = "", size: int = IMAGE_SIZE):
+    """CheckpointLoader -> TextEncode (prompt, negative) -> Sampler -> AutoencoderDecode."""
+    nodes = {"ckpt": ("CheckpointLoader", {"checkpoint": model}), "prompt": ("TextEncode", {"text": prompt}),
+             "negative": ("TextEncode", {"text": negative}),
+             "latent": ("EmptyLatent", {"width": size, "height": size, "batch_size": 1}),
+             "sampler": ("Sampler", _sampler_params(seed, steps, cfg, sampler, scheduler)),
+             "decode": ("AutoencoderDecode", {})}
+    links = ["ckpt.conditioner -> prompt.conditioner", "ckpt.conditioner -> negative.conditioner",
+             "prompt.conditioning -> sampler.positive", "negative.conditioning -> sampler.negative"]
+    return build_graph(nodes, links + _SAMPLE_LINKS)
+
+
+def layout_graph(model: str, boxes: list[dict], seed: int, steps: int = 25, cfg: float = 3.0,
+                 sampler: str = "dpmpp_2m", scheduler: str = "karras", size: int = IMAGE_SIZE):
+    """LayoutEditor -> LayoutEncode (negative: the empty prompt) -> Sampler -> AutoencoderDecode."""
+    nodes = {"ckpt": ("CheckpointLoader", {"checkpoint": model}),
+             "layout": ("LayoutEditor", {"boxes": boxes}), "encode": ("LayoutEncode", {}),
+             "negative": ("TextEncode", {"text": ""}),
+             "latent": ("EmptyLatent", {"width": size, "height": size, "batch_size": 1}),
+             "sampler": ("Sampler", _sampler_params(seed, steps, cfg, sampler, scheduler)),
+             "decode": ("AutoencoderDecode", {})}
+    links = ["ckpt.conditioner -> encode.conditioner", "layout.layout -> encode.layout",
+             "ckpt.conditioner -> negative.conditioner", "encode.conditioning -> sampler.positive",
+             "negative.conditioning -> sampler.negative"]
+    return build_graph(nodes, links + _SAMPLE_LINKS)
+
+
+def inpaint_graph(model: str, image_path: str, mask_b64: str, seed: int, steps: int = 25, prompt: str = "",
+                  sampler: str = "dpmpp_2m", scheduler: str = "karras", feather: int = 0):
+    """LoadImage + MaskPainter -> InpaintConditioning -> Sampler -> decode -> CompositeMasked (target `paste`)."""
+    nodes = {"ckpt": ("CheckpointLoader", {"checkpoint": model}), "image": ("LoadImage", {"path": image_path}),
+             "mask": ("MaskPainter", {"mask": mask_b64}), "prompt": ("TextEncode", {"text": prompt}),
+             "inpaint": ("InpaintConditioning", {"convention": "auto"}),
+             "latent": ("EmptyLatentLike", {"scale": 1}),
+             "sampler": ("Sampler", _sampler_params(seed, steps, 1.0, sampler, scheduler)),
+             "decode": ("AutoencoderDecode", {}), "paste": ("CompositeMasked", {"feather": feather})}
+    links = ["image.image -> mask.image", "ckpt.conditioner -> prompt.conditioner",
+             "prompt.conditioning -> inpaint.conditioning", "ckpt.autoencoder -> inpaint.autoencoder",
+             "image.image -> inpaint.image", "mask.mask -> inpaint.mask", "image.image -> latent.image",
+             "inpaint.conditioning -> sampler.positive", "image.image -> paste.destination",
+             "decode.image -> paste.source", "mask.mask -> paste.mask"]
+    return build_graph(nodes, links + _SAMPLE_LINKS)
+
+
+def text_generator(model: str, steps: int = 25, cfg: float = 3.0, sampler: str = "dpmpp_2m",
+                   scheduler: str = "karras", executor: Any = None) -> Callable[[str, int], np.ndarray]:
+    """generate(prompt, seed) -> uint8 (128, 128, 3), through the real nodes (model loaded once)."""
+    executor = executor or engine_executor()
+    return lambda prompt, seed: run_image(executor, text_graph(model, prompt, seed, steps, cfg, sampler, scheduler))
+
+
+def layout_generator(model: str, steps: int = 25, cfg: float = 3.0, sampler: str = "dpmpp_2m",
+                     scheduler: str = "karras", executor: Any = None) -> Callable[[list[dict], int], np.ndarray]:
+    """generate(boxes, seed) -> uint8 (128, 128, 3), through the real nodes."""
+    executor = executor or engine_executor()
+    return lambda boxes, seed: run_image(executor, layout_graph(model, boxes, seed, steps, cfg, sampler, scheduler))
+
+
+def inpaint_generator(model: str, steps: int = 25, sampler: str = "dpmpp_2m", scheduler: str = "karras",
+                      executor: Any = None, workdir: str | None = None
+                      ) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray]:
+    """generate(masked image uint8 (S, S, 3), mask (S, S) 1 = hole, seed) -> the pasted result, uint8."""
+    import tempfile
+
+    from engine.drawing import encode_png_b64, write_png
+
+    folder = Path(workdir or tempfile.mkdtemp(prefix="kiln-inpaint-"))
+    executor, calls = executor or engine_executor(), [0]
+
+    def generate(image: np.ndarray, mask: np.ndarray, seed: int) -> np.ndarray:
+        calls[0] += 1
+        path = folder / f"image-{calls[0]}.png"
+        write_png(str(path), np.ascontiguousarray(image, dtype=np.uint8))
+        mask_b64 = encode_png_b64((np.asarray(mask) > 0.5).astype(np.uint8) * 255)
+        return run_image(executor, inpaint_graph(model, str(path), mask_b64, seed, steps, "", sampler, scheduler),
+                         target="paste")
+
+    return generate
+
+
+def speed(args: argparse.Namespace) -> dict[str, float]:
+    """Steps/s of the real trainer and batch making, on random latents (no autoencoder needed)."""
+    cfg = LdmTrainConfig(batch=args.batch)
+    seeds = list(range(1000))
+    latents = torch.randn(len(seeds), LATENT_CHANNELS, IMAGE_SIZE // 8, IMAGE_SIZE // 8).half()
+    trainer = Trainer(cfg)
+    rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    unet = sum(p.numel() for p in trainer.unet.parameters())
+    cond = sum(p.numel() for p in trainer.conditioner.parameters())
+    log(f"UNet {unet / 1e6:.2f} M + conditioner {cond / 1e6:.2f} M parameters, batch {cfg.batch}, "
+        f"{torch.get_num_threads()} threads")
+    tokenizer = trainer.conditioner.tokenizer
+    return run_loop(trainer, lambda r: (make_batch(cfg, tokenizer, latents, seeds, 1.0, r),), rng, gen,
+                    lambda: None, 10**9, args.seconds / 60, float("inf"), log_every=5)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.train_ldm", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    tr = sub.add_parser("train", help="train (resumes from OUT/state.pt when it exists)")
+    tr.add_argument("--out", default="runs/ldm")
+    tr.add_argument("--ae", default="resources/models/kiln-shapes-ae.safetensors")
+    tr.add_argument("--scenes", type=int, default=LdmTrainConfig.scenes)
+    tr.add_argument("--batch", type=int, default=LdmTrainConfig.batch)
+    tr.add_argument("--lr", type=float, default=LdmTrainConfig.lr)
+    tr.add_argument("--unet", default=None, help='UNet config changes as JSON, e.g. \'{"model_channels": 32}\'')
+    tr.add_argument("--steps", type=int, default=1_000_000)
+    tr.add_argument("--minutes", type=float, default=120.0)
+    tr.add_argument("--save-every", type=float, default=300.0)
+    ex = sub.add_parser("export", help="write the model file and its card from a run")
+    ex.add_argument("--run", default="runs/ldm")
+    ex.add_argument("--out", default=DEFAULT_MODEL, help="path without extension")
+    ex.add_argument("--ae", default=None, help="the autoencoder file (default: the one the run trained on)")
+    ex.add_argument("--weights", choices=("ema", "raw"), default="ema")
+    ex.add_argument("--dtype", choices=("float16", "float32"), default="float16")
+    ex.add_argument("--eval-n", type=int, default=0, help="held-out scenes to measure through the engine")
+    ex.add_argument("--eval-steps", type=int, default=25)
+    ex.add_argument("--eval-cfg", type=float, default=3.0)
+    sp = sub.add_parser("speed", help="measure training steps/s on random latents")
+    sp.add_argument("--seconds", type=float, default=60.0)
+    sp.add_argument("--batch", type=int, default=LdmTrainConfig.batch)
+    for p in (tr, ex, sp):
+        p.add_argument("--threads", type=int, default=1,
+                       help="torch threads; 1 is fastest while other work shares the CPU")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     torch.set_num_threads(args.threads)
-    train(args)
+    try:
+        _run_command(args)
+    except KilnError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run_command(args: argparse.Namespace) -> None:
+    if args.command == "export":
+        card = export(args.run, args.out, args.ae, args.weights, args.dtype, args.eval_n, args.eval_steps,
+                      args.eval_cfg)
+        print(json.dumps(card.get("evaluation") or {"written": f"{args.out}.safetensors",
+                                                    "steps": card["training"]["steps"]}, indent=2))
+    elif args.command == "speed":
+        print(json.dumps(speed(args)))
+    else:
+        train(args)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -25,8 +25,9 @@ class FirstStage:
 
     def __init__(self, model: AutoencoderKL | VQModel, scale_factor: float = 1.0, name: str = "",
                  latent_rgb: tuple | None = None, upcast: bool = True,
-                 auto_tile_pixels: int = AUTO_TILE_PIXELS):
+                 auto_tile_pixels: int = AUTO_TILE_PIXELS, inpaint_convention: str | None = None):
         self.model = model.eval()
+        self.inpaint_convention = inpaint_convention  # the model's inpainting concat layout, when its config says
         self.scale_factor = float(scale_factor)
         self.name = name
         self.latent_rgb = latent_rgb  # (C, 3) factors for a linear latent -> RGB preview

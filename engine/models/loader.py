@@ -392,7 +392,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "auto"
     name = os.path.basename(path.rstrip("/"))
     model = LatentDiffusionModel(unet, config.diffusion, name).to(dev)
     first_stage = FirstStage(ae, config.diffusion.scale_factor, name=name,
-                             latent_rgb=_latent_rgb(resolved.card))
+                             latent_rgb=_latent_rgb(resolved.card),
+                             inpaint_convention=config.conditioner.params.get("inpaint_convention"))
     report.update({"format": resolved.source.format, "config_source": resolved.config_source,
                    "guessed": resolved.guessed, "preset": config.preset, "device": str(dev), "dtype": str(dt),
                    "tokenizer": "missing" if isinstance(tokenizer, Missing) else ("found" if tokenizer else "none")})
