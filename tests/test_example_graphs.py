@@ -1,0 +1,103 @@
+"""The example graphs shipped in resources/graphs: they load, validate and reference only what Kiln ships."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine import graph_file, validate
+from engine.spec import ParamType
+from nodes import build_registry
+
+ROOT = Path(__file__).resolve().parents[1]
+GRAPHS = ROOT / "resources" / "graphs"
+EXAMPLES = ("text_to_image", "layout_to_image", "image_to_image", "inpainting", "unconditional",
+            "semantic_to_image", "super_resolution", "default")
+BUILT_IN_MODELS = {"kiln-shapes-base.safetensors", "kiln-shapes-sr.safetensors", "kiln-shapes-semantic.safetensors"}
+REGISTRY = build_registry()
+
+
+def load(name: str):
+    return graph_file.load(GRAPHS / f"{name}.json")
+
+
+def test_the_example_set_is_complete():
+    assert {p.stem for p in GRAPHS.glob("*.json")} == set(EXAMPLES)
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_example_loads_and_validates_against_the_real_registry(name):
+    graph = load(name)
+    validate.check(graph, REGISTRY)
+    assert graph.meta.get("description")
+    assert any(node.type == "SaveImage" for node in graph)
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_example_nodes_do_not_overlap_and_flow_left_to_right(name):
+    graph = load(name)
+    places = {(node.pos[0], node.pos[1]) for node in graph}
+    assert len(places) == len(graph.nodes)
+    for link in graph.links:  # every link goes to a node in a column to the right, or the same column
+        assert graph.nodes[link.src].pos[0] <= graph.nodes[link.dst].pos[0], link
+
+
+def test_examples_reference_only_shipped_files_and_the_three_built_in_models():
+    models, files = set(), set()
+    for name in EXAMPLES:
+        for node in load(name):
+            spec = REGISTRY.get(node.type)
+            for param in spec.params:
+                value = node.params.get(param.name)
+                if node.type == "CheckpointLoader" and param.name == "checkpoint":
+                    models.add(value)
+                elif param.type is ParamType.PATH and value:
+                    files.add(value)
+    assert models == BUILT_IN_MODELS
+    assert files == {"resources/graphs/sample_scene.png"}
+    for path in files:
+        assert not Path(path).is_absolute() and (ROOT / path).is_file()
+
+
+def test_graph_ids_users_and_issues_rely_on():
+    expected = {"text_to_image": {"prompt", "negative", "latent", "sampler", "save"},
+                "layout_to_image": {"layout", "negative", "latent", "sampler", "save"},
+                "image_to_image": {"image", "prompt", "negative", "sampler", "save"},
+                "inpainting": {"image", "mask", "prompt", "negative", "sampler", "save"},
+                "unconditional": {"prompt", "latent", "sampler", "save"},
+                "semantic_to_image": {"semantic", "latent", "sampler", "save"},
+                "super_resolution": {"image", "save"},
+                "default": {"prompt", "negative", "latent", "sampler", "save"}}
+    kinds = {"prompt": "TextEncode", "negative": "TextEncode", "layout": "LayoutEditor", "image": "LoadImage",
+             "mask": "MaskPainter", "semantic": "SemanticPainter", "sampler": "Sampler", "latent": "EmptyLatent",
+             "save": "SaveImage"}
+    for name, ids in expected.items():
+        graph = load(name)
+        assert ids <= set(graph.nodes), name
+        for nid in ids:
+            assert graph.nodes[nid].type == kinds[nid], (name, nid)
+    assert load("text_to_image").nodes["prompt"].params["text"]
+    assert load("default").nodes["save"].params["prefix"]
+
+
+def test_drawn_inputs_are_already_in_place(monkeypatch):
+    """Layout boxes, the painted mask and the painted semantic map compute without any model."""
+    from engine.cache import ResultCache
+    from engine.executor import Executor
+    from engine.spec import EngineSettings
+
+    monkeypatch.chdir(ROOT)  # graph paths are relative to the repository
+    settings = EngineSettings(device="cpu", precision="fp32")
+    executor = Executor(REGISTRY, settings, cache=ResultCache.from_settings(settings, disk=False))
+    result = executor.run(load("inpainting"), targets=["mask", "image"])
+    assert result.ok, result.error
+    image, mask = result.outputs["image"]["image"], result.outputs["mask"]["mask"].numpy()
+    assert image.size == (128, 128) and mask.shape[-2:] == (128, 128)
+    assert 0.03 < float((mask > 0.5).mean()) < 0.5
+    result = executor.run(load("layout_to_image"), targets=["layout"])
+    assert result.ok and len(result.outputs["layout"]["layout"]) == 3
+    result = executor.run(load("semantic_to_image"), targets=["semantic"])
+    assert result.ok, result.error
+    labels = result.outputs["semantic"]["semantic"].labels.numpy()
+    assert labels.shape[-2:] == (128, 128) and len(np.unique(labels)) == 4  # background + 3 objects
