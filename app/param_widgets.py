@@ -36,7 +36,7 @@ class ParamEditor(QWidget):
         self.layout_.setSpacing(4)
 
     def set_value(self, value: Any) -> None:
-        raise NotImplementedError
+        raise NotImplementedError("abstract: each param widget shows values its own way")
 
     def _emit(self, value: Any) -> None:
         merge = not self._fresh

@@ -364,7 +364,7 @@ class EditorDialog(QDialog):
 
     def result_params(self) -> dict:
         """The node's params with the drawing in them."""
-        raise NotImplementedError
+        raise NotImplementedError("abstract: each editor (mask, layout, semantic) writes its own params")
 
     # --- Tool defaults ---------------------------------------------------------------
     def hover(self, pos: QPointF) -> None:

@@ -28,10 +28,7 @@ def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10
 
 
 class TimestepBlock(nn.Module):
-    """A layer whose forward also takes the timestep embedding."""
-
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    """Marks a layer whose forward is `forward(x, emb)`: it also takes the timestep embedding."""
 
 
 class TimestepEmbedSequential(nn.Sequential):
