@@ -4,7 +4,8 @@ graph back exactly as it was, so undo restores a file byte for byte."""
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from PySide6.QtGui import QUndoCommand
 

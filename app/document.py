@@ -20,17 +20,16 @@ from engine.graph import Backdrop, Graph, Link, Node
 from engine.spec import NodeRegistry
 
 
-
 class _Missing:
     """Marks a param or meta key that is absent (undo removes it rather than setting a value)."""
 
     def __repr__(self) -> str:
         return "MISSING"
 
-    def __copy__(self) -> "_Missing":
+    def __copy__(self) -> _Missing:
         return self
 
-    def __deepcopy__(self, memo: dict) -> "_Missing":
+    def __deepcopy__(self, memo: dict) -> _Missing:
         return self
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import copy
 import json
 import random
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from app import commands as cmd
 from app.document import MISSING, REROUTES_KEY, SEED_CONTROL_KEY, Document, link_key

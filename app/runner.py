@@ -56,7 +56,7 @@ class JobResult:
     error_details: str = ""
     issues: dict[str, str] = field(default_factory=dict)  # node id -> validation problem
     statuses: dict[str, tuple[str, float]] = field(default_factory=dict)
-    images: dict[str, list["Picture"]] = field(default_factory=dict)  # node id -> its pictures
+    images: dict[str, list[Picture]] = field(default_factory=dict)  # node id -> its pictures
     seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     model_evals: int = 0
@@ -123,7 +123,7 @@ class Runner(QObject):
     def busy(self) -> bool:
         return self._outstanding > 0
 
-    def _deliver(self, result: "JobResult") -> None:
+    def _deliver(self, result: JobResult) -> None:
         self.job_finished.emit(result)  # every view handles it before the runner counts as idle
         self._outstanding -= 1
         self.queue_changed.emit(self._outstanding)

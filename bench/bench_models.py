@@ -15,17 +15,17 @@ import os
 # conv many times slower for both sides alike. Must be set before torch loads OpenMP.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from typing import Callable  # noqa: E402
+import argparse
+import statistics
+import time
+import warnings
+from collections.abc import Callable
 
-import torch  # noqa: E402
+import torch
 
-from engine.models.autoencoder import AutoencoderKL  # noqa: E402
-from engine.models.configs import AutoencoderConfig, UNetConfig  # noqa: E402
-from engine.models.unet import UNetModel  # noqa: E402
+from engine.models.autoencoder import AutoencoderKL
+from engine.models.configs import AutoencoderConfig, UNetConfig
+from engine.models.unet import UNetModel
 
 UNET = UNetConfig(model_channels=128, channel_mult=(1, 2, 4, 4), attention_resolutions=(4, 2, 1), num_heads=8,
                   use_spatial_transformer=True, context_dim=768)

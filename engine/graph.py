@@ -6,8 +6,9 @@ the node registry lives in engine.validate.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 
 @dataclass
@@ -101,5 +102,5 @@ class Graph:
     def disconnect(self, link: Link) -> None:
         self.links.remove(link)
 
-    def copy(self) -> "Graph":
+    def copy(self) -> Graph:
         return copy.deepcopy(self)

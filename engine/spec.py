@@ -6,9 +6,10 @@ It imports neither Qt nor torch.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
+from typing import Any, Protocol
 
 
 class SocketType(str, Enum):
@@ -118,7 +119,7 @@ class ComputeContext(Protocol):
     """What a node's compute function may use besides its inputs and params."""
 
     node_id: str
-    settings: "EngineSettings"
+    settings: EngineSettings
     models: Any  # engine.models_store.ModelStore: loaded models kept across runs
     graph_json: dict  # the graph being run, for embedding in written images
 

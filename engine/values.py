@@ -16,7 +16,6 @@ torch is imported only inside functions, so importing this module stays cheap.
 """
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class Image:
-    pixels: "torch.Tensor"  # (B, 3, H, W) float32 in [0, 1]
+    pixels: torch.Tensor  # (B, 3, H, W) float32 in [0, 1]
     seeds: tuple[int, ...] = ()
 
     @property
@@ -37,25 +36,25 @@ class Image:
 
 @dataclass
 class Latent:
-    samples: "torch.Tensor"  # (B, C, h, w), scaled
-    noise_mask: "torch.Tensor | None" = None  # (B or 1, 1, h or H, w or W); 1 = regenerate
+    samples: torch.Tensor  # (B, C, h, w), scaled
+    noise_mask: torch.Tensor | None = None  # (B or 1, 1, h or H, w or W); 1 = regenerate
     seeds: tuple[int, ...] = ()
 
 
 @dataclass
 class Conditioning:
-    crossattn: "torch.Tensor | None" = None  # (B, T, D)
-    concat: "torch.Tensor | None" = None  # (B, C, h, w) at latent resolution
-    y: "torch.Tensor | None" = None  # (B,) class ids or (B, D) vectors
+    crossattn: torch.Tensor | None = None  # (B, T, D)
+    concat: torch.Tensor | None = None  # (B, C, h, w) at latent resolution
+    y: torch.Tensor | None = None  # (B,) class ids or (B, D) vectors
     meta: dict[str, Any] = field(default_factory=dict)  # e.g. {"prompt": "..."}
 
-    def with_(self, **changes: Any) -> "Conditioning":
+    def with_(self, **changes: Any) -> Conditioning:
         return replace(self, **changes)
 
 
 @dataclass
 class SemanticMap:
-    labels: "torch.Tensor"  # (B, H, W) int64 class ids
+    labels: torch.Tensor  # (B, H, W) int64 class ids
     num_classes: int = 21
 
 
@@ -72,7 +71,7 @@ def nbytes(value: Any) -> int:
 
         if isinstance(value, torch.Tensor):
             return value.element_size() * value.nelement()
-    if hasattr(value, "nbytes") and isinstance(getattr(value, "nbytes"), int):
+    if hasattr(value, "nbytes") and isinstance(value.nbytes, int):
         return int(value.nbytes)
     if is_dataclass(value) and not isinstance(value, type):
         return sum(nbytes(getattr(value, f.name)) for f in fields(value))
@@ -122,9 +121,10 @@ def to_bytes(value: Any) -> bytes:
 
 def from_bytes(data: bytes) -> Any:
     """Inverse of to_bytes."""
-    from safetensors import safe_open
-    import tempfile
     import os
+    import tempfile
+
+    from safetensors import safe_open
 
     # safe_open needs a file; load() from bytes keeps no metadata, so go through a temp file.
     with tempfile.NamedTemporaryFile(suffix=".safetensors", delete=False) as tmp:

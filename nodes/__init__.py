@@ -11,9 +11,22 @@ from engine.spec import NodeRegistry
 def build_registry() -> NodeRegistry:
     """The registry of every built-in node type. Each module exposes SPECS."""
     # Each node module is listed here explicitly (no discovery by name).
-    from nodes import (autoencoder_nodes, checkpoint_loader, conditioning_nodes, image_basic, image_io,
-                       image_utils, latent_nodes, layout_nodes, mask_nodes, primitives, sampler,
-                       semantic_conditioning, semantic_nodes, upscale_nodes)
+    from nodes import (
+        autoencoder_nodes,
+        checkpoint_loader,
+        conditioning_nodes,
+        image_basic,
+        image_io,
+        image_utils,
+        latent_nodes,
+        layout_nodes,
+        mask_nodes,
+        primitives,
+        sampler,
+        semantic_conditioning,
+        semantic_nodes,
+        upscale_nodes,
+    )
 
     modules: list = [primitives, image_basic, image_io, checkpoint_loader, conditioning_nodes,
                      autoencoder_nodes, mask_nodes, image_utils, layout_nodes, semantic_nodes,

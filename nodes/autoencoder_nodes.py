@@ -5,7 +5,8 @@ image pixels for both directions; torch is imported inside each compute.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from engine.errors import UserInputError
 from engine.spec import Input, NodeSpec, Output, Param, ParamType, SocketType

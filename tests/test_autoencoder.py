@@ -32,8 +32,10 @@ def test_kl_autoencoder_matches_diffusers():
     import warnings
 
     from diffusers import AutoencoderKL as DiffusersAE
-    from diffusers.loaders.single_file_utils import (convert_ldm_vae_checkpoint,
-                                                     create_vae_diffusers_config_from_ldm)
+    from diffusers.loaders.single_file_utils import (
+        convert_ldm_vae_checkpoint,
+        create_vae_diffusers_config_from_ldm,
+    )
 
     ours = randomize(AutoencoderKL(TINY_KL), seed=0)
     checkpoint = {f"first_stage_model.{k}": v for k, v in ours.state_dict().items()}

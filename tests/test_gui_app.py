@@ -6,10 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gui_support import demo_graph
 from PIL import Image
 
 from engine import graph_file
-from gui_support import demo_graph
 
 ROOT = Path(__file__).resolve().parents[1]
 

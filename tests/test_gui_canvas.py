@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import pytest
+from gui_support import click, close_window, demo_graph, drag, make_window
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import QApplication
 
 from app.canvas import style
 from app.document import REROUTES_KEY
-from gui_support import click, close_window, demo_graph, drag, make_window
 
 
 @pytest.fixture
@@ -47,8 +47,9 @@ def test_tab_search_places_the_chosen_node_at_the_cursor(window, qtbot):
 
 
 def test_fuzzy_search_ranks_by_name_and_finds_by_help():
-    from app.search import search
     from gui_support import make_registry
+
+    from app.search import search
 
     registry = make_registry()
     assert search(registry, "inv")[0].type == "ImageInvert"

@@ -4,13 +4,13 @@ from __future__ import annotations
 import os
 
 import pytest
+from gui_support import Answers, close_window, demo_graph, make_settings, make_window, wait_idle
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
 from engine import graph_file
 from engine.pngmeta import read_png_info
-from gui_support import Answers, close_window, demo_graph, make_settings, make_window, wait_idle
 
 
 @pytest.fixture
@@ -152,8 +152,9 @@ def test_copy_puts_graph_json_on_the_system_clipboard(window):
 
 
 def test_settings_persist_in_the_isolated_store(tmp_path, settings):
-    from app.settings import AppSettings
     from PySide6.QtCore import QSettings
+
+    from app.settings import AppSettings
 
     settings.set_engine(device="cpu", precision="fp16", memory_cache_gib=1.5, model_dirs=["/a", "/b"])
     again = AppSettings(QSettings(settings.store.fileName(), QSettings.Format.IniFormat))

@@ -3,14 +3,29 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QPointF, Qt
-from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDoubleSpinBox, QLabel, QLineEdit,
-                               QPlainTextEdit, QSpinBox)
-
-from app.param_widgets import (BigIntEditor, ChoiceEditor, JsonEditor, NumberEditor, PathEditor, SeedEditor,
-                               TextEditor)
-from app.viewer import ResultEntry
 from gui_support import close_window, make_window
+from PySide6.QtCore import QPointF, Qt
+from PySide6.QtWidgets import (
+    QApplication,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QSpinBox,
+)
+
+from app.param_widgets import (
+    BigIntEditor,
+    ChoiceEditor,
+    JsonEditor,
+    NumberEditor,
+    PathEditor,
+    SeedEditor,
+    TextEditor,
+)
+from app.viewer import ResultEntry
 
 
 @pytest.fixture

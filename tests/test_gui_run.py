@@ -5,10 +5,10 @@ import time
 
 import numpy as np
 import pytest
+from gui_support import close_window, demo_graph, make_window, wait_idle
 from PySide6.QtCore import QTimer
 
 from engine.graph import Graph, Link, Node
-from gui_support import close_window, demo_graph, make_window, wait_idle
 
 
 @pytest.fixture

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gui_support import close_window, demo_graph, drag, make_window
 from PySide6.QtCore import QPointF, Qt
 
 from app.viewer import ResultEntry
 from engine import graph_file
 from engine.graph import Node
-from gui_support import close_window, demo_graph, drag, make_window
 
 
 @pytest.fixture

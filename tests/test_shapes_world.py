@@ -27,7 +27,7 @@ from training.shapes_world import (
     semantic_map,
 )
 
-SEEDS = range(0, 400)
+SEEDS = range(400)
 
 
 def test_same_seed_gives_the_same_image_bytes_and_different_seeds_differ():

@@ -2,8 +2,15 @@ import pytest
 import torch
 
 from engine.errors import UserInputError
-from engine.models.token_conditioner import (BOS, EOS, LAYOUT, PAD, TokenConditioner,
-                                             TokenConditionerConfig, Tokenizer)
+from engine.models.token_conditioner import (
+    BOS,
+    EOS,
+    LAYOUT,
+    PAD,
+    TokenConditioner,
+    TokenConditionerConfig,
+    Tokenizer,
+)
 
 WORDS = ("a", "red", "blue", "circle", "square", "at", "the", "top", "left")
 

@@ -43,8 +43,10 @@ def to_diffusers(ours: UNetModel, yaml: dict):
     import warnings
 
     from diffusers import UNet2DConditionModel
-    from diffusers.loaders.single_file_utils import (convert_ldm_unet_checkpoint,
-                                                     create_unet_diffusers_config_from_ldm)
+    from diffusers.loaders.single_file_utils import (
+        convert_ldm_unet_checkpoint,
+        create_unet_diffusers_config_from_ldm,
+    )
 
     checkpoint = {f"model.diffusion_model.{k}": v for k, v in ours.state_dict().items()}
     with warnings.catch_warnings():

@@ -44,12 +44,35 @@ import numpy as np
 import torch
 
 from engine.errors import KilnError
-from engine.models.configs import AutoencoderConfig, CheckpointConfig, ConditionerConfig, DiffusionConfig, UNetConfig
+from engine.models.configs import (
+    AutoencoderConfig,
+    CheckpointConfig,
+    ConditionerConfig,
+    DiffusionConfig,
+    UNetConfig,
+)
 from engine.models.token_conditioner import TokenConditioner, TokenConditionerConfig
 from training import shapes_world as world
-from training.common import (IMAGE_SIZE, LATENT_CHANNELS, STATE, ConcatTrainer, build_graph, dataclass_from,
-                             encode_scenes, engine_executor, load_autoencoder, load_state, log, resume_run,
-                             run_image, run_loop, save_run, update_card, with_overrides, write_checkpoint)
+from training.common import (
+    IMAGE_SIZE,
+    LATENT_CHANNELS,
+    STATE,
+    ConcatTrainer,
+    build_graph,
+    dataclass_from,
+    encode_scenes,
+    engine_executor,
+    load_autoencoder,
+    load_state,
+    log,
+    resume_run,
+    run_image,
+    run_loop,
+    save_run,
+    update_card,
+    with_overrides,
+    write_checkpoint,
+)
 
 INPAINT_CONVENTION = "kiln"  # nodes/latent_nodes.inpaint_concat: latent zeroed in the hole, then the 0/1 mask
 DEFAULT_MODEL = "resources/models/kiln-shapes-base"
@@ -91,7 +114,7 @@ class LdmTrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LdmTrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> LdmTrainConfig:
         nested = {"unet": UNetConfig, "diffusion": DiffusionConfig, "conditioner": TokenConditionerConfig}
         return dataclass_from(cls, data, nested)
 

@@ -49,14 +49,34 @@ import torch.nn.functional as F
 
 from engine.errors import KilnError
 from engine.models.conditioners import SpatialConditioner
-from engine.models.configs import (AutoencoderConfig, CheckpointConfig, ConditionerConfig, DiffusionConfig,
-                                   UNetConfig)
-from training.common import (IMAGE_SIZE, LATENT_CHANNELS, STATE, ConcatTrainer, atomic_torch_save,  # noqa: F401
-                             dataclass_from, encode_scenes, engine_executor, load_autoencoder, load_state, log,
-                             resume_run, run_image, run_loop, save_run, update_card, with_overrides,
-                             write_checkpoint)
+from engine.models.configs import (
+    AutoencoderConfig,
+    CheckpointConfig,
+    ConditionerConfig,
+    DiffusionConfig,
+    UNetConfig,
+)
+from training.common import (  # noqa: F401
+    IMAGE_SIZE,
+    LATENT_CHANNELS,
+    STATE,
+    ConcatTrainer,
+    atomic_torch_save,
+    dataclass_from,
+    encode_scenes,
+    engine_executor,
+    load_autoencoder,
+    load_state,
+    log,
+    resume_run,
+    run_image,
+    run_loop,
+    save_run,
+    update_card,
+    with_overrides,
+    write_checkpoint,
+)
 from training.shapes_world import NUM_CLASSES, make_scene, semantic_map
-
 
 # ---------------------------------------------------------------- config
 

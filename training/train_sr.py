@@ -46,11 +46,31 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.errors import KilnError
-from engine.models.configs import AutoencoderConfig, CheckpointConfig, ConditionerConfig, DiffusionConfig, UNetConfig
+from engine.models.configs import (
+    AutoencoderConfig,
+    CheckpointConfig,
+    ConditionerConfig,
+    DiffusionConfig,
+    UNetConfig,
+)
+from training.common import (
+    STATE,
+    ConcatTrainer,
+    atomic_torch_save,
+    dataclass_from,
+    engine_executor,
+    load_autoencoder,
+    load_state,
+    log,
+    resume_run,
+    run_image,
+    run_loop,
+    save_run,
+    update_card,
+    with_overrides,
+    write_checkpoint,
+)
 from training.shapes_world import make_scene, render
-from training.common import (STATE, ConcatTrainer, atomic_torch_save, dataclass_from, engine_executor,
-                             load_autoencoder, load_state, log, resume_run, run_image, run_loop, save_run,
-                             update_card, with_overrides, write_checkpoint)
 
 LOW_CHANNELS = 3
 

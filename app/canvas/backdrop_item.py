@@ -19,7 +19,7 @@ MIN_W, MIN_H = 120.0, 80.0
 
 
 class BackdropItem(QGraphicsItem):
-    def __init__(self, scene: "GraphScene", backdrop: Backdrop):
+    def __init__(self, scene: GraphScene, backdrop: Backdrop):
         super().__init__()
         self.graph_scene = scene
         self.backdrop_id = backdrop.id
@@ -131,7 +131,7 @@ class RerouteItem(QGraphicsItem):
 
     RADIUS = 6.0
 
-    def __init__(self, scene: "GraphScene", key: str, index: int, pos: QPointF, type_name: str):
+    def __init__(self, scene: GraphScene, key: str, index: int, pos: QPointF, type_name: str):
         super().__init__()
         self.graph_scene = scene
         self.key = key

@@ -1,7 +1,8 @@
 """Links as curves from an output to an input, through any reroute dots."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QColor, QPainter, QPainterPath, QPainterPathStroker, QPen
@@ -24,7 +25,7 @@ def curve_through(points: Sequence[QPointF]) -> QPainterPath:
 
 
 class LinkItem(QGraphicsPathItem):
-    def __init__(self, scene: "GraphScene", link: Link, type_name: str):
+    def __init__(self, scene: GraphScene, link: Link, type_name: str):
         super().__init__()
         self.graph_scene = scene
         self.link = link

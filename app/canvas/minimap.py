@@ -17,7 +17,7 @@ MARGIN = 12
 
 
 class Minimap(QWidget):
-    def __init__(self, view: "GraphView"):
+    def __init__(self, view: GraphView):
         super().__init__(view)
         self.view = view
         self.setFixedSize(*SIZE)

@@ -5,8 +5,15 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QImage, QPainter, QPainterPath, QPen
-from PySide6.QtWidgets import (QGraphicsItem, QGraphicsProxyWidget, QGraphicsSceneMouseEvent, QGridLayout,
-                               QLabel, QStyleOptionGraphicsItem, QWidget)
+from PySide6.QtWidgets import (
+    QGraphicsItem,
+    QGraphicsProxyWidget,
+    QGraphicsSceneMouseEvent,
+    QGridLayout,
+    QLabel,
+    QStyleOptionGraphicsItem,
+    QWidget,
+)
 
 from app.canvas import style
 from app.canvas.port_item import PortItem
@@ -20,7 +27,7 @@ if TYPE_CHECKING:
 
 
 class NodeItem(QGraphicsItem):
-    def __init__(self, scene: "GraphScene", node: Node, spec: NodeSpec | None):
+    def __init__(self, scene: GraphScene, node: Node, spec: NodeSpec | None):
         super().__init__()
         self.graph_scene = scene
         self.node_id = node.id

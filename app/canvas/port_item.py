@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 class PortItem(QGraphicsItem):
     HIT = 10.0  # grab radius, larger than the drawn dot
 
-    def __init__(self, node_item: "NodeItem", name: str, type_name: str, is_output: bool,
+    def __init__(self, node_item: NodeItem, name: str, type_name: str, is_output: bool,
                  optional: bool = False, help_text: str = ""):
         super().__init__(node_item)
         self.node_item = node_item

@@ -13,7 +13,7 @@ from engine.models.attention import single_head_spatial_attention
 from engine.models.configs import AutoencoderConfig
 
 
-def Normalize(channels: int) -> nn.GroupNorm:  # noqa: N802 - the original name
+def Normalize(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(32, channels, eps=1e-6)
 
 

@@ -122,7 +122,7 @@ class CheckpointConfig:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CheckpointConfig":
+    def from_dict(cls, d: dict[str, Any]) -> CheckpointConfig:
         """Inverse of to_dict; unknown fields are an error naming them (ValueError)."""
         return cls(
             unet=_from_fields(UNetConfig, d.get("unet", {})),

@@ -8,7 +8,7 @@ so that they fit in memory without visible seams.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -54,7 +54,7 @@ class FirstStage:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "FirstStage":
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> FirstStage:
         """Move the weights; with `upcast`, fp16 becomes fp32 (bf16 is kept: it does not overflow)."""
         if dtype == torch.float16 and self.upcast:
             dtype = torch.float32
@@ -81,7 +81,7 @@ class FirstStage:
             raise ValueError(f"image size {pixels.shape[-1]}x{pixels.shape[-2]} is not a multiple of {f}")
         x = (pixels.to(self.device, self._compute_dtype()) * 2.0 - 1.0)
         tile, overlap = self._tiling(tile, overlap, pixels.shape[-2] * pixels.shape[-1], unit=f)
-        encode = lambda t: self.model.quant_conv(self.model.encoder(t))  # noqa: E731
+        encode = lambda t: self.model.quant_conv(self.model.encoder(t))
         raw = encode(x) if tile == 0 else _tiled(encode, x, tile, overlap, 1 / f, on_tile)
         if self.is_vq:
             z = raw

@@ -10,8 +10,9 @@ classifier-free guidance needs.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,7 +42,7 @@ class TokenConditionerConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TokenConditionerConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TokenConditionerConfig:
         return cls(**{**d, "words": tuple(d.get("words", ()))})
 
 
