@@ -19,6 +19,7 @@ from training.train_autoencoder import (
     fit_latent_rgb,
     main,
     train_step,
+    training_sessions,
 )
 
 
@@ -69,7 +70,7 @@ def test_export_writes_original_layout_weights_and_a_card(tmp_path):
     assert saved["architecture"]["ch_mult"] == [1, 2] and saved["data"] == "shapes world v1"
     assert saved["scale_factor"] > 0 and len(saved["latent_rgb_factors"]) == 5  # 4 channel rows + bias
     assert "python -m training.evaluate autoencoder" in saved["evaluation"]["command"]
-    assert "--crop 16" in saved["training"]["command"]
+    assert "--crop 16" in saved["training"]["final_config_command"]
     model, _ = load_autoencoder(f"{out}.safetensors")
     assert model.encode(torch.zeros(1, 3, 16, 16)).mode().shape == (1, 4, 8, 8)
 
@@ -91,4 +92,9 @@ def test_command_line_resume_keeps_the_run_config(tmp_path, capsys):
     assert main(["train", "--out", out, "--max-steps", "2"]) == 0
     state = torch.load(f"{out}/{CHECKPOINT}", weights_only=True)
     assert state["step"] == 2 and json.loads(state["config"])["ch_mult"] == [1, 2]
-    assert "resumed at step 1" in capsys.readouterr().out
+    output = capsys.readouterr().out
+    assert "resumed at step 1" in output
+    (tmp_path / "cli" / "log.txt").write_text(output)  # what `> log.txt` would hold
+    sessions = training_sessions(out)
+    assert [s["from_step"] for s in sessions] == [0, 1]
+    assert sessions[1]["command"] == "python -m training.train_autoencoder train --out " + out + " --max-steps 2"

@@ -60,7 +60,7 @@ class TrainConfig:
     eval_n: int = 32
     log_every: int = 25
     seed: int = 0
-    threads: int = 1
+    threads: int = 0  # 0: 2 threads while the machine has a core to spare, else 1 (re-checked as it runs)
 
 
 def autoencoder_config(tc: TrainConfig) -> AutoencoderConfig:
@@ -217,6 +217,8 @@ class Trainer:
         while self.step < tc.max_steps:
             if tc.max_minutes and time.monotonic() - session_start > tc.max_minutes * 60:
                 break
+            if self.step % 50 == 0:
+                torch.set_num_threads(thread_count(tc.threads))
             t0 = time.monotonic()
             window.append(train_step(self.model, self.opt, tc, self.step))
             update_ema(self.ema, self.model, tc.ema_decay if self.step >= tc.warmup else 0.0)
@@ -239,7 +241,15 @@ class Trainer:
         pixels = len(window) * self.tc.batch * self.tc.crop**2
         log(f"step {self.step} t={self.elapsed:.0f}s loss={mean['loss']:.4f} l1={mean['l1']:.4f} "
             f"l2={mean['l2']:.5f} kl={mean['kl']:.1f} lr={learning_rate(self.tc, self.step):.2e} "
-            f"px/s={pixels / max(seconds, 1e-9):.0f}")
+            f"px/s={pixels / max(seconds, 1e-9):.0f} threads={torch.get_num_threads()}")
+
+
+def thread_count(wanted: int) -> int:
+    """`wanted`, or for 0 a choice by load: on a busy machine a second thread waits more than it works."""
+    if wanted > 0:
+        return wanted
+    others = os.getloadavg()[0] - torch.get_num_threads()
+    return 2 if others < 0.8 else 1
 
 
 def log(message: str) -> None:
@@ -308,6 +318,22 @@ def export(run: str, out: str = "resources/models/kiln-shapes-ae", n_eval: int =
     return card
 
 
+def training_sessions(run: str) -> list[dict]:
+    """[{"from_step", "command"}] per training session, read from the run's log.txt (empty without one)."""
+    log_path = Path(run) / "log.txt"
+    if not log_path.is_file():
+        return []
+    sessions, start = [], 0
+    for line in log_path.read_text().splitlines():
+        if " new run;" in line:
+            start = 0
+        elif " resumed at step " in line:
+            start = int(line.split(" resumed at step ")[1].split(";")[0])
+        elif " command: " in line:
+            sessions.append({"from_step": start, "command": line.split(" command: ", 1)[1]})
+    return sessions
+
+
 def _card(tc, state, chosen, candidates, scale, rgb, result, fp32, fp16, use_fp16, n_eval, out) -> dict:
     steps = int(state["step"])
     return {
@@ -321,11 +347,10 @@ def _card(tc, state, chosen, candidates, scale, rgb, result, fp32, fp16, use_fp1
         "dtype": "float16" if use_fp16 else "float32",
         "data": SPEC_VERSION,
         "training": {
-            "command": f"python -m training.train_autoencoder train --out {tc.out} "
+            "final_config_command": f"python -m training.train_autoencoder train --out {tc.out} "
                        + " ".join(f"--{k.replace('_', '-')} {_arg(v)}" for k, v in asdict(tc).items() if k != "out"),
+            "sessions": training_sessions(tc.out),
             "steps": steps,
-            "images_seen": steps * tc.batch,
-            "crop": tc.crop,
             "train_seconds": round(float(state["elapsed"]), 1),
             "weights": "EMA" if chosen == "ema" else "raw",
             "psnr_by_weights_on_eval_set": {k: round(v, 3) for k, v in candidates.items()},
@@ -377,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         tc = config_from_json(load_checkpoint(saved)["config"], **given)
     else:
         tc = TrainConfig(**given)
-    torch.set_num_threads(tc.threads)
+    torch.set_num_threads(thread_count(tc.threads))
     trainer = Trainer(tc)
     resumed = trainer.resume()
     log(("resumed at step %d" % trainer.step if resumed else "new run") + f"; config {json.dumps(asdict(tc))}")
