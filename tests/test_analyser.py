@@ -45,7 +45,7 @@ def test_analysis_reports_boxes_areas_and_positions():
     result = analyse(render(TWO, 128))
     assert result.background == "gray"
     circle, triangle = result.objects  # sorted top to bottom
-    assert (circle.colour, circle.shape, circle.size, circle.position) == ("red", "circle", "large", "top left")
+    assert (circle.label, circle.size, circle.position) == ("red circle", "large", "top left")
     assert (triangle.label, triangle.size, triangle.position) == ("blue triangle", "small", "bottom")
     assert circle.box == pytest.approx(RED_CIRCLE.box, abs=0.004)
     assert triangle.box == pytest.approx(BLUE_TRIANGLE.box, abs=0.004)
@@ -73,7 +73,8 @@ def test_label_map_marks_specks_as_background():
 
 
 def test_parse_caption_reads_full_and_short_captions():
-    full = parse_caption("a large red circle at the top left and a small blue triangle in the center on a gray background")
+    full = parse_caption("a large red circle at the top left and a small blue triangle in the center "
+                         "on a gray background")
     assert full.background == "gray"
     assert [(o.size, o.colour, o.shape, o.position) for o in full.objects] == [
         ("large", "red", "circle", "top left"), ("small", "blue", "triangle", "center")]
@@ -165,6 +166,7 @@ def test_evaluate_command_measures_an_autoencoder_file(tmp_path, capsys):
     path = _tiny_autoencoder_file(tmp_path)
     model, card = load_autoencoder(path)
     assert card["architecture"]["ch_mult"] == [1, 1]
+    assert next(model.parameters()).dtype == torch.float32  # fp16 files are widened for evaluation
     assert main(["autoencoder", "--model", str(path), "--n", "3", "--json", "--threads", "1"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["n"] == 3 and report["psnr_mean"] < 20  # random weights reconstruct nothing

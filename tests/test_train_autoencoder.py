@@ -24,8 +24,8 @@ from training.train_autoencoder import (
 
 
 def _tiny(tmp_path, **changes) -> TrainConfig:
-    settings = dict(out=str(tmp_path / "run"), ch=32, ch_mult=(1, 2), num_res_blocks=1, crop=16, batch=2,
-                    warmup=1, lr=3e-3, eval_n=2, log_every=100, threads=1)
+    settings = {"out": str(tmp_path / "run"), "ch": 32, "ch_mult": (1, 2), "num_res_blocks": 1, "crop": 16,
+                "batch": 2, "warmup": 1, "lr": 3e-3, "eval_n": 2, "log_every": 100, "threads": 1}
     settings.update(changes)
     return TrainConfig(**settings)
 
@@ -35,7 +35,7 @@ def test_training_steps_reduce_the_loss_on_a_batch(tmp_path):
     torch.manual_seed(0)
     model = AutoencoderKL(autoencoder_config(tc))
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
-    losses = [train_step(model, opt, tc, step=0)["loss"] for _ in range(12)]  # step 0: the same batch each time
+    losses = [train_step(model, opt, tc, step=0)["loss"] for _ in range(12)]  # step 0: always the same batch
     assert all(np.isfinite(losses))
     assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
 
@@ -81,7 +81,8 @@ def test_latent_rgb_fit_recovers_a_linear_map():
     weights = rng.normal(size=(4, 3))
     y = x @ weights + np.array([0.5, 0.4, 0.3])
     rows = np.array(fit_latent_rgb(x, y))
-    assert rows[:4] == pytest.approx(weights, abs=1e-4) and rows[4] == pytest.approx([0.5, 0.4, 0.3], abs=1e-4)
+    assert rows[:4] == pytest.approx(weights, abs=1e-4)
+    assert rows[4] == pytest.approx([0.5, 0.4, 0.3], abs=1e-4)
 
 
 def test_command_line_resume_keeps_the_run_config(tmp_path, capsys):
@@ -97,4 +98,4 @@ def test_command_line_resume_keeps_the_run_config(tmp_path, capsys):
     (tmp_path / "cli" / "log.txt").write_text(output)  # what `> log.txt` would hold
     sessions = training_sessions(out)
     assert [s["from_step"] for s in sessions] == [0, 1]
-    assert sessions[1]["command"] == "python -m training.train_autoencoder train --out " + out + " --max-steps 2"
+    assert sessions[1]["command"] == f"python -m training.train_autoencoder train --out {out} --max-steps 2"

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -291,7 +291,8 @@ class ObjectMatch:
 
     @property
     def ok(self) -> bool:
-        return self.colour_ok and self.shape_ok and self.size_ok is not False and self.position_ok is not False
+        optional_ok = self.size_ok is not False and self.position_ok is not False
+        return self.colour_ok and self.shape_ok and optional_ok
 
 
 @dataclass(frozen=True)

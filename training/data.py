@@ -9,9 +9,10 @@ Seeds below 1,000,000 are for training, from 1,000,000 up held out.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -76,14 +77,14 @@ def random_crops(rng: np.random.Generator, images: np.ndarray, crop: int) -> np.
     return np.stack([img[y : y + crop, x : x + crop] for img, y, x in zip(images, ys, xs)])
 
 
-def to_tensor(images: np.ndarray) -> "torch.Tensor":
+def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> float32 (B, 3, H, W) in [-1, 1]."""
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
-def to_uint8(pixels: "torch.Tensor") -> np.ndarray:
+def to_uint8(pixels: torch.Tensor) -> np.ndarray:
     """float (B, 3, H, W) in [-1, 1] -> uint8 (B, H, W, 3), rounded and clipped."""
     array = ((pixels.detach().float().clamp(-1, 1) + 1.0) * 127.5).round()
     return array.permute(0, 2, 3, 1).to("cpu").numpy().astype(np.uint8)
@@ -104,7 +105,7 @@ def object_crop_corner(rng: np.random.Generator, scene, crop: int, size: int) ->
 
 
 def crop_batch(rng: np.random.Generator, batch: int, crop: int, size: int = 128, object_share: float = 0.0
-               ) -> "torch.Tensor":
+               ) -> torch.Tensor:
     """(batch, 3, crop, crop) in [-1, 1]: crops of fresh renders of random training scenes.
 
     A share `object_share` of the crops is centred near an object, the rest uniform.

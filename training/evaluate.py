@@ -26,13 +26,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
 from engine.errors import KilnError
-from training.analyser import analyse, label_map_accuracy, label_map_miou, layout_iou, match_caption, psnr, scene_matches
+from training.analyser import (
+    analyse,
+    label_map_accuracy,
+    label_map_miou,
+    layout_iou,
+    match_caption,
+    psnr,
+    scene_matches,
+)
 from training.data import held_out_seeds, render_batch
 from training.shapes_world import Scene, caption, layout, make_scene, render, render_with_labels
 
@@ -61,15 +69,17 @@ def _check_output(image: np.ndarray, size: int, what: str) -> np.ndarray:
 # ---------------------------------------------------------------- metrics
 
 
-def evaluate_autoencoder(reconstruct: Reconstruct, seeds: Sequence[int], size: int = 128, batch: int = 50) -> dict:
-    """PSNR (dB, peak 255) of reconstructions of held-out renders, and the share whose scene reads back exactly."""
+def evaluate_autoencoder(reconstruct: Reconstruct, seeds: Sequence[int], size: int = 128, batch: int = 50
+                         ) -> dict:
+    """PSNR (dB, peak 255) of reconstructions of held-out renders, and the share whose scene reads back."""
     values, exact = [], 0
     for start in range(0, len(seeds), batch):
         chunk = list(seeds[start : start + batch])
         images = render_batch(chunk, size)
         recs = np.asarray(reconstruct(images))
         if recs.shape != images.shape or recs.dtype != np.uint8:
-            raise KilnError(f"autoencoder: reconstructions are {recs.dtype} {recs.shape}, expected uint8 {images.shape}")
+            raise KilnError(f"autoencoder: reconstructions are {recs.dtype} {recs.shape}, "
+                            f"expected uint8 {images.shape}")
         for seed, image, rec in zip(chunk, images, recs):
             values.append(_capped_psnr(image, rec))
             exact += scene_matches(analyse(rec), make_scene(seed))
@@ -87,8 +97,8 @@ def evaluate_text_to_image(generate: Callable[[str, int], np.ndarray], seeds: Se
         scene_truth = make_scene(seed)
         image = _check_output(generate(caption(scene_truth), seed), size, "text-to-image")
         match = match_caption(analyse(image), scene_truth)
-        for key in scores:
-            scores[key].append(match.accuracy(key))
+        for key, values in scores.items():
+            values.append(match.accuracy(key))
         count += match.count_ok
         background += bool(match.background_ok)
         scene += match.scene_ok
@@ -113,12 +123,13 @@ def evaluate_layout_to_image(generate: Callable[[list[dict], int], np.ndarray], 
 
 
 def inpainting_mask(scene: Scene, seed: int, size: int = 128) -> np.ndarray:
-    """(S, S) float32, 1 = hole: one half (left/right/top/bottom, by seed) of one object's box, grown by 2 px."""
+    """(S, S) float32, 1 = hole: one half (left/right/top/bottom, by seed) of one object's box, grown 2 px."""
     rng = np.random.default_rng([seed, 7])
     obj = scene.objects[int(rng.integers(len(scene.objects)))]
     x0, y0, x1, y1 = obj.box
     xm, ym = (x0 + x1) / 2, (y0 + y1) / 2
-    x0, y0, x1, y1 = [(x0, y0, xm, y1), (xm, y0, x1, y1), (x0, y0, x1, ym), (x0, ym, x1, y1)][int(rng.integers(4))]
+    halves = [(x0, y0, xm, y1), (xm, y0, x1, y1), (x0, y0, x1, ym), (x0, ym, x1, y1)]
+    x0, y0, x1, y1 = halves[int(rng.integers(4))]
     grow = 2 / size
     mask = np.zeros((size, size), dtype=np.float32)
     r0, r1 = max(int((y0 - grow) * size), 0), min(int(np.ceil((y1 + grow) * size)), size)
@@ -228,7 +239,8 @@ def load_autoencoder(path: str | Path):
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise KilnError(f"{path}: weights do not fit the card's architecture ({str(err).splitlines()[0]})") from None
+        first_line = str(err).splitlines()[0]
+        raise KilnError(f"{path}: weights do not fit the card's architecture ({first_line})") from None
     return model.eval(), card
 
 
@@ -239,8 +251,8 @@ def _autoencoder_command(args: argparse.Namespace) -> list[dict]:
 
     torch.set_num_threads(args.threads)
     model, _ = load_autoencoder(args.model)
-    return [evaluate_autoencoder(lambda images: reconstruct(model, images), held_out_seeds(args.n, args.offset),
-                                 args.size)]
+    seeds = held_out_seeds(args.n, args.offset)
+    return [evaluate_autoencoder(lambda images: reconstruct(model, images), seeds, args.size)]
 
 
 def _oracle_command(args: argparse.Namespace) -> list[dict]:

@@ -32,7 +32,7 @@ SIZE_RANGES: dict[str, tuple[float, float]] = {"small": (0.15, 0.22), "large": (
 MARGIN = 0.02  # boxes keep this gap from every other box
 SUPERSAMPLE = 4
 NUM_CLASSES = 21
-TRAIN_SEEDS = range(0, 1_000_000)
+TRAIN_SEEDS = range(1_000_000)
 HELD_OUT_SEED_START = 1_000_000
 
 BACKGROUND_NAMES = tuple(BACKGROUNDS)
