@@ -106,7 +106,7 @@ def _background_index(pixels: np.ndarray) -> int:
 
 
 def _mixtures(pixels: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per pixel: best object colour index, its coverage alpha and the residual distance."""
+    """Per pixel: best object colour index, the coverage alpha of every colour (S, S, 6), best residual."""
     offset = pixels - background  # (S, S, 3)
     direction = _OBJ_RGB - background  # (6, 3)
     length2 = (direction**2).sum(-1)  # (6,)
@@ -117,7 +117,7 @@ def _mixtures(pixels: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, n
     best = residual2.argmin(-1)
     pick = best[..., None]
     residual = np.sqrt(np.maximum(np.take_along_axis(residual2, pick, -1)[..., 0], 0.0))
-    return best, np.take_along_axis(alpha, pick, -1)[..., 0], residual
+    return best, alpha, residual
 
 
 # ---------------------------------------------------------------- objects
@@ -151,23 +151,31 @@ def _shape_and_box(weights: np.ndarray, x0: int, y0: int, size: int) -> tuple[st
 
 
 def _components(best: np.ndarray, alpha: np.ndarray, valid: np.ndarray, size: int):
-    """Yield (colour index, component mask window, alpha weights window, x0, y0) per object."""
+    """Yield (colour index, component mask window, alpha weights window, x0, y0) per object.
+
+    Objects never touch, so a connected region of object pixels of any colour is
+    one object; its colour is the one most of its pixels are nearest to (a
+    decoder may tint part of a yellow object towards orange, say).
+    """
     min_pixels = MIN_AREA * size * size
     kernel = np.ones((3, 3), np.uint8)
-    for c in range(len(COLOUR_NAMES)):
-        of_colour = valid & (best == c)
-        solid = (of_colour & (alpha >= ALPHA_THRESHOLD)).astype(np.uint8)
-        n, comp, stats, _ = cv2.connectedComponentsWithStats(solid, connectivity=8)
-        for k in range(1, n):
-            x, y, w, h, pixels = stats[k]
-            if pixels < min_pixels:
-                continue
-            x0, y0 = max(x - 1, 0), max(y - 1, 0)
-            x1, y1 = min(x + w + 1, size), min(y + h + 1, size)
-            mask = (comp[y0:y1, x0:x1] == k).astype(np.uint8)
-            ring = cv2.dilate(mask, kernel).astype(bool)  # the component plus its anti-aliased edge
-            weights = np.where(ring & of_colour[y0:y1, x0:x1], alpha[y0:y1, x0:x1], 0.0)
-            yield c, mask.astype(bool), weights, x0, y0
+    best_alpha = np.take_along_axis(alpha, best[..., None], -1)[..., 0]
+    solid = (valid & (best_alpha >= ALPHA_THRESHOLD)).astype(np.uint8)
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(solid, connectivity=8)
+    for k in range(1, n):
+        x, y, w, h, pixels = stats[k]
+        if pixels < min_pixels:
+            continue
+        x0, y0 = max(x - 1, 0), max(y - 1, 0)
+        x1, y1 = min(x + w + 1, size), min(y + h + 1, size)
+        mask = comp[y0:y1, x0:x1] == k
+        votes = np.bincount(best[y0:y1, x0:x1][mask], weights=best_alpha[y0:y1, x0:x1][mask],
+                            minlength=len(COLOUR_NAMES))
+        c = int(votes.argmax())
+        ring = cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)  # plus its anti-aliased edge
+        edge = ring & ~mask & valid[y0:y1, x0:x1] & (best[y0:y1, x0:x1] == c)
+        weights = np.where(mask | edge, alpha[y0:y1, x0:x1, c], 0.0)
+        yield c, mask, weights, x0, y0
 
 
 def analyse(image: np.ndarray) -> Analysis:

@@ -324,6 +324,7 @@ def export(run: str, out: str = "resources/models/kiln-shapes-ae", n_eval: int =
     save_file(state_dict_for_file(final, torch.float16 if use_fp16 else torch.float32), f"{out}.safetensors",
               metadata={"kind": "autoencoder", "card": Path(out).name + ".json", "data": SPEC_VERSION})
     Path(f"{out}.json").write_text(json.dumps(card, indent=2) + "\n")
+    os.chmod(f"{out}.safetensors", 0o644)  # safetensors writes 0600; the weights ship to everyone
     return card
 
 
@@ -369,6 +370,9 @@ def _card(tc, state, chosen, candidates, scale, rgb, result, fp32, fp16, use_fp1
             "psnr_db": round(result["psnr_mean"], 3),
             "psnr_db_fp32": round(fp32["psnr_mean"], 3),
             "psnr_db_fp16": round(fp16["psnr_mean"], 3),
+            "psnr_db_min": round(result["psnr_min"], 3),
+            "scene_exact": result["scene_exact"],
+            "scene_exact_note": "share of reconstructions whose scene the analyser reads back exactly",
             "n": n_eval,
             "seeds": f"{held_out_seeds(1)[0]}..{held_out_seeds(n_eval)[-1]}",
             "command": f"python -m training.evaluate autoencoder --model {out}.safetensors --n {n_eval}",
