@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -20,7 +21,14 @@ from training.analyser import (
     scene_matches,
 )
 from training.data import held_out_seeds
-from training.evaluate import evaluate_autoencoder, inpainting_mask, load_autoencoder, main, oracle_report
+from training.evaluate import (
+    evaluate_autoencoder,
+    evaluate_one_object,
+    inpainting_mask,
+    load_autoencoder,
+    main,
+    oracle_report,
+)
 from training.shapes_world import Scene, SceneObject, layout, make_scene, render, render_with_labels
 
 RED_CIRCLE = SceneObject("red", "circle", "large", 0.35, (0.05, 0.05, 0.40, 0.40))
@@ -140,6 +148,8 @@ def test_evaluator_metrics_are_perfect_for_the_renderer_and_punish_damage():
                 assert value == 100.0, (result["metric"], key)
             if key == "mean_iou":
                 assert value > 0.98
+    empty = evaluate_one_object(lambda prompt, seed: render(replace(make_scene(seed), objects=()), 128), seeds)
+    assert empty["accuracy"] == 0.0 and empty["object_present"] == 0.0
     blurred = evaluate_autoencoder(lambda images: (images // 32 * 32).astype(np.uint8), seeds)
     assert blurred["psnr_mean"] < 35 and blurred["scene_exact"] < 1.0
     scene = make_scene(seeds[0])

@@ -68,7 +68,7 @@ def test_graph_ids_users_and_issues_rely_on():
                 "inpainting": {"image", "mask", "prompt", "negative", "sampler", "save"},
                 "unconditional": {"prompt", "latent", "sampler", "save"},
                 "semantic_to_image": {"semantic", "latent", "sampler", "save"},
-                "super_resolution": {"image", "save"},
+                "super_resolution": {"image", "sampler", "save"},
                 "default": {"prompt", "negative", "latent", "sampler", "save"}}
     kinds = {"prompt": "TextEncode", "negative": "TextEncode", "layout": "LayoutEditor", "image": "LoadImage",
              "mask": "MaskPainter", "semantic": "SemanticPainter", "sampler": "Sampler", "latent": "EmptyLatent",

@@ -13,6 +13,7 @@ One function per metric, each taking a `generate` callable that returns uint8
 
 - evaluate_autoencoder(reconstruct)          PSNR of encode -> decode, and whether the scene survives
 - evaluate_text_to_image(generate(prompt, seed))        caption match: colour, shape, size, position, count
+- evaluate_one_object(generate(prompt, seed))           short prompts like "a red circle": that one object
 - evaluate_layout_to_image(generate(layout, seed))      mean box IoU and label accuracy
 - evaluate_inpainting(generate(image, mask, seed))      PSNR in the hole and outside it, scene kept
 - evaluate_semantic(generate(labels, seed))             label-map accuracy and mIoU of the result
@@ -27,6 +28,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +44,16 @@ from training.analyser import (
     scene_matches,
 )
 from training.data import held_out_seeds, render_batch
-from training.shapes_world import Scene, caption, layout, make_scene, render, render_with_labels
+from training.shapes_world import (
+    COLOUR_NAMES,
+    SHAPES,
+    Scene,
+    caption,
+    layout,
+    make_scene,
+    render,
+    render_with_labels,
+)
 
 PSNR_CAP = 100.0  # identical images: count as 100 dB so means stay finite
 
@@ -107,6 +118,26 @@ def evaluate_text_to_image(generate: Callable[[str, int], np.ndarray], seeds: Se
               "background_accuracy": background / n}
     result.update({f"{k}_accuracy": float(np.mean(v)) for k, v in scores.items()})
     return result
+
+
+def one_object_prompt(seed: int) -> str:
+    """'a {colour} {shape}', drawn from the seed so that every pair comes up equally often."""
+    rng = np.random.default_rng([seed, 11])
+    return f"a {COLOUR_NAMES[int(rng.integers(len(COLOUR_NAMES)))]} {SHAPES[int(rng.integers(len(SHAPES)))]}"
+
+
+def evaluate_one_object(generate: Callable[[str, int], np.ndarray], seeds: Sequence[int], size: int = 128) -> dict:
+    """Prompts like 'a red circle': right when the analyser sees exactly one object, of that colour and shape."""
+    exact = present = 0
+    for seed in seeds:
+        prompt = one_object_prompt(seed)
+        objects = analyse(_check_output(generate(prompt, seed), size, "text-to-image")).objects
+        labels = [o.label for o in objects]
+        wanted = prompt.removeprefix("a ")
+        exact += labels == [wanted]
+        present += wanted in labels
+    n = len(seeds)
+    return {"metric": "one_object_text_to_image", "n": n, "accuracy": exact / n, "object_present": present / n}
 
 
 def evaluate_layout_to_image(generate: Callable[[list[dict], int], np.ndarray], seeds: Sequence[int],
@@ -201,8 +232,14 @@ def oracle_report(seeds: Sequence[int], size: int = 128) -> list[dict]:
     def truth(seed: int) -> np.ndarray:
         return render(make_scene(seed), size)
 
+    def one_object(prompt: str, seed: int) -> np.ndarray:  # the seed's first object, recoloured and reshaped
+        scene = make_scene(seed)
+        colour, shape = prompt.split()[1:]
+        return render(replace(scene, objects=(replace(scene.objects[0], colour=colour, shape=shape),)), size)
+
     return [
         evaluate_autoencoder(lambda images: images, seeds, size),
+        evaluate_one_object(one_object, seeds, size),
         evaluate_text_to_image(lambda prompt, seed: truth(seed), seeds, size),
         evaluate_layout_to_image(lambda boxes, seed: truth(seed), seeds, size),
         evaluate_inpainting(lambda image, mask, seed: truth(seed), seeds, size),
@@ -295,7 +332,7 @@ def _base_model_command(args: argparse.Namespace) -> list[dict]:
     seeds = held_out_seeds(args.n, args.offset)
     if args.command == "text-to-image":
         generate = train_ldm.text_generator(args.model, args.steps, args.cfg, args.sampler, args.scheduler)
-        return [evaluate_text_to_image(generate, seeds, args.size)]
+        return [evaluate_one_object(generate, seeds, args.size), evaluate_text_to_image(generate, seeds, args.size)]
     if args.command == "layout-to-image":
         generate = train_ldm.layout_generator(args.model, args.steps, args.cfg, args.sampler, args.scheduler)
         return [evaluate_layout_to_image(generate, seeds, args.size)]

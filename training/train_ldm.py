@@ -254,15 +254,21 @@ def export(run: str, out: str = DEFAULT_MODEL, ae_path: str | None = None, weigh
 def evaluate_model(model: str, n: int, steps: int = 25, cfg: float = 3.0, offset: int = 0) -> list[dict]:
     """Text-to-image, layout-to-image and inpainting metrics of a base checkpoint, through the engine."""
     from training.data import held_out_seeds
-    from training.evaluate import evaluate_inpainting, evaluate_layout_to_image, evaluate_text_to_image
+    from training.evaluate import (
+        evaluate_inpainting,
+        evaluate_layout_to_image,
+        evaluate_one_object,
+        evaluate_text_to_image,
+    )
 
     seeds = held_out_seeds(n, offset)
     executor = engine_executor()
-    results = [evaluate_text_to_image(text_generator(model, steps, cfg, executor=executor), seeds),
+    text = text_generator(model, steps, cfg, executor=executor)
+    results = [evaluate_one_object(text, seeds), evaluate_text_to_image(text, seeds),
                evaluate_layout_to_image(layout_generator(model, steps, cfg, executor=executor), seeds),
                evaluate_inpainting(inpaint_generator(model, steps, executor=executor), seeds)]
     command = f"python -m training.evaluate {{}} --model {model} --n {n} --steps {steps}"
-    for result, name in zip(results, ("text-to-image", "layout-to-image", "inpainting")):
+    for result, name in zip(results, ("text-to-image", "text-to-image", "layout-to-image", "inpainting")):
         result["command"] = command.format(name) + (f" --cfg {cfg}" if name != "inpainting" else "")
     return results
 
