@@ -117,7 +117,7 @@ class NumberEditor(ParamEditor):
             self.slider.blockSignals(False)
 
     def _value(self, raw: float) -> Any:
-        return float(raw) if self.is_float else int(round(raw))
+        return float(raw) if self.is_float else round(raw)
 
     def _spin_changed(self, raw: float) -> None:
         self.set_value(raw)

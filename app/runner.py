@@ -161,7 +161,7 @@ class Runner(QObject):
                 self._current = job
             try:
                 result = JobResult(job, ok=False, cancelled=True) if job.cancelled else self._run(job)
-            except Exception as exc:  # a bug, not a user mistake: report it, keep the worker alive
+            except Exception as exc:  # noqa: BLE001 - a bug, not a user mistake: report it, keep the worker alive
                 import traceback
 
                 result = JobResult(job, ok=False, error_message=f"internal error: {exc}",

@@ -133,7 +133,7 @@ def from_bytes(data: bytes) -> Any:
     try:
         with safe_open(path, framework="pt") as f:
             header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not a mapping
     finally:
         os.unlink(path)
     kind = header.get("kind", "Tensor")

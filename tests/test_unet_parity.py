@@ -57,7 +57,7 @@ def to_diffusers(ours: UNetModel, yaml: dict):
     return theirs
 
 
-TINY = dict(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, use_spatial_transformer=True)
+TINY = {"model_channels": 32, "channel_mult": (1, 2), "num_res_blocks": 1, "use_spatial_transformer": True}
 
 CASES = {
     # SD 1.x: conv projections, a fixed number of heads, last level without attention

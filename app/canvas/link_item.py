@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QPointF, Qt
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 def curve_through(points: Sequence[QPointF]) -> QPainterPath:
     """A smooth path leaving and entering every point horizontally (left to right)."""
     path = QPainterPath(points[0])
-    for a, b in zip(points, points[1:]):
+    for a, b in pairwise(points):
         dx = max(40.0, abs(b.x() - a.x()) * 0.5)
         path.cubicTo(QPointF(a.x() + dx, a.y()), QPointF(b.x() - dx, b.y()), b)
     return path

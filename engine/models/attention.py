@@ -117,7 +117,7 @@ class SpatialTransformer(nn.Module):
         self.proj_out = nn.Linear(inner, channels) if use_linear else nn.Conv2d(inner, channels, 1)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        b, c, h, w = x.shape
+        b, _, h, w = x.shape
         t = self.norm(x)
         if not self.use_linear:
             t = self.proj_in(t)

@@ -1,0 +1,145 @@
+"""Every example graph runs headless on the built-in models at reduced steps, and the analyser judges the picture.
+
+The graphs are run as shipped (only steps lowered, and an input path where a test brings its own picture),
+through the real nodes and the real built-in checkpoints in resources/models.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine import graph_file
+from nodes import build_registry
+from training.analyser import analyse, label_map_accuracy, layout_iou, match_caption, psnr
+from training.data import held_out_seeds
+from training.evaluate import bicubic_upscale
+from training.shapes_world import make_scene, render
+
+ROOT = Path(__file__).resolve().parents[1]
+GRAPHS = ROOT / "resources" / "graphs"
+BASE_STEPS, SR_STEPS = 12, 6
+
+
+@pytest.fixture(scope="module")
+def executor():
+    from engine.cache import ResultCache
+    from engine.executor import Executor
+    from engine.spec import EngineSettings
+
+    settings = EngineSettings(device="cpu", precision="fp32")
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # example graphs name their input pictures relative to the repository
+    try:
+        yield Executor(build_registry(), settings, cache=ResultCache.from_settings(settings, disk=False))
+    finally:
+        os.chdir(cwd)
+
+
+def run_example(executor, name: str, **params) -> np.ndarray:
+    """uint8 (B, H, W, 3): the picture the graph's `save` node would write. params: {"node.param": value}."""
+    from nodes.image_io import to_uint8_hwc
+
+    graph = graph_file.load(GRAPHS / f"{name}.json")
+    for key, value in params.items():
+        node, param = key.split(".")
+        graph.nodes[node].params[param] = value
+    (source,) = [link.src for link in graph.links if link.dst == "save"]  # run up to save, write no file
+    result = executor.run(graph, targets=[source])
+    assert result.ok, result.error
+    return to_uint8_hwc(result.outputs[source]["image"].pixels)
+
+
+def prompt_of(name: str) -> str:
+    return graph_file.load(GRAPHS / f"{name}.json").nodes["prompt"].params["text"]
+
+
+def objects_right(image: np.ndarray, prompt: str) -> list[bool]:
+    return [m.colour_ok and m.shape_ok for m in match_caption(analyse(image), prompt).objects]
+
+
+def test_text_to_image_draws_every_object_of_its_caption(executor):
+    (image,) = run_example(executor, "text_to_image", **{"sampler.steps": BASE_STEPS})
+    assert image.shape == (128, 128, 3)
+    match = match_caption(analyse(image), prompt_of("text_to_image"))
+    assert all(m.colour_ok and m.shape_ok for m in match.objects), match
+    assert match.count_ok and match.background_ok
+
+
+def test_a_one_object_prompt_gives_that_object(executor):
+    (image,) = run_example(executor, "text_to_image", **{"sampler.steps": BASE_STEPS, "prompt.text": "a red circle",
+                                                         "sampler.seed": 3})
+    assert [o.label for o in analyse(image).objects] == ["red circle"]
+
+
+def test_layout_to_image_puts_each_labelled_box_where_it_was_drawn(executor):
+    boxes = graph_file.load(GRAPHS / "layout_to_image.json").nodes["layout"].params["boxes"]
+    (image,) = run_example(executor, "layout_to_image", **{"sampler.steps": BASE_STEPS})
+    assert layout_iou(analyse(image), boxes) > 0.6
+
+
+def test_image_to_image_follows_the_changed_prompt_and_keeps_the_rest(executor):
+    (image,) = run_example(executor, "image_to_image", **{"sampler.steps": BASE_STEPS})
+    labels = [o.label for o in analyse(image).objects]
+    assert "red triangle" in labels and "blue square" in labels and "blue triangle" not in labels
+
+
+def test_inpainting_changes_only_the_painted_hole_and_fills_it_sensibly(executor):
+    import cv2
+    from PIL import Image
+
+    (image,) = run_example(executor, "inpainting", **{"sampler.steps": BASE_STEPS})
+    original = np.asarray(Image.open(GRAPHS / "sample_scene.png").convert("RGB"))
+    graph = graph_file.load(GRAPHS / "inpainting.json")
+    mask = _painted_mask(graph.nodes["mask"].params["mask"])
+    feather = graph.nodes["paste"].params["feather"]
+    touched = cv2.dilate(mask, np.ones((2 * feather + 3, 2 * feather + 3), np.uint8)) > 0
+    assert psnr(image, original, ~touched) >= 45.0
+    assert not np.array_equal(image[mask > 0], original[mask > 0])  # the hole was regenerated
+    assert all(objects_right(image, prompt_of("inpainting")))
+
+
+def _painted_mask(b64: str) -> np.ndarray:
+    from engine.drawing import decode_png_b64
+
+    return (np.asarray(decode_png_b64(b64)) > 127).astype(np.uint8)
+
+
+def test_unconditional_samples_are_distinct_shapes_world_scenes(executor):
+    images = run_example(executor, "unconditional", **{"sampler.steps": BASE_STEPS})
+    assert images.shape == (4, 128, 128, 3)
+    for image in images:
+        assert 1 <= len(analyse(image).objects) <= 3
+    assert len({image.tobytes() for image in images}) == 4
+
+
+def test_semantic_to_image_paints_what_the_map_says(executor):
+    from engine.drawing import decode_png_b64
+
+    graph = graph_file.load(GRAPHS / "semantic_to_image.json")
+    labels = decode_png_b64(graph.nodes["semantic"].params["labels"])
+    (image,) = run_example(executor, "semantic_to_image", **{"sampler.steps": BASE_STEPS})
+    assert label_map_accuracy(analyse(image).labels, labels) >= 0.85
+
+
+def test_super_resolution_beats_bicubic_on_a_held_out_scene(executor, tmp_path):
+    from engine.drawing import write_png
+
+    seed = held_out_seeds(1)[0]
+    low, truth = render(make_scene(seed), 32), render(make_scene(seed), 128)
+    write_png(str(tmp_path / "low.png"), low)
+    (image,) = run_example(executor, "super_resolution", **{"image.path": str(tmp_path / "low.png"),
+                                                            "sampler.steps": SR_STEPS})
+    assert image.shape == (128, 128, 3)
+    assert psnr(image, truth) > psnr(bicubic_upscale(low, 128), truth) + 1.0
+
+
+def test_default_graph_makes_a_512px_picture_of_its_prompt(executor):
+    from PIL import Image
+
+    (image,) = run_example(executor, "default", **{"sampler.steps": BASE_STEPS, "sr_sampler.steps": SR_STEPS})
+    assert image.shape == (512, 512, 3)
+    small = np.asarray(Image.fromarray(image).resize((128, 128), Image.Resampling.BOX))
+    assert all(objects_right(small, prompt_of("default")))
