@@ -10,7 +10,7 @@ import torch
 from engine.errors import KilnError
 from engine.models.configs import CheckpointConfig
 from engine.models.keymaps import has_ema
-from engine.models.loader import build_modules, check_shapes, plan_keys, resolve_checkpoint
+from engine.models.loader import build_modules, check_shapes, meta_modules, plan_keys, resolve_checkpoint
 
 
 def inspect_checkpoint(path: str) -> dict[str, Any]:
@@ -18,7 +18,7 @@ def inspect_checkpoint(path: str) -> dict[str, Any]:
     resolved = resolve_checkpoint(path)
     cfg = resolved.config
     shapes = resolved.source.shapes()
-    with torch.device("meta"):
+    with meta_modules():
         unet, ae, conditioner = build_modules(cfg)
     plans, report = plan_keys(unet, ae, conditioner, shapes, use_ema=False)
     shape_problem = None

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from engine.errors import KilnError
 from engine.models.checkpoint import CheckpointError, TensorSource, open_source, read_json, sniff_format
@@ -192,7 +194,7 @@ def _resolve_diffusers(path: str) -> ResolvedCheckpoint:
     config = CheckpointConfig(unet_cfg, ae_cfg, diffusion, cond)
     names = matching_presets(config)
     config.preset = names[0] if names else "custom"
-    with torch.device("meta"):
+    with meta_modules():
         unet_keys = list(UNetModel(unet_cfg).state_dict())
         vae_keys = list(AutoencoderKL(ae_cfg).state_dict())
     source = open_diffusers(path, unet_keys, vae_keys, nrb, len(ae_cfg.ch_mult))
@@ -267,8 +269,31 @@ def _schedule_from_diffusers(path: str, cond: ConditionerConfig) -> DiffusionCon
 # ---------------------------------------------------------------- building and loading
 
 
+class _SkipInit(TorchFunctionMode):
+    """torch.nn.init functions leave their tensor as it is.
+
+    Modules built on meta need no initial values (the file supplies them), and
+    the meta kernel of `normal_` (embeddings) imports torch._dynamo on first
+    use: seconds of start-up on a small CPU for nothing.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
+
+
+@contextmanager
+def meta_modules() -> Iterator[None]:
+    """Modules built inside have their parameters on the meta device, uninitialised (no memory, no work)."""
+    with torch.device("meta"), _SkipInit():
+        yield
+
+
+
 def build_modules(config: CheckpointConfig, tokenizer: Any = None) -> tuple[nn.Module, nn.Module, Conditioner]:
-    """UNet, autoencoder and conditioner for a config (call under `torch.device('meta')` to skip init)."""
+    """UNet, autoencoder and conditioner for a config (call under `meta_modules()` to skip init)."""
     from engine.models.autoencoder import AutoencoderKL, VQModel
     from engine.models.unet import UNetModel
 
@@ -374,7 +399,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "auto"
     shapes = resolved.source.shapes()
     tokenizer = find_tokenizer(config.conditioner, path)
     try:
-        with torch.device("meta"):
+        with meta_modules():
             unet, ae, conditioner = build_modules(config, tokenizer)
     except (KilnError, ValueError) as exc:
         raise CheckpointError(path, f"cannot build the model: {exc}") from None
