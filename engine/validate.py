@@ -9,9 +9,8 @@ reported, but their links' socket types still are.
 from __future__ import annotations
 
 import difflib
+from collections import deque
 from collections.abc import Iterable
-
-import networkx as nx
 
 from engine.errors import Issue, ValidationError
 from engine.graph import Graph, Link, Node
@@ -109,22 +108,46 @@ def _end(link: Link) -> str:
     return f"{link.src}.{link.src_socket}"
 
 
-def _dependency_graph(graph: Graph) -> nx.DiGraph:
+Edges = dict[str, set[str]]  # node id -> the node ids at the other end of its links
+
+
+def _dependency_graph(graph: Graph) -> Edges:
     """Edges run from the node that gives a value to the node that uses it."""
-    dependencies = nx.DiGraph()
-    dependencies.add_nodes_from(graph.nodes)
-    dependencies.add_edges_from((lk.src, lk.dst) for lk in graph.links
-                                if lk.src in graph.nodes and lk.dst in graph.nodes)
-    return dependencies
+    users: Edges = {nid: set() for nid in graph.nodes}
+    for lk in graph.links:
+        if lk.src in graph.nodes and lk.dst in graph.nodes:
+            users[lk.src].add(lk.dst)
+    return users
 
 
-def _scope(graph: Graph, dependencies: nx.DiGraph,
+def _reversed(edges: Edges) -> Edges:
+    out: Edges = {nid: set() for nid in edges}
+    for src, dsts in edges.items():
+        for dst in dsts:
+            out[dst].add(src)
+    return out
+
+
+def _reachable(edges: Edges, start: str, within: set[str] | None = None) -> set[str]:
+    """Nodes reached from `start` along one or more edges (`start` itself only through a loop)."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for nxt in edges[todo.pop()]:
+            if nxt not in seen and (within is None or nxt in within):
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def _scope(graph: Graph, dependencies: Edges,
            targets: Iterable[str] | None) -> tuple[set[str], list[Issue]]:
     """The nodes a run of `targets` needs (all nodes when None), and unknown targets."""
     if targets is None:
         return set(graph.nodes), []
     if isinstance(targets, str):
         targets = [targets]
+    sources = _reversed(dependencies)
     scope: set[str] = set()
     issues = []
     for target in targets:
@@ -133,7 +156,7 @@ def _scope(graph: Graph, dependencies: nx.DiGraph,
             issues.append(Issue("bad_target", f"there is no node {target!r} (by id or unique title) to run"))
             continue
         scope.add(node.id)
-        scope.update(nx.ancestors(dependencies, node.id))
+        scope.update(_reachable(sources, node.id))
     return scope, issues
 
 
@@ -151,15 +174,51 @@ def _missing_inputs(graph: Graph, registry: NodeRegistry, scope: set[str]) -> li
     return issues
 
 
-def _cycle_issues(dependencies: nx.DiGraph) -> list[Issue]:
+def _cycle_issues(dependencies: Edges) -> list[Issue]:
     """One issue per node on a cycle: the nodes of each strongly connected loop."""
+    candidates = _not_sortable(dependencies)
+    reach = {nid: _reachable(dependencies, nid, candidates) for nid in candidates}
     issues = []
-    for component in sorted(nx.strongly_connected_components(dependencies), key=min):
-        first = min(component)
-        if len(component) == 1 and not dependencies.has_edge(first, first):
+    reported: set[str] = set()
+    for first in sorted(candidates):
+        if first in reported or first not in reach[first]:
             continue
-        loop = nx.find_cycle(dependencies.subgraph(component), source=first)
-        path = " -> ".join([edge[0] for edge in loop] + [loop[0][0]])
+        component = {nid for nid in reach[first] if first in reach[nid]}
+        reported |= component
+        path = " -> ".join(_shortest_loop(dependencies, first, component))
         for node_id in sorted(component):
             issues.append(Issue("cycle", f"is part of a cycle ({path}); links must not loop back", node_id=node_id))
     return issues
+
+
+def _not_sortable(edges: Edges) -> set[str]:
+    """The nodes a topological sort cannot place: those on a cycle and those after one."""
+    waiting = {nid: 0 for nid in edges}
+    for dsts in edges.values():
+        for dst in dsts:
+            waiting[dst] += 1
+    ready = [nid for nid, n in waiting.items() if n == 0]
+    while ready:
+        for dst in edges[ready.pop()]:
+            waiting[dst] -= 1
+            if waiting[dst] == 0:
+                ready.append(dst)
+    return {nid for nid, n in waiting.items() if n > 0}
+
+
+def _shortest_loop(edges: Edges, first: str, component: set[str]) -> list[str]:
+    """[first, ..., first]: the shortest way round from `first` inside its component."""
+    came_from: dict[str, str] = {}
+    queue = deque([first])
+    while queue:
+        node = queue.popleft()
+        for nxt in sorted(edges[node] & component):
+            if nxt == first:
+                path = [node]
+                while path[-1] != first:
+                    path.append(came_from[path[-1]])
+                return [first, *reversed(path[:-1]), first]
+            if nxt not in came_from:
+                came_from[nxt] = node
+                queue.append(nxt)
+    raise ValueError(f"internal: {first} is on no loop")
