@@ -1,7 +1,7 @@
 """Command line: `python main.py [GRAPH]` opens the GUI; subcommands run headless.
 
     python main.py run GRAPH.json|IMAGE.png [--set NODE.PARAM=VALUE]... [--out DIR] [--json]
-                       [--batch FILE.jsonl] [--device D] [--cache-dir D] [--no-disk-cache]
+                       [--batch FILE.jsonl] [--device D] [--threads N] [--cache-dir D] [--no-disk-cache]
     python main.py validate GRAPH
     python main.py nodes [--json]
     python main.py inspect-model FILE [--json]
@@ -221,6 +221,8 @@ def _run_parser() -> _Parser:
     p.add_argument("--json", action="store_true", help="print one JSON summary object")
     p.add_argument("--batch", metavar="FILE.jsonl", help='one run per line of {"NODE.PARAM": value}')
     p.add_argument("--device", type=_device, help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--threads", type=_threads, default=0,
+                   help="CPU threads for torch (default 0: the cores other processes leave idle)")
     p.add_argument("--cache-dir", metavar="DIR", help="result cache folder (default: user cache)")
     p.add_argument("--no-disk-cache", action="store_true", help="keep results in memory only")
     return p
@@ -232,6 +234,16 @@ def _device(text: str) -> str:
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text):
         raise argparse.ArgumentTypeError(f"{text!r} is not auto, cpu, cuda, cuda:N or mps")
     return text
+
+
+def _threads(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a thread count (0 or more; 0 chooses by load)")
+    return value
 
 
 def cmd_run(argv: list[str], registry: NodeRegistry | None) -> int:
@@ -255,7 +267,7 @@ def _make_executor(args: argparse.Namespace, registry: NodeRegistry) -> Any:
     from engine.spec import EngineSettings
 
     settings = EngineSettings(output_dir=args.out or os.getcwd(), device=args.device or "auto",
-                              cache_dir=args.cache_dir)
+                              cache_dir=args.cache_dir, threads=args.threads)
     cache = ResultCache.from_settings(settings, disk=not args.no_disk_cache)
     return Executor(registry, settings, cache)
 

@@ -142,6 +142,7 @@ class EngineSettings:
     cache_dir: str | None = None  # None: the user cache directory
     memory_cache_bytes: int = 2 * 1024**3
     disk_cache_bytes: int = 4 * 1024**3
+    threads: int = 0  # torch CPU threads; 0: the cores other processes leave idle (models.loader.cpu_threads)
 
 
 # A compute result may also carry, under this key, the paths of files it wrote

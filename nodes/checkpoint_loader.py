@@ -73,13 +73,15 @@ def resolve_checkpoint_path(name: str, settings: EngineSettings | None = None) -
 
 
 def _load(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    from engine.models.loader import load_checkpoint, resolve_device, resolve_dtype
+    from engine.models.loader import load_checkpoint, resolve_device, resolve_dtype, use_cpu_threads
 
     settings = ctx.settings
     path = resolve_checkpoint_path(params["checkpoint"], settings)
     use_ema = bool(params["use_ema"])
     try:
         device = resolve_device(settings.device)
+        if device.type == "cpu":
+            use_cpu_threads(settings.threads)
         dtype = resolve_dtype(settings.precision, device)
         loaded = ctx.models.get("checkpoint", path, lambda: load_checkpoint(path, device, dtype, use_ema=use_ema),
                                 extra=(str(device), str(dtype), use_ema))

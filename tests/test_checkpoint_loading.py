@@ -564,3 +564,55 @@ def test_checkpoint_loader_node_keeps_the_model_and_lists_checkpoints(tiny, tmp_
     with pytest.raises(UserInputError, match="bad.safetensors: truncated") as info:
         CHECKPOINT_LOADER.compute(ctx, {}, {**params, "checkpoint": str(tmp_path / "bad.safetensors")})
     assert info.value.param == "checkpoint"
+
+
+# ---------------------------------------------------------------- start-up cost and CPU threads
+
+
+def test_loading_a_token_model_imports_no_compiler_stack(tmp_path):
+    """Building on meta must not pull in torch._dynamo/sympy (seconds of start-up) or transformers."""
+    import subprocess
+
+    from engine.models.loader import METADATA_CONFIG_KEY
+    from engine.models.token_conditioner import TokenConditionerConfig
+
+    tokens = TokenConditionerConfig(words=WORDS, coord_bins=8, max_tokens=8, width=128, layers=1, heads=2)
+    cfg = tiny_config(ConditionerConfig("tokens", tokens.to_dict()))
+    path = tmp_path / "tokens.safetensors"
+    metadata = {METADATA_CONFIG_KEY: json.dumps(cfg.to_dict())}
+    save_file(original_state(*random_modules(cfg)), str(path), metadata=metadata)
+    code = ("import sys; from engine.models.loader import load_checkpoint; before = set(sys.modules);"
+            f"loaded = load_checkpoint({str(path)!r}, 'cpu');"
+            "assert loaded.conditioner.accepts is not None;"
+            "heavy = sorted(m for m in set(sys.modules) - before"
+            " if m.split('.')[0] in ('sympy', 'transformers') or m.startswith('torch._dynamo'));"
+            "assert not heavy, heavy[:3]")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([sys.executable, "-c", code], cwd=repo, check=True, timeout=120,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_cpu_threads_leave_the_cores_other_work_keeps_busy(monkeypatch):
+    from engine.models import loader
+
+    monkeypatch.setattr(loader, "_DEFAULT_THREADS", 4)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    for load, expected in ((0.1, 4), (1.4, 3), (2.7, 1), (9.0, 1)):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        assert loader.cpu_threads() == expected, load
+    assert loader.cpu_threads(3) == 3  # asked for: kept, whatever the load
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert loader.cpu_threads() == 4  # the user's own setting wins over the load
+
+
+def test_checkpoint_loader_node_sets_the_cpu_threads_asked_for(tiny):
+    from engine.spec import EngineSettings
+    from nodes.checkpoint_loader import CHECKPOINT_LOADER
+
+    before = torch.get_num_threads()
+    try:
+        params = {**CHECKPOINT_LOADER.default_params(), "checkpoint": str(tiny.path)}
+        CHECKPOINT_LOADER.compute(_Ctx(EngineSettings(device="cpu", threads=2)), {}, params)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -128,6 +128,8 @@ def test_user_mistakes_exit_2_without_traceback(graph_path, tmp_path, capsys):
     assert "--frobnicate" in one_line_error(capsys)
     assert main(["run", str(graph_path), "--device", "gpu"]) == 2
     assert "'gpu' is not auto, cpu, cuda, cuda:N or mps" in one_line_error(capsys)
+    assert main(["run", str(graph_path), "--threads", "-2"]) == 2
+    assert "'-2' is not a thread count" in one_line_error(capsys)
 
 
 def test_batch_runs_once_per_line_reusing_the_cache(graph_path, tmp_path, capsys):
