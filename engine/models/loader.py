@@ -441,6 +441,11 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "auto"
     ae_dtype = torch.float32 if dt == torch.float16 else dt  # SD-style VAEs overflow in fp16
     for plan in plans:
         _load_plan(plan, resolved.source, dev, ae_dtype if plan.module is ae else dt)
+    if dev.type == "cpu":
+        # oneDNN convolutions then skip reordering every activation: measured on one thread, the
+        # 4x SR decoder at 512 px took 2.0 s instead of 2.7 s, the base UNet step 68 ms instead of 88 ms
+        for module in (unet, ae):
+            module.to(memory_format=torch.channels_last)
     name = os.path.basename(path.rstrip("/"))
     model = LatentDiffusionModel(unet, config.diffusion, name).to(dev)
     first_stage = FirstStage(ae, config.diffusion.scale_factor, name=name,
