@@ -1,6 +1,7 @@
 """The command line: run (--set, --batch, --json, PNG graphs), validate, nodes, exit codes."""
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -77,6 +78,17 @@ def test_run_without_torch_when_the_graph_does_not_need_it(tmp_path):
     code = (f"import sys; from engine.cli import main; rc = main(['run', {str(path)!r}, '--no-disk-cache']);"
             "assert rc == 0, rc; assert 'torch' not in sys.modules and 'PySide6' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
+
+
+def test_a_run_pauses_the_garbage_collector_only_while_it_runs(graph_path, tmp_path, capsys):
+    assert run_cli(tmp_path, graph_path, "--json") == 0
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert run_cli(tmp_path, graph_path, "--json") == 0
+        assert not gc.isenabled()  # the caller's choice is kept
+    finally:
+        gc.enable()
 
 
 def test_set_by_id_and_by_title_with_json_and_text_values(graph_path, tmp_path, capsys):
