@@ -318,7 +318,6 @@ def meta_modules() -> Iterator[None]:
         yield
 
 
-
 def build_modules(config: CheckpointConfig, tokenizer: Any = None) -> tuple[nn.Module, nn.Module, Conditioner]:
     """UNet, autoencoder and conditioner for a config (call under `meta_modules()` to skip init)."""
     from engine.models.autoencoder import AutoencoderKL, VQModel
