@@ -425,7 +425,7 @@ class MainWindow(QMainWindow):
     def revalidate(self) -> None:
         """Mark problems (missing inputs, bad params) on the nodes before anything runs.
 
-        Checked on a helper thread: the first check imports networkx, too slow for the UI thread."""
+        Checked on a helper thread, so that a large graph never holds up the UI."""
         if self._closed:
             return
         self._validation_rev += 1
