@@ -309,3 +309,58 @@ def engine_executor() -> Any:
     settings = EngineSettings(device="cpu", precision="fp32")
     return Executor(build_registry(), settings, cache=ResultCache.from_settings(settings, disk=False))
 
+
+
+# ---------------------------------------------------------------- the trainers' command lines
+
+THREADS_HELP = "torch threads; 1 is fastest while other work shares the CPU (measured 5-10x)"
+
+
+def add_run_arguments(parser: Any, minutes: float = 120.0) -> None:
+    """--unet, --steps, --minutes, --save-every: how long a diffusion trainer runs and how often it saves."""
+    parser.add_argument("--unet", default=None, help='UNet config changes as JSON, e.g. \'{"model_channels": 32}\'')
+    parser.add_argument("--steps", type=int, default=1_000_000)
+    parser.add_argument("--minutes", type=float, default=minutes)
+    parser.add_argument("--save-every", type=float, default=300.0)
+
+
+def add_export_arguments(parser: Any, run: str, out: str, eval_steps: int, eval_what: str) -> None:
+    """--run, --out, --ae, --weights, --dtype, --eval-n, --eval-steps of an `export` subcommand."""
+    parser.add_argument("--run", default=run)
+    parser.add_argument("--out", default=out, help="path without extension")
+    parser.add_argument("--ae", default=None, help="the autoencoder file (default: the one the run trained on)")
+    parser.add_argument("--weights", choices=("ema", "raw"), default="ema")
+    parser.add_argument("--dtype", choices=("float16", "float32"), default="float16")
+    parser.add_argument("--eval-n", type=int, default=0, help=f"held-out {eval_what} to measure through the engine")
+    parser.add_argument("--eval-steps", type=int, default=eval_steps)
+
+
+def add_speed_parser(sub: Any, batch: int, what: str = "training") -> Any:
+    sp = sub.add_parser("speed", help=f"measure {what} steps/s on random latents")
+    sp.add_argument("--seconds", type=float, default=60.0)
+    sp.add_argument("--batch", type=int, default=batch)
+    return sp
+
+
+def add_threads_argument(*parsers: Any) -> None:
+    for parser in parsers:
+        parser.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
+
+
+def run_command(args: Any, command: Callable[[Any], None]) -> int:
+    """Set the thread count and run; a KilnError becomes one line on stderr and exit status 2."""
+    import sys
+
+    torch.set_num_threads(args.threads)
+    try:
+        command(args)
+    except KilnError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def print_export(card: dict[str, Any], out: str) -> None:
+    """What an export prints: the evaluation when there was one, else the file and its training steps."""
+    print(json.dumps(card.get("evaluation") or {"written": f"{out}.safetensors",
+                                                "steps": card["training"]["steps"]}, indent=2))

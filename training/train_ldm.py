@@ -43,7 +43,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.errors import KilnError
 from engine.models.configs import (
     AutoencoderConfig,
     CheckpointConfig,
@@ -58,6 +57,10 @@ from training.common import (
     LATENT_CHANNELS,
     STATE,
     ConcatTrainer,
+    add_export_arguments,
+    add_run_arguments,
+    add_speed_parser,
+    add_threads_argument,
     build_graph,
     dataclass_from,
     encode_scenes,
@@ -65,7 +68,9 @@ from training.common import (
     load_autoencoder,
     load_state,
     log,
+    print_export,
     resume_run,
+    run_command,
     run_image,
     run_loop,
     save_run,
@@ -390,45 +395,23 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--scenes", type=int, default=LdmTrainConfig.scenes)
     tr.add_argument("--batch", type=int, default=LdmTrainConfig.batch)
     tr.add_argument("--lr", type=float, default=LdmTrainConfig.lr)
-    tr.add_argument("--unet", default=None, help='UNet config changes as JSON, e.g. \'{"model_channels": 32}\'')
-    tr.add_argument("--steps", type=int, default=1_000_000)
-    tr.add_argument("--minutes", type=float, default=120.0)
-    tr.add_argument("--save-every", type=float, default=300.0)
+    add_run_arguments(tr)
     ex = sub.add_parser("export", help="write the model file and its card from a run")
-    ex.add_argument("--run", default="runs/ldm")
-    ex.add_argument("--out", default=DEFAULT_MODEL, help="path without extension")
-    ex.add_argument("--ae", default=None, help="the autoencoder file (default: the one the run trained on)")
-    ex.add_argument("--weights", choices=("ema", "raw"), default="ema")
-    ex.add_argument("--dtype", choices=("float16", "float32"), default="float16")
-    ex.add_argument("--eval-n", type=int, default=0, help="held-out scenes to measure through the engine")
-    ex.add_argument("--eval-steps", type=int, default=25)
+    add_export_arguments(ex, "runs/ldm", DEFAULT_MODEL, 25, "scenes")
     ex.add_argument("--eval-cfg", type=float, default=3.0)
-    sp = sub.add_parser("speed", help="measure training steps/s on random latents")
-    sp.add_argument("--seconds", type=float, default=60.0)
-    sp.add_argument("--batch", type=int, default=LdmTrainConfig.batch)
-    for p in (tr, ex, sp):
-        p.add_argument("--threads", type=int, default=1,
-                       help="torch threads; 1 is fastest while other work shares the CPU")
+    sp = add_speed_parser(sub, LdmTrainConfig.batch)
+    add_threads_argument(tr, ex, sp)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    torch.set_num_threads(args.threads)
-    try:
-        _run_command(args)
-    except KilnError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(_parser().parse_args(argv), _run_command)
 
 
 def _run_command(args: argparse.Namespace) -> None:
     if args.command == "export":
-        card = export(args.run, args.out, args.ae, args.weights, args.dtype, args.eval_n, args.eval_steps,
-                      args.eval_cfg)
-        print(json.dumps(card.get("evaluation") or {"written": f"{args.out}.safetensors",
-                                                    "steps": card["training"]["steps"]}, indent=2))
+        print_export(export(args.run, args.out, args.ae, args.weights, args.dtype, args.eval_n, args.eval_steps,
+                            args.eval_cfg), args.out)
     elif args.command == "speed":
         print(json.dumps(speed(args)))
     else:

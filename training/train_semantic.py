@@ -47,7 +47,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.errors import KilnError
 from engine.models.conditioners import SpatialConditioner
 from engine.models.configs import (
     AutoencoderConfig,
@@ -56,19 +55,24 @@ from engine.models.configs import (
     DiffusionConfig,
     UNetConfig,
 )
-from training.common import (  # noqa: F401
+from training.common import (
     IMAGE_SIZE,
     LATENT_CHANNELS,
     STATE,
     ConcatTrainer,
-    atomic_torch_save,
+    add_export_arguments,
+    add_run_arguments,
+    add_speed_parser,
+    add_threads_argument,
     dataclass_from,
     encode_scenes,
     engine_executor,
     load_autoencoder,
     load_state,
     log,
+    print_export,
     resume_run,
+    run_command,
     run_image,
     run_loop,
     save_run,
@@ -271,45 +275,23 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch", type=int, default=SemanticTrainConfig.batch)
     tr.add_argument("--lr", type=float, default=SemanticTrainConfig.lr)
     tr.add_argument("--p-uncond", type=float, default=SemanticTrainConfig.p_uncond)
-    tr.add_argument("--unet", default=None, help='UNet config changes as JSON, e.g. \'{"model_channels": 32}\'')
-    tr.add_argument("--steps", type=int, default=1_000_000)
-    tr.add_argument("--minutes", type=float, default=120.0)
-    tr.add_argument("--save-every", type=float, default=300.0)
+    add_run_arguments(tr)
     ex = sub.add_parser("export", help="write the model file and its card from a run")
-    ex.add_argument("--run", default="runs/semantic")
-    ex.add_argument("--out", default="resources/models/kiln-shapes-semantic", help="path without extension")
-    ex.add_argument("--ae", default=None, help="the autoencoder file (default: the one the run trained on)")
-    ex.add_argument("--weights", choices=("ema", "raw"), default="ema")
-    ex.add_argument("--dtype", choices=("float16", "float32"), default="float16")
-    ex.add_argument("--eval-n", type=int, default=0, help="held-out maps to measure through the engine")
-    ex.add_argument("--eval-steps", type=int, default=25)
+    add_export_arguments(ex, "runs/semantic", "resources/models/kiln-shapes-semantic", 25, "maps")
     ex.add_argument("--eval-cfg", type=float, default=2.0)
-    sp = sub.add_parser("speed", help="measure training steps/s on random latents")
-    sp.add_argument("--seconds", type=float, default=60.0)
-    sp.add_argument("--batch", type=int, default=SemanticTrainConfig.batch)
-    for p in (tr, ex, sp):
-        p.add_argument("--threads", type=int, default=1,
-                       help="torch threads; 1 is fastest while other work shares the CPU (measured 5-10x)")
+    sp = add_speed_parser(sub, SemanticTrainConfig.batch)
+    add_threads_argument(tr, ex, sp)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    torch.set_num_threads(args.threads)
-    try:
-        _run_command(args)
-    except KilnError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(_parser().parse_args(argv), _run_command)
 
 
 def _run_command(args: argparse.Namespace) -> None:
     if args.command == "export":
-        card = export(args.run, args.out, args.ae, args.weights, args.dtype, args.eval_n, args.eval_steps,
-                      args.eval_cfg)
-        print(json.dumps(card.get("evaluation") or {"written": f"{args.out}.safetensors",
-                                                    "steps": card["training"]["steps"]}, indent=2))
+        print_export(export(args.run, args.out, args.ae, args.weights, args.dtype, args.eval_n, args.eval_steps,
+                            args.eval_cfg), args.out)
     elif args.command == "speed":
         print(json.dumps(speed(args)))
     else:

@@ -45,7 +45,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.errors import KilnError
 from engine.models.configs import (
     AutoencoderConfig,
     CheckpointConfig,
@@ -56,13 +55,19 @@ from engine.models.configs import (
 from training.common import (
     STATE,
     ConcatTrainer,
+    add_export_arguments,
+    add_run_arguments,
+    add_speed_parser,
+    add_threads_argument,
     atomic_torch_save,
     dataclass_from,
     engine_executor,
     load_autoencoder,
     load_state,
     log,
+    print_export,
     resume_run,
+    run_command,
     run_image,
     run_loop,
     save_run,
@@ -351,24 +356,11 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch", type=int, default=SrTrainConfig.batch)
     tr.add_argument("--lr", type=float, default=SrTrainConfig.lr)
     tr.add_argument("--p-degrade", type=float, default=SrTrainConfig.p_degrade)
-    tr.add_argument("--unet", default=None, help='UNet config changes as JSON, e.g. \'{"model_channels": 64}\'')
-    tr.add_argument("--steps", type=int, default=1_000_000)
-    tr.add_argument("--minutes", type=float, default=120.0)
-    tr.add_argument("--save-every", type=float, default=300.0)
+    add_run_arguments(tr)
     ex = sub.add_parser("export", help="write the model file and its card from a run")
-    ex.add_argument("--run", default="runs/sr")
-    ex.add_argument("--out", default="resources/models/kiln-shapes-sr", help="path without extension")
-    ex.add_argument("--ae", default=None, help="the autoencoder file (default: the one the run trained on)")
-    ex.add_argument("--weights", choices=("ema", "raw"), default="ema")
-    ex.add_argument("--dtype", choices=("float16", "float32"), default="float16")
-    ex.add_argument("--eval-n", type=int, default=0, help="held-out scenes to measure through the engine")
-    ex.add_argument("--eval-steps", type=int, default=15)
-    sp = sub.add_parser("speed", help="measure UNet training steps/s on random latents")
-    sp.add_argument("--seconds", type=float, default=60.0)
-    sp.add_argument("--batch", type=int, default=SrTrainConfig.batch)
-    for p in (ea, tr, ex, sp):
-        p.add_argument("--threads", type=int, default=1,
-                       help="torch threads; 1 is fastest while other work shares the CPU (measured 5-10x)")
+    add_export_arguments(ex, "runs/sr", "resources/models/kiln-shapes-sr", 15, "scenes")
+    sp = add_speed_parser(sub, SrTrainConfig.batch, "UNet training")
+    add_threads_argument(ea, tr, ex, sp)
     return parser
 
 
@@ -378,22 +370,15 @@ def main(argv: list[str] | None = None) -> int:
         return train_autoencoder_command(args.out, extra)
     if extra:
         _parser().error(f"unrecognized arguments: {' '.join(extra)}")
-    torch.set_num_threads(args.threads)
-    try:
-        _run_command(args)
-    except KilnError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(args, _run_command)
 
 
 def _run_command(args: argparse.Namespace) -> None:
     if args.command == "export-autoencoder":
         print(json.dumps(export_autoencoder(args.run, args.out, args.n)["evaluation"], indent=2))
     elif args.command == "export":
-        card = export(args.run, args.out, args.ae, args.weights, args.dtype, args.eval_n, args.eval_steps)
-        print(json.dumps(card.get("evaluation") or {"written": f"{args.out}.safetensors",
-                                                    "steps": card["training"]["steps"]}, indent=2))
+        print_export(export(args.run, args.out, args.ae, args.weights, args.dtype, args.eval_n, args.eval_steps),
+                     args.out)
     elif args.command == "speed":
         print(json.dumps(speed(args)))
     else:
