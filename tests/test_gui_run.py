@@ -167,3 +167,24 @@ def test_auto_run_reruns_shortly_after_an_edit(window, qtbot):
     qtbot.waitUntil(lambda: window.viewer.current is not None, timeout=20000)
     wait_idle(qtbot, window)
     assert window.viewer.current.pixels[0, 0].tolist() == [0, 0, 0]
+
+
+def test_the_default_graph_runs_on_the_built_in_models_to_a_512px_picture(window, qtbot):
+    from pathlib import Path
+
+    from PIL import Image
+
+    from training.analyser import analyse, match_caption
+
+    assert window.load_path(str(Path(__file__).resolve().parents[1] / "resources" / "graphs" / "default.json"))
+    window.editor.set_param("sampler", "steps", 10)
+    window.editor.set_param("sr_sampler", "steps", 5)
+    window.actions["run"].trigger()
+    wait_idle(qtbot, window, timeout=240_000)
+    assert window.run_control.last_result.ok, window.run_control.last_result.error_message
+    shown = window.viewer.current
+    assert shown.node_id == "save" and shown.pixels.shape == (512, 512, 3)
+    small = np.asarray(Image.fromarray(shown.pixels).resize((128, 128), Image.Resampling.BOX))
+    match = match_caption(analyse(small), window.doc.graph.nodes["prompt"].params["text"])
+    assert all(m.colour_ok and m.shape_ok for m in match.objects)
+    assert window.scene.nodes["sampler"].thumbnail is not None

@@ -36,6 +36,7 @@ import numpy as np
 from engine.errors import KilnError
 from training.analyser import (
     analyse,
+    box_iou,
     label_map_accuracy,
     label_map_miou,
     layout_iou,
@@ -48,6 +49,7 @@ from training.shapes_world import (
     COLOUR_NAMES,
     SHAPES,
     Scene,
+    SceneObject,
     caption,
     layout,
     make_scene,
@@ -153,14 +155,19 @@ def evaluate_layout_to_image(generate: Callable[[list[dict], int], np.ndarray], 
             "count_accuracy": counts / len(seeds)}
 
 
-def inpainting_mask(scene: Scene, seed: int, size: int = 128) -> np.ndarray:
-    """(S, S) float32, 1 = hole: one half (left/right/top/bottom, by seed) of one object's box, grown 2 px."""
+def hidden_object(scene: Scene, seed: int) -> tuple[SceneObject, tuple[float, float, float, float]]:
+    """The object whose half the inpainting metric hides, and that half (x0, y0, x1, y1), chosen by seed."""
     rng = np.random.default_rng([seed, 7])
     obj = scene.objects[int(rng.integers(len(scene.objects)))]
     x0, y0, x1, y1 = obj.box
     xm, ym = (x0 + x1) / 2, (y0 + y1) / 2
     halves = [(x0, y0, xm, y1), (xm, y0, x1, y1), (x0, y0, x1, ym), (x0, ym, x1, y1)]
-    x0, y0, x1, y1 = halves[int(rng.integers(4))]
+    return obj, halves[int(rng.integers(4))]
+
+
+def inpainting_mask(scene: Scene, seed: int, size: int = 128) -> np.ndarray:
+    """(S, S) float32, 1 = hole: one half (left/right/top/bottom, by seed) of one object's box, grown 2 px."""
+    x0, y0, x1, y1 = hidden_object(scene, seed)[1]
     grow = 2 / size
     mask = np.zeros((size, size), dtype=np.float32)
     r0, r1 = max(int((y0 - grow) * size), 0), min(int(np.ceil((y1 + grow) * size)), size)
@@ -171,8 +178,10 @@ def inpainting_mask(scene: Scene, seed: int, size: int = 128) -> np.ndarray:
 
 def evaluate_inpainting(generate: Callable[[np.ndarray, np.ndarray, int], np.ndarray], seeds: Sequence[int],
                         size: int = 128) -> dict:
-    """Hide half of one object; the visible half says what belongs in the hole."""
-    hole, known, exact = [], [], 0
+    """Hide half of one object; the visible half says what belongs in the hole.
+
+    object_accuracy: the hidden object is whole again, seen with its colour and shape where it was (box IoU >= 0.5)."""
+    hole, known, exact, restored = [], [], 0, 0
     for seed in seeds:
         scene = make_scene(seed)
         truth = render(scene, size)
@@ -181,9 +190,13 @@ def evaluate_inpainting(generate: Callable[[np.ndarray, np.ndarray, int], np.nda
         image = _check_output(generate(masked, mask, seed), size, "inpainting")
         hole.append(_capped_psnr(truth, image, mask))
         known.append(_capped_psnr(truth, image, 1.0 - mask))
-        exact += scene_matches(analyse(image), scene)
-    return {"metric": "inpainting", "n": len(seeds), "psnr_hole": float(np.mean(hole)),
-            "psnr_known": float(np.mean(known)), "scene_exact": exact / len(seeds)}
+        analysis = analyse(image)
+        exact += scene_matches(analysis, scene)
+        obj = hidden_object(scene, seed)[0]
+        restored += any(d.label == obj.label and box_iou(d.box, obj.box) >= 0.5 for d in analysis.objects)
+    n = len(seeds)
+    return {"metric": "inpainting", "n": n, "psnr_hole": float(np.mean(hole)), "psnr_known": float(np.mean(known)),
+            "object_accuracy": restored / n, "scene_exact": exact / n}
 
 
 def evaluate_semantic(generate: Callable[[np.ndarray, int], np.ndarray], seeds: Sequence[int],
