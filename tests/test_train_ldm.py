@@ -14,7 +14,7 @@ from engine.models.token_conditioner import TokenConditionerConfig
 from engine.models.unet import UNetModel
 from training import shapes_world as world
 from training import train_ldm as tl
-from training.common import STATE, engine_executor, run_image, save_run
+from training.common import STATE, engine_executor, run_image, save_run, training_target
 from training.train_ldm import LdmTrainConfig, Trainer, make_batch, vocabulary
 
 
@@ -126,6 +126,18 @@ def test_export_writes_the_original_layout_and_the_explicit_inpainting_conventio
     assert loaded.config.diffusion.conditioning_key == "hybrid"
     assert loaded.config.diffusion.scale_factor == pytest.approx(0.75)
     assert loaded.first_stage.inpaint_convention == "kiln"
+    assert loaded.config.diffusion.prediction == "v"  # the samplers read the model's output as v
+
+
+def test_v_target_gives_back_the_clean_latent_and_the_noise():
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g)
+    a = torch.tensor([0.999, 0.3, 1e-4]).view(-1, 1, 1, 1)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    v = training_target("v", x0, noise, a)
+    torch.testing.assert_close(a.sqrt() * x_t - (1 - a).sqrt() * v, x0)
+    torch.testing.assert_close((1 - a).sqrt() * x_t + a.sqrt() * v, noise)
+    assert training_target("eps", x0, noise, a) is noise
 
 
 def test_text_and_layout_graphs_run_through_the_real_nodes(exported):

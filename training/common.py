@@ -70,8 +70,18 @@ def with_overrides(unet: UNetConfig, text: str | None) -> UNetConfig:
 # ---------------------------------------------------------------- the shared trainer
 
 
+def training_target(prediction: str, x0: torch.Tensor, noise: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """What the UNet learns to output: eps, or v = sqrt(a) eps - sqrt(1 - a) x0 (a = alphas_cumprod[t]).
+
+    v keeps the loss meaningful at the noisiest steps, where an eps model must be very precise for its
+    x0 estimate (x0 = (x_t - sqrt(1 - a) eps) / sqrt(a)) to be of any use; short runs need that."""
+    if prediction == "eps":
+        return noise
+    return a.sqrt() * noise - (1 - a).sqrt() * x0
+
+
 class ConcatTrainer:
-    """eps-prediction training of a UNet whose conditioning is concatenated to the noisy latent.
+    """eps- or v-prediction training (the diffusion config's `prediction`) of a UNet with concat conditioning.
 
     `cond_stage` is an optional conditioner module trained with the UNet; its
     weights are exported under `cond_stage_model.`. Subclasses turn the batch's
@@ -114,7 +124,7 @@ class ConcatTrainer:
         a = self.model.alphas_cumprod[t].float().view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
         pred = self.unet(torch.cat([x_t, self.concat(cond_input)], dim=1), t, context=self.context(cond_input))
-        loss = F.mse_loss(pred, noise)
+        loss = F.mse_loss(pred, training_target(self.model.prediction, x0, noise, a))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self._parameters(), 1.0)

@@ -98,11 +98,11 @@ class LdmTrainConfig:
     conditioner: TokenConditionerConfig = field(default_factory=lambda: TokenConditionerConfig(
         words=vocabulary(), coord_bins=64, max_tokens=32, width=128, layers=2, heads=4))
     diffusion: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(
-        linear_start=0.0015, linear_end=0.0195, conditioning_key="hybrid"))
+        linear_start=0.0015, linear_end=0.0195, conditioning_key="hybrid", prediction="v"))
     scenes: int = 40_000  # training scenes encoded once to latents
     batch: int = 32
     lr: float = 2e-4
-    ema: float = 0.999
+    ema: float = 0.998
     p_text: float = 0.45
     p_layout: float = 0.40  # the rest is unconditional
     p_inpaint: float = 0.5

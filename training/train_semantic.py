@@ -91,13 +91,13 @@ class SemanticTrainConfig:
         in_channels=LATENT_CHANNELS + 16, out_channels=LATENT_CHANNELS, model_channels=32, num_res_blocks=2,
         attention_resolutions=(2, 4), channel_mult=(1, 2, 5), num_head_channels=32, legacy=False))
     diffusion: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(
-        linear_start=0.0015, linear_end=0.0195, conditioning_key="concat"))
+        linear_start=0.0015, linear_end=0.0195, conditioning_key="concat", prediction="v"))
     map_channels: int = 16  # the channel mapper's output: concat channels
     n_stages: int = 3  # bilinear halvings: 128 px map -> 16x16 latent grid
     scenes: int = 40_000  # training scenes encoded once to latents
     batch: int = 32
     lr: float = 2e-4
-    ema: float = 0.999
+    ema: float = 0.998
     p_uncond: float = 0.1  # maps dropped for classifier-free guidance
     seed: int = 0
 

@@ -89,7 +89,7 @@ class SrTrainConfig:
         in_channels=3 + LOW_CHANNELS, out_channels=3, model_channels=32, num_res_blocks=(1, 1, 2, 2),
         attention_resolutions=(), channel_mult=(1, 1, 2, 4), num_head_channels=32, legacy=False))
     diffusion: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(
-        linear_start=0.0015, linear_end=0.0155, conditioning_key="concat"))
+        linear_start=0.0015, linear_end=0.0155, conditioning_key="concat", prediction="v"))
     factor: int = 4
     crop: int = 128  # pixels of the large crop (32x32 latents at f=4)
     sizes: tuple[int, ...] = (128, 256, 512)  # render sizes the crops are cut from
