@@ -54,7 +54,7 @@ def test_crop_pool_is_encoded_once_and_reused(tmp_path):
     assert bigger[0].shape[0] == 6 and torch.equal(cached, bigger[0])
 
 
-def test_autoencoder_command_trains_train_autoencoder_with_the_f4_preset(tmp_path):
+def test_autoencoder_command_trains_train_autoencoder_with_the_f4_preset(tmp_path, capsys):
     from training import train_autoencoder
 
     run = tmp_path / "sr-ae"
@@ -62,8 +62,9 @@ def test_autoencoder_command_trains_train_autoencoder_with_the_f4_preset(tmp_pat
                      "--threads", "1"]) == 0
     state = train_autoencoder.load_checkpoint(run / train_autoencoder.CHECKPOINT)
     arch = json.loads(state["autoencoder"])
-    assert arch["ch_mult"] == [1, 2, 2] and arch["z_channels"] == 3 and arch["embed_dim"] == 3
+    assert arch["ch_mult"] == [1, 1, 2] and arch["z_channels"] == 3 and arch["embed_dim"] == 3
     assert state["step"] == 1
+    assert "init from" in capsys.readouterr().out  # started from the f=8 autoencoder's full-res levels
 
 
 def test_train_export_and_upscale_32_to_128_through_the_engine(tmp_path):

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from engine.models.autoencoder import AutoencoderKL
 from engine.models.configs import AutoencoderConfig
@@ -68,6 +69,7 @@ class TrainConfig:
     log_every: int = 25
     seed: int = 0
     threads: int = 0  # 0: 2 threads while the machine has a core to spare, else 1 (re-checked as it runs)
+    init_from: str = ""  # an autoencoder file: a new run starts from its tensors of the same name and shape
 
 
 def autoencoder_config(tc: TrainConfig) -> AutoencoderConfig:
@@ -171,6 +173,19 @@ def config_from_json(text: str, **overrides) -> TrainConfig:
     return tc
 
 
+def copy_matching_tensors(model: nn.Module, path: str) -> int:
+    """Start from another autoencoder: every tensor whose name and shape agree is copied (e.g. the full-
+    resolution levels of the f=8 model into an f=4 one of the same width). Returns how many were."""
+    from training.common import load_autoencoder
+
+    source = load_autoencoder(path)[0].state_dict()
+    own = model.state_dict()
+    shared = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(shared, strict=False)
+    log(f"init from {path}: {len(shared)} of {len(own)} tensors")
+    return len(shared)
+
+
 # ---------------------------------------------------------------- the loop
 
 
@@ -182,6 +197,8 @@ class Trainer:
         torch.manual_seed(tc.seed)
         self.model = AutoencoderKL(autoencoder_config(tc))
         init_posterior(self.model, tc.logvar_init)
+        if tc.init_from:
+            copy_matching_tensors(self.model, tc.init_from)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=tc.lr, betas=(0.9, 0.99))
         self.step = 0

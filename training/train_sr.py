@@ -79,8 +79,10 @@ from training.shapes_world import make_scene, render
 
 LOW_CHANNELS = 3
 
-# The SR autoencoder: KL, f=4 (three levels), 3 latent channels, no attention; trained on 64 px crops.
-SR_AE_FLAGS = ("--ch", "32", "--ch-mult", "1,2,2", "--num-res-blocks", "1", "--z-channels", "3", "--crop", "64")
+# The SR autoencoder: KL, f=4 (three levels), 3 latent channels, no attention; trained on whole 128 px renders,
+# starting from the built-in f=8 autoencoder's tensors where names and shapes agree (its full-resolution levels).
+SR_AE_FLAGS = ("--ch", "32", "--ch-mult", "1,1,2", "--num-res-blocks", "1", "--z-channels", "3", "--crop", "128",
+               "--init-from", str(Path(__file__).resolve().parents[1] / "resources" / "models" / "kiln-shapes-ae.safetensors"))
 
 
 @dataclass
