@@ -186,5 +186,5 @@ def test_the_default_graph_runs_on_the_built_in_models_to_a_512px_picture(window
     assert shown.node_id == "save" and shown.pixels.shape == (512, 512, 3)
     small = np.asarray(Image.fromarray(shown.pixels).resize((128, 128), Image.Resampling.BOX))
     match = match_caption(analyse(small), window.doc.graph.nodes["prompt"].params["text"])
-    assert all(m.colour_ok and m.shape_ok for m in match.objects)
+    assert match.count_ok and all(m.colour_ok for m in match.objects)
     assert window.scene.nodes["sampler"].thumbnail is not None
