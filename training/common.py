@@ -326,6 +326,28 @@ def engine_executor() -> Any:
 THREADS_HELP = "torch threads; 1 is fastest while other work shares the CPU (measured 5-10x)"
 
 
+def add_train_parser(sub: Any, out: str, ae: str, batch: int, lr: float, what: str = "train") -> Any:
+    """The `train` subcommand with the flags every diffusion trainer has; callers add their own."""
+    tr = sub.add_parser("train", help=f"{what} (resumes from OUT/state.pt when it exists)")
+    tr.add_argument("--out", default=out)
+    tr.add_argument("--ae", default=ae)
+    tr.add_argument("--batch", type=int, default=batch)
+    tr.add_argument("--lr", type=float, default=lr)
+    add_run_arguments(tr)
+    return tr
+
+
+def dispatch(args: Any, train: Callable[[Any], Any], export: Callable[[Any], dict[str, Any]],
+             speed: Callable[[Any], dict[str, float]]) -> None:
+    """Run the parsed `train`, `export` or `speed` subcommand of a diffusion trainer."""
+    if args.command == "export":
+        print_export(export(args), args.out)
+    elif args.command == "speed":
+        print(json.dumps(speed(args)))
+    else:
+        train(args)
+
+
 def add_run_arguments(parser: Any, minutes: float = 120.0) -> None:
     """--unet, --steps, --minutes, --save-every: how long a diffusion trainer runs and how often it saves."""
     parser.add_argument("--unet", default=None, help='UNet config changes as JSON, e.g. \'{"model_channels": 32}\'')

@@ -58,17 +58,17 @@ from training.common import (
     STATE,
     ConcatTrainer,
     add_export_arguments,
-    add_run_arguments,
     add_speed_parser,
     add_threads_argument,
+    add_train_parser,
     build_graph,
     dataclass_from,
+    dispatch,
     encode_scenes,
     engine_executor,
     load_autoencoder,
     load_state,
     log,
-    print_export,
     resume_run,
     run_command,
     run_image,
@@ -389,13 +389,9 @@ def speed(args: argparse.Namespace) -> dict[str, float]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training.train_ldm", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    tr = sub.add_parser("train", help="train (resumes from OUT/state.pt when it exists)")
-    tr.add_argument("--out", default="runs/ldm")
-    tr.add_argument("--ae", default="resources/models/kiln-shapes-ae.safetensors")
+    tr = add_train_parser(sub, "runs/ldm", "resources/models/kiln-shapes-ae.safetensors", LdmTrainConfig.batch,
+                          LdmTrainConfig.lr)
     tr.add_argument("--scenes", type=int, default=LdmTrainConfig.scenes)
-    tr.add_argument("--batch", type=int, default=LdmTrainConfig.batch)
-    tr.add_argument("--lr", type=float, default=LdmTrainConfig.lr)
-    add_run_arguments(tr)
     ex = sub.add_parser("export", help="write the model file and its card from a run")
     add_export_arguments(ex, "runs/ldm", DEFAULT_MODEL, 25, "scenes")
     ex.add_argument("--eval-cfg", type=float, default=3.0)
@@ -409,13 +405,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_command(args: argparse.Namespace) -> None:
-    if args.command == "export":
-        print_export(export(args.run, args.out, args.ae, args.weights, args.dtype, args.eval_n, args.eval_steps,
-                            args.eval_cfg), args.out)
-    elif args.command == "speed":
-        print(json.dumps(speed(args)))
-    else:
-        train(args)
+    dispatch(args, train, lambda a: export(a.run, a.out, a.ae, a.weights, a.dtype, a.eval_n, a.eval_steps,
+                                           a.eval_cfg), speed)
 
 
 if __name__ == "__main__":

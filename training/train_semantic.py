@@ -61,16 +61,16 @@ from training.common import (
     STATE,
     ConcatTrainer,
     add_export_arguments,
-    add_run_arguments,
     add_speed_parser,
     add_threads_argument,
+    add_train_parser,
     dataclass_from,
+    dispatch,
     encode_scenes,
     engine_executor,
     load_autoencoder,
     load_state,
     log,
-    print_export,
     resume_run,
     run_command,
     run_image,
@@ -268,14 +268,10 @@ def speed(args: argparse.Namespace) -> dict[str, float]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training.train_semantic", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    tr = sub.add_parser("train", help="train (resumes from OUT/state.pt when it exists)")
-    tr.add_argument("--out", default="runs/semantic")
-    tr.add_argument("--ae", default="resources/models/kiln-shapes-ae.safetensors")
+    tr = add_train_parser(sub, "runs/semantic", "resources/models/kiln-shapes-ae.safetensors",
+                          SemanticTrainConfig.batch, SemanticTrainConfig.lr)
     tr.add_argument("--scenes", type=int, default=SemanticTrainConfig.scenes)
-    tr.add_argument("--batch", type=int, default=SemanticTrainConfig.batch)
-    tr.add_argument("--lr", type=float, default=SemanticTrainConfig.lr)
     tr.add_argument("--p-uncond", type=float, default=SemanticTrainConfig.p_uncond)
-    add_run_arguments(tr)
     ex = sub.add_parser("export", help="write the model file and its card from a run")
     add_export_arguments(ex, "runs/semantic", "resources/models/kiln-shapes-semantic", 25, "maps")
     ex.add_argument("--eval-cfg", type=float, default=2.0)
@@ -289,13 +285,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_command(args: argparse.Namespace) -> None:
-    if args.command == "export":
-        print_export(export(args.run, args.out, args.ae, args.weights, args.dtype, args.eval_n, args.eval_steps,
-                            args.eval_cfg), args.out)
-    elif args.command == "speed":
-        print(json.dumps(speed(args)))
-    else:
-        train(args)
+    dispatch(args, train, lambda a: export(a.run, a.out, a.ae, a.weights, a.dtype, a.eval_n, a.eval_steps,
+                                           a.eval_cfg), speed)
 
 
 if __name__ == "__main__":

@@ -56,16 +56,16 @@ from training.common import (
     STATE,
     ConcatTrainer,
     add_export_arguments,
-    add_run_arguments,
     add_speed_parser,
     add_threads_argument,
+    add_train_parser,
     atomic_torch_save,
     dataclass_from,
+    dispatch,
     engine_executor,
     load_autoencoder,
     load_state,
     log,
-    print_export,
     resume_run,
     run_command,
     run_image,
@@ -351,14 +351,10 @@ def _parser() -> argparse.ArgumentParser:
     ea.add_argument("--run", default="runs/sr-ae")
     ea.add_argument("--out", default="runs/sr-ae/kiln-shapes-sr-ae", help="path without extension")
     ea.add_argument("--n", type=int, default=200, help="held-out images for the PSNR in its card")
-    tr = sub.add_parser("train", help="train the UNet (resumes from OUT/state.pt when it exists)")
-    tr.add_argument("--out", default="runs/sr")
-    tr.add_argument("--ae", default="runs/sr-ae/kiln-shapes-sr-ae.safetensors")
+    tr = add_train_parser(sub, "runs/sr", "runs/sr-ae/kiln-shapes-sr-ae.safetensors", SrTrainConfig.batch,
+                          SrTrainConfig.lr, "train the UNet")
     tr.add_argument("--pool", type=int, default=SrTrainConfig.pool)
-    tr.add_argument("--batch", type=int, default=SrTrainConfig.batch)
-    tr.add_argument("--lr", type=float, default=SrTrainConfig.lr)
     tr.add_argument("--p-degrade", type=float, default=SrTrainConfig.p_degrade)
-    add_run_arguments(tr)
     ex = sub.add_parser("export", help="write the model file and its card from a run")
     add_export_arguments(ex, "runs/sr", "resources/models/kiln-shapes-sr", 15, "scenes")
     sp = add_speed_parser(sub, SrTrainConfig.batch, "UNet training")
@@ -378,13 +374,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run_command(args: argparse.Namespace) -> None:
     if args.command == "export-autoencoder":
         print(json.dumps(export_autoencoder(args.run, args.out, args.n)["evaluation"], indent=2))
-    elif args.command == "export":
-        print_export(export(args.run, args.out, args.ae, args.weights, args.dtype, args.eval_n, args.eval_steps),
-                     args.out)
-    elif args.command == "speed":
-        print(json.dumps(speed(args)))
     else:
-        train(args)
+        dispatch(args, train, lambda a: export(a.run, a.out, a.ae, a.weights, a.dtype, a.eval_n, a.eval_steps), speed)
 
 
 if __name__ == "__main__":
