@@ -103,11 +103,20 @@ class Document(QObject):
         target = path or self.path
         if not target:
             raise KilnError("choose a file name first (Save As)")
+        self._rebase_paths(os.path.dirname(os.path.abspath(target)))
         graph_file.save(self.graph, target)
         self.path = os.path.abspath(target)
         self.undo_stack.setClean()
         self.path_changed.emit(self.path)
         return self.path
+
+    def _rebase_paths(self, folder: str) -> None:
+        """Relative file paths keep naming the same files when the graph moves folder."""
+        from engine import paths
+
+        if self.graph.base_dir != folder:
+            for node_id, name in paths.rebase(self.graph, self.registry, folder):
+                self.param_changed.emit(node_id, name)
 
     def set_graph(self, graph: Graph, path: str | None, clean: bool = True) -> None:
         """Replace the document (open/new/recover); not undoable, clears the history."""
@@ -240,6 +249,7 @@ class Autosaver(QObject):
         from engine import graph_file
 
         data = {"format": RECOVERY_FORMAT, "path": self.document.path, "time": time.time(),
+                "base_dir": self.document.graph.base_dir,
                 "graph": graph_file.graph_to_dict(self.document.graph)}
         os.makedirs(os.path.dirname(self.recovery_path) or ".", exist_ok=True)
         tmp = self.recovery_path + ".tmp"
@@ -263,6 +273,9 @@ def read_recovery(path: str) -> tuple[Graph, str | None] | None:
             data = json.load(f)
         if data.get("format") != RECOVERY_FORMAT:
             return None
-        return graph_file.graph_from_dict(data["graph"], path), data.get("path")
+        graph = graph_file.graph_from_dict(data["graph"], path)
+        base_dir = data.get("base_dir")
+        graph.base_dir = base_dir if isinstance(base_dir, str) else None
+        return graph, data.get("path")
     except (OSError, ValueError, KeyError, KilnError):
         return None

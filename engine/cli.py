@@ -132,7 +132,20 @@ def parse_set(item: str, graph: Graph, registry: NodeRegistry) -> Override:
     declared = registry[graph.nodes[override.node_id].type].param(param)
     if declared is not None and declared.type in _TEXT_PARAMS and not isinstance(value, str):
         value = raw  # `--set save.prefix=123` means the text "123"
-    return Override(override.node_id, param, value)
+    return _from_current_folder(Override(override.node_id, param, value), graph, registry)
+
+
+def _from_current_folder(override: Override, graph: Graph, registry: NodeRegistry) -> Override:
+    """A file path typed on the command line means a file from the current folder.
+
+    Paths inside the graph file are relative to the graph's folder (engine.paths),
+    so a relative path given here is made absolute before it joins the graph.
+    """
+    declared = registry[graph.nodes[override.node_id].type].param(override.param)
+    value = override.value
+    if declared is None or declared.type is not ParamType.PATH or not isinstance(value, str) or not value:
+        return override
+    return Override(override.node_id, override.param, os.path.abspath(os.path.expanduser(value)))
 
 
 def resolve_override(node_ref: str, param: str, graph: Graph, registry: NodeRegistry,
@@ -209,7 +222,8 @@ def _batch_overrides(line: str, graph: Graph, registry: NodeRegistry) -> list[Ov
         node_ref, dot, param = target.rpartition(".")
         if not dot or not node_ref or not param:
             raise UsageError(f"{target!r}: expected a key NODE.PARAM")
-        overrides.append(resolve_override(node_ref, param, graph, registry, value))
+        overrides.append(_from_current_folder(resolve_override(node_ref, param, graph, registry, value),
+                                              graph, registry))
     return overrides
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import events as E
+from engine import paths
 from engine.cache import ResultCache, file_identity, node_key
 from engine.errors import Cancelled, Issue, KilnError, NodeError, UserInputError, ValidationError
 from engine.graph import Graph, Node
@@ -144,7 +145,7 @@ def snapshot(graph: Graph) -> Graph:
     """A copy the GUI's later edits cannot reach (faster than deepcopy: params are JSON)."""
     return Graph(nodes={nid: replace(n, params=_copy_json(n.params)) for nid, n in graph.nodes.items()},
                  links=list(graph.links), backdrops={k: replace(b) for k, b in graph.backdrops.items()},
-                 meta=_copy_json(graph.meta))
+                 meta=_copy_json(graph.meta), base_dir=graph.base_dir)
 
 
 def _copy_json(value: Any) -> Any:
@@ -191,6 +192,7 @@ class _Run:
         self.order = needed_order(graph, targets)
         self.specs: dict[str, NodeSpec] = {nid: executor.registry[graph.nodes[nid].type] for nid in self.order}
         self.params = {nid: {**self.specs[nid].default_params(), **graph.nodes[nid].params} for nid in self.order}
+        self._resolve_paths(graph.base_dir)
         self.incoming: dict[str, dict[str, Any]] = {nid: {} for nid in self.order}  # id -> input -> link
         for lk in graph.links:
             if lk.dst in self.incoming:
@@ -238,6 +240,14 @@ class _Run:
             if inp.type == type_ and inp.name in inputs:
                 return inputs[inp.name]
         return _Missing(node.id, str(type_))
+
+    def _resolve_paths(self, base_dir: str | None) -> None:
+        """Relative PATH params name files beside the graph file (engine.paths)."""
+        for nid in self.order:
+            for p in self.specs[nid].params:
+                value = self.params[nid].get(p.name)
+                if p.type is ParamType.PATH and isinstance(value, str) and value:
+                    self.params[nid][p.name] = paths.resolve(value, base_dir)
 
     def _param_files(self, spec: NodeSpec, nid: str) -> dict[str, list]:
         """File identities for PATH params and for choice params naming an existing file."""

@@ -45,6 +45,9 @@ class Graph:
     links: list[Link] = field(default_factory=list)
     backdrops: dict[str, Backdrop] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    # The folder relative file paths in params are read from: the graph file's
+    # folder once loaded or saved (engine.paths); None for an unsaved graph. Not saved.
+    base_dir: str | None = field(default=None, compare=False, repr=False)
 
     # --- queries -------------------------------------------------------------
     def node(self, node_id: str) -> Node:

@@ -149,7 +149,9 @@ def load(path: str | os.PathLike) -> Graph:
             if head == _PNG_SIGNATURE:
                 from engine import pngmeta  # Pillow is only needed for images
 
-                return graph_from_dict(pngmeta.read_png_graph(path), source=path)
+                graph = graph_from_dict(pngmeta.read_png_graph(path), source=path)
+                graph.base_dir = os.path.dirname(os.path.abspath(path))
+                return graph
             raw = head + f.read()
     except FileNotFoundError:
         raise GraphFileError(path, "no such file") from None
@@ -157,7 +159,9 @@ def load(path: str | os.PathLike) -> Graph:
         raise GraphFileError(path, "is a folder, not a graph file") from None
     except OSError as exc:
         raise GraphFileError(path, f"cannot be read: {exc.strerror or exc}") from None
-    return loads(_decode(raw, path), source=path)
+    graph = loads(_decode(raw, path), source=path)
+    graph.base_dir = os.path.dirname(os.path.abspath(path))
+    return graph
 
 
 def _decode(raw: bytes, source: str) -> str:

@@ -193,3 +193,21 @@ def test_the_settings_dialog_writes_what_the_user_chose(window, settings):
     engine = settings.engine_settings()
     assert engine.device == "cuda:1" and engine.memory_cache_bytes == int(1.5 * 1024**3)
     assert engine.model_dirs == ("/models/extra",)
+
+
+def test_save_as_into_another_folder_keeps_the_pictures_the_graph_loads(window, tmp_path):
+    from PIL import Image as PILImage
+    from toy_nodes import build_graph
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    PILImage.new("RGB", (8, 8), (200, 0, 0)).save(shared / "scene.png")
+    graph = build_graph({"image": ("LoadImage", {"path": "scene.png"})})
+    graph_file.save(graph, shared / "graph.json")
+    assert window.open_file(str(shared / "graph.json"))
+    (tmp_path / "mine").mkdir()
+    assert window.save_as(str(tmp_path / "mine" / "copy.json"))
+    moved = os.path.join("..", "shared", "scene.png")
+    assert window.doc.graph.nodes["image"].params["path"] == moved
+    assert graph_file.load(tmp_path / "mine" / "copy.json").nodes["image"].params["path"] == moved
+    assert graph_file.load(shared / "graph.json").nodes["image"].params["path"] == "scene.png"

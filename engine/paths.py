@@ -1,0 +1,61 @@
+"""File paths inside graphs: relative paths belong to the graph file's folder.
+
+A graph shared as a folder (graph.json beside sample.png) must run from any
+current folder, so a relative PATH param is looked up beside the graph file
+first. Old graphs whose paths were written relative to where they were run
+still work: when the file is not beside the graph but exists from the current
+folder, that one is used. No Qt, no torch.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from engine.graph import Graph
+from engine.spec import NodeRegistry, ParamType
+
+
+def resolve(value: str, base_dir: str | None) -> str:
+    """The file a PATH param names; `base_dir` is the graph file's folder (None: unsaved)."""
+    path = os.path.expanduser(value)
+    if not path or os.path.isabs(path) or base_dir is None:
+        return path
+    beside = os.path.join(base_dir, path)
+    if os.path.exists(beside) or not os.path.exists(path):
+        return beside  # a missing file is reported where the graph says it is
+    return path
+
+
+def path_params(graph: Graph, registry: NodeRegistry) -> Iterator[tuple[str, str, str]]:
+    """(node id, param name, value) of every non-empty PATH param of known node types."""
+    for node in graph.nodes.values():
+        spec = registry.get(node.type)
+        if spec is None:
+            continue
+        for param in spec.params:
+            value = node.params.get(param.name)
+            if param.type is ParamType.PATH and isinstance(value, str) and value:
+                yield node.id, param.name, value
+
+
+def rebase(graph: Graph, registry: NodeRegistry, new_dir: str) -> list[tuple[str, str]]:
+    """Rewrite relative PATH params for a graph that moves to `new_dir`; same files, new words.
+
+    Returns the (node id, param name) pairs that changed. Paths stay relative
+    (portable) where the file shares a drive with the new folder.
+    """
+    new_dir = os.path.abspath(new_dir)
+    changed = []
+    for node_id, name, value in list(path_params(graph, registry)):
+        if os.path.isabs(os.path.expanduser(value)):
+            continue
+        target = os.path.abspath(resolve(value, graph.base_dir))
+        try:
+            moved = os.path.relpath(target, new_dir)
+        except ValueError:  # another drive (Windows)
+            moved = target
+        if moved != value:
+            graph.nodes[node_id].params[name] = moved
+            changed.append((node_id, name))
+    graph.base_dir = new_dir
+    return changed
