@@ -212,7 +212,11 @@ class _Run:
         if self._graph_json is None:
             from engine.graph_file import graph_to_dict
 
-            self._graph_json = graph_to_dict(self.graph)
+            data = graph_to_dict(self.graph)
+            # The picture records the files that made it: the graph's folder is not beside the picture.
+            for nid, name, value in paths.path_params(self.graph, self.executor.registry):
+                data["nodes"][nid]["params"][name] = os.path.abspath(paths.resolve(value, self.graph.base_dir))
+            self._graph_json = data
         return self._graph_json
 
     # --- planning --------------------------------------------------------------

@@ -126,3 +126,15 @@ def test_resolve_leaves_absolute_paths_and_unsaved_graphs_alone(tmp_path):
     assert paths.resolve(absolute, "/somewhere") == absolute
     assert paths.resolve("x.png", None) == "x.png"
     assert paths.resolve("", str(tmp_path)) == ""
+
+
+def test_a_picture_made_from_a_graph_folder_reruns_from_anywhere(shared_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, written = run_from(tmp_path, shared_folder / "graph.json", tmp_path)
+    assert code == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    again, rerun = run_from(elsewhere, written[0], tmp_path)
+    assert again == 0 and len(rerun) == 2 and first_pixel(rerun[-1]) == 200
+    embedded = graph_file.load(written[0]).nodes["image"].params["path"]
+    assert os.path.samefile(embedded, shared_folder / "scene.png")
