@@ -34,8 +34,9 @@ from app.search import NodeSearchPopup, TypeFilter
 from app.settings import AppSettings, SettingsDialog
 from app.shortcuts import ShortcutOverlay
 from app.viewer import ResultEntry, Viewer
+from engine import paths
 from engine.errors import KilnError
-from engine.spec import NodeRegistry
+from engine.spec import NodeRegistry, ParamType
 
 Asker = Callable[[str, str], str]  # (kind, question) -> answer; tests replace it
 AUTO_RUN_DELAY_MS = 400
@@ -613,6 +614,9 @@ class MainWindow(QMainWindow):
             return None
         spec = self.registry[node.type]
         params = {**spec.default_params(), **node.params}
+        for param in spec.params:  # a mask or label file is read where the graph says it is
+            if param.type is ParamType.PATH and params.get(param.name):
+                params[param.name] = paths.resolve(params[param.name], self.doc.graph.base_dir)
         dialog = create_editor(node.type, params, self._input_picture(node_id), self)
         dialog.accepted.connect(lambda: self._apply_editor(node_id, dialog.result_params()))
         dialog.finished.connect(dialog.deleteLater)

@@ -211,3 +211,24 @@ def test_save_as_into_another_folder_keeps_the_pictures_the_graph_loads(window, 
     assert window.doc.graph.nodes["image"].params["path"] == moved
     assert graph_file.load(tmp_path / "mine" / "copy.json").nodes["image"].params["path"] == moved
     assert graph_file.load(shared / "graph.json").nodes["image"].params["path"] == "scene.png"
+
+
+def test_the_mask_painter_starts_from_the_mask_file_beside_the_graph(window, tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image as PILImage
+    from toy_nodes import build_graph
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:12, 2:9] = 255
+    PILImage.fromarray(mask, mode="L").save(shared / "hole.png")
+    graph_file.save(build_graph({"mask": ("MaskPainter", {"width": 16, "height": 16, "path": "hole.png"})}),
+                    shared / "graph.json")
+    monkeypatch.chdir(tmp_path)
+    assert window.open_file(str(shared / "graph.json"))
+    dialog = window.open_node_editor("mask")
+    try:
+        assert (dialog.mask > 127).sum() == 8 * 7 and dialog.mask[5, 3] == 255
+    finally:
+        dialog.reject()
