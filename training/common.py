@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import fields
@@ -30,6 +31,7 @@ from engine.models.unet import UNetModel
 from training.shapes_world import SPEC_VERSION
 
 STATE = "state.pt"
+LOSS_LOG = "loss.csv"  # beside STATE: time, step, mean loss, steps/s every log_every steps
 IMAGE_SIZE = 128
 LATENT_CHANNELS = 4
 
@@ -193,21 +195,30 @@ def resume_run(trainer: ConcatTrainer, path: Path, seed: int) -> tuple[np.random
 
 def run_loop(trainer: ConcatTrainer, next_batch: Callable[[np.random.Generator], tuple[torch.Tensor, torch.Tensor]],
              rng: np.random.Generator, gen: torch.Generator, save: Callable[[], None], steps: int, minutes: float,
-             save_every: float, log_every: int = 25) -> dict[str, float]:
-    """Train until `steps` or `minutes`; save every `save_every` seconds and at the end. Returns the speed."""
+             save_every: float, log_every: int = 25, loss_log: Path | None = None) -> dict[str, float]:
+    """Train until `steps` or `minutes`; save every `save_every` seconds and at the end. Returns the speed.
+
+    Every `log_every` steps a line goes to stdout and, given `loss_log`, a row to that CSV
+    file; on a terminal a progress bar on stderr shows the step, the loss and the time left.
+    """
     started = last_save = window_start = time.monotonic()
     done, losses = 0, []
+    progress = Progress(trainer.step, steps, minutes * 60, loss_log)
     while trainer.step < steps and time.monotonic() - started < minutes * 60:
         losses.append(trainer.train_step(*next_batch(rng), gen))
         done += 1
+        progress.update(trainer.step, losses[-1])
         if trainer.step % log_every == 0:
-            seconds = time.monotonic() - window_start
-            log(f"step {trainer.step} loss {np.mean(losses):.4f} {len(losses) / max(seconds, 1e-9):.3f} steps/s")
+            rate = len(losses) / max(time.monotonic() - window_start, 1e-9)
+            progress.clear()
+            log(f"step {trainer.step} loss {np.mean(losses):.4f} {rate:.3f} steps/s")
+            progress.record(trainer.step, float(np.mean(losses)), rate)
             losses, window_start = [], time.monotonic()
         if time.monotonic() - last_save > save_every:
             save()
             last_save = time.monotonic()
     save()
+    progress.clear()
     seconds = time.monotonic() - started
     log(f"stopped at step {trainer.step} ({done} steps in {seconds:.0f} s)")
     return {"steps": done, "seconds": seconds, "steps_per_s": done / max(seconds, 1e-9)}
@@ -215,6 +226,60 @@ def run_loop(trainer: ConcatTrainer, next_batch: Callable[[np.random.Generator],
 
 def log(message: str) -> None:
     print(time.strftime("%H:%M:%S ") + message, flush=True)
+
+
+class Progress:
+    """A one-line progress bar on a terminal and a CSV loss log (time, step, loss, steps_per_s).
+
+    Runs stop at a step count or a time limit, whichever comes first, so the bar
+    shows the larger of the two fractions and the time left at the current speed.
+    """
+
+    def __init__(self, first_step: int, last_step: int, seconds: float, loss_log: Path | None,
+                 stream: Any = None, width: int = 24):
+        self.first_step, self.last_step, self.seconds, self.width = first_step, last_step, seconds, width
+        self.stream = sys.stderr if stream is None else stream
+        self.live = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.loss_log, self.started, self.drawn_at = loss_log, time.monotonic(), 0.0
+        if loss_log is not None and not loss_log.exists():
+            loss_log.parent.mkdir(parents=True, exist_ok=True)
+            loss_log.write_text("time,step,loss,steps_per_s\n")
+
+    def fraction(self, step: int) -> float:
+        by_time = (time.monotonic() - self.started) / self.seconds if self.seconds > 0 else 0.0
+        span = self.last_step - self.first_step
+        by_steps = (step - self.first_step) / span if 0 < span < 10**8 else 0.0
+        return min(1.0, max(by_time, by_steps))
+
+    def update(self, step: int, loss: float) -> None:
+        now = time.monotonic()
+        if not self.live or now - self.drawn_at < 0.25:
+            return
+        self.drawn_at, done = now, self.fraction(step)
+        elapsed = now - self.started
+        left = elapsed * (1 - done) / done if done > 0 else float("nan")
+        filled = round(done * self.width)
+        bar = "#" * filled + "-" * (self.width - filled)
+        self.stream.write(f"\r[{bar}] {done:4.0%} step {step} loss {loss:.4f} "
+                          f"{_clock(elapsed)} elapsed, {_clock(left)} left ")
+        self.stream.flush()
+
+    def clear(self) -> None:
+        if self.live and self.drawn_at:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+    def record(self, step: int, loss: float, steps_per_s: float) -> None:
+        if self.loss_log is not None:
+            with open(self.loss_log, "a", encoding="utf-8") as f:
+                f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')},{step},{loss:.6f},{steps_per_s:.4f}\n")
+
+
+def _clock(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "--:--"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes:02d}:{secs:02d}"
 
 
 # ---------------------------------------------------------------- the checkpoint file

@@ -37,6 +37,7 @@ from torch import nn
 
 from engine.models.autoencoder import AutoencoderKL
 from engine.models.configs import AutoencoderConfig
+from training.common import LOSS_LOG, Progress
 from training.data import crop_batch, held_out_seeds, render_batch, to_tensor, to_uint8, train_seeds
 from training.shapes_world import SPEC_VERSION
 
@@ -238,6 +239,7 @@ class Trainer:
         self.model.train()
         last_ckpt = last_eval = time.monotonic()
         session_start, window_start, window = time.monotonic(), time.monotonic(), []
+        progress = Progress(self.step, tc.max_steps, tc.max_minutes * 60, self.dir / LOSS_LOG)
         while self.step < tc.max_steps:
             if tc.max_minutes and time.monotonic() - session_start > tc.max_minutes * 60:
                 break
@@ -248,8 +250,12 @@ class Trainer:
             update_ema(self.ema, self.model, tc.ema_decay if self.step >= tc.warmup else 0.0)
             self.step += 1
             self.elapsed += time.monotonic() - t0
+            progress.update(self.step, window[-1]["loss"])
             if self.step % tc.log_every == 0:
-                self._log_progress(window, time.monotonic() - window_start)
+                progress.clear()
+                seconds = time.monotonic() - window_start
+                self._log_progress(window, seconds)
+                progress.record(self.step, float(np.mean([w["loss"] for w in window])), len(window) / seconds)
                 window, window_start = [], time.monotonic()
             if time.monotonic() - last_eval > tc.eval_every_s:
                 self.evaluate()
@@ -257,6 +263,7 @@ class Trainer:
             if time.monotonic() - last_ckpt > tc.checkpoint_every_s:
                 self.checkpoint()
                 last_ckpt = time.monotonic()
+        progress.clear()
         self.checkpoint()
         self.evaluate()
 

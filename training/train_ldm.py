@@ -55,6 +55,7 @@ from training import shapes_world as world
 from training.common import (
     IMAGE_SIZE,
     LATENT_CHANNELS,
+    LOSS_LOG,
     STATE,
     ConcatTrainer,
     add_export_arguments,
@@ -225,7 +226,8 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     meta = {"config": cfg.to_dict(), "ae": str(ae_path), "scale": scale}
     tokenizer = trainer.conditioner.tokenizer
     return run_loop(trainer, lambda r: (make_batch(cfg, tokenizer, latents, seeds, scale, r),), rng, gen,
-                    lambda: save_run(trainer, rng, gen, meta, state_path), args.steps, args.minutes, args.save_every)
+                    lambda: save_run(trainer, rng, gen, meta, state_path), args.steps, args.minutes, args.save_every,
+                    loss_log=out / LOSS_LOG)
 
 
 def checkpoint_config(cfg: LdmTrainConfig, ae_cfg: AutoencoderConfig, scale: float) -> CheckpointConfig:

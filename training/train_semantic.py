@@ -58,6 +58,7 @@ from engine.models.configs import (
 from training.common import (
     IMAGE_SIZE,
     LATENT_CHANNELS,
+    LOSS_LOG,
     STATE,
     ConcatTrainer,
     add_export_arguments,
@@ -173,7 +174,8 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     rng, gen = resume_run(trainer, state_path, cfg.seed)
     meta = {"config": cfg.to_dict(), "ae": str(ae_path), "scale": scale}
     return run_loop(trainer, lambda r: semantic_batch(cfg, latents, seeds, scale, r), rng, gen,
-                    lambda: save_run(trainer, rng, gen, meta, state_path), args.steps, args.minutes, args.save_every)
+                    lambda: save_run(trainer, rng, gen, meta, state_path), args.steps, args.minutes, args.save_every,
+                    loss_log=out / LOSS_LOG)
 
 
 def checkpoint_config(cfg: SemanticTrainConfig, ae_cfg: AutoencoderConfig, scale: float) -> CheckpointConfig:

@@ -53,6 +53,7 @@ from engine.models.configs import (
     UNetConfig,
 )
 from training.common import (
+    LOSS_LOG,
     STATE,
     ConcatTrainer,
     add_export_arguments,
@@ -232,7 +233,8 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     rng, gen = resume_run(trainer, state_path, cfg.seed)
     meta = {"config": cfg.to_dict(), "ae": str(ae_path), "scale": scale}
     return run_loop(trainer, lambda r: sr_batch(cfg, latents, lows, scale, r), rng, gen,
-                    lambda: save_run(trainer, rng, gen, meta, state_path), args.steps, args.minutes, args.save_every)
+                    lambda: save_run(trainer, rng, gen, meta, state_path), args.steps, args.minutes, args.save_every,
+                    loss_log=out / LOSS_LOG)
 
 
 def checkpoint_config(cfg: SrTrainConfig, ae_cfg: AutoencoderConfig, scale: float) -> CheckpointConfig:
