@@ -111,12 +111,11 @@ class Document(QObject):
         return self.path
 
     def _rebase_paths(self, folder: str) -> None:
-        """Relative file paths keep naming the same files when the graph moves folder."""
+        """File paths keep naming the same files, relative to the graph's (new) folder where they can."""
         from engine import paths
 
-        if self.graph.base_dir != folder:
-            for node_id, name in paths.rebase(self.graph, self.registry, folder):
-                self.param_changed.emit(node_id, name)
+        for node_id, name in paths.rebase(self.graph, self.registry, folder):
+            self.param_changed.emit(node_id, name)
 
     def set_graph(self, graph: Graph, path: str | None, clean: bool = True) -> None:
         """Replace the document (open/new/recover); not undoable, clears the history."""

@@ -39,17 +39,19 @@ def path_params(graph: Graph, registry: NodeRegistry) -> Iterator[tuple[str, str
 
 
 def rebase(graph: Graph, registry: NodeRegistry, new_dir: str) -> list[tuple[str, str]]:
-    """Rewrite relative PATH params for a graph that moves to `new_dir`; same files, new words.
+    """Rewrite PATH params for a graph saved into `new_dir`: the same files, in portable words.
 
-    Returns the (node id, param name) pairs that changed. Paths stay relative
-    (portable) where the file shares a drive with the new folder.
+    Relative paths are rewritten against the new folder (they stay relative), and
+    absolute paths to files inside the new folder become relative, so the folder
+    can be sent as it is. Absolute paths elsewhere are kept. Returns the (node id,
+    param name) pairs that changed.
     """
     new_dir = os.path.abspath(new_dir)
     changed = []
     for node_id, name, value in list(path_params(graph, registry)):
-        if os.path.isabs(os.path.expanduser(value)):
-            continue
         target = os.path.abspath(resolve(value, graph.base_dir))
+        if os.path.isabs(os.path.expanduser(value)) and not _inside(target, new_dir):
+            continue
         try:
             moved = os.path.relpath(target, new_dir)
         except ValueError:  # another drive (Windows)
@@ -59,3 +61,10 @@ def rebase(graph: Graph, registry: NodeRegistry, new_dir: str) -> list[tuple[str
             changed.append((node_id, name))
     graph.base_dir = new_dir
     return changed
+
+
+def _inside(path: str, folder: str) -> bool:
+    try:
+        return os.path.commonpath([path, folder]) == folder
+    except ValueError:  # another drive (Windows)
+        return False

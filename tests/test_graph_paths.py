@@ -138,3 +138,15 @@ def test_a_picture_made_from_a_graph_folder_reruns_from_anywhere(shared_folder, 
     assert again == 0 and len(rerun) == 2 and first_pixel(rerun[-1]) == 200
     embedded = graph_file.load(written[0]).nodes["image"].params["path"]
     assert os.path.samefile(embedded, shared_folder / "scene.png")
+
+
+def test_saving_makes_paths_to_files_inside_the_graph_folder_relative(shared_folder, tmp_path):
+    registry = build_registry()
+    outside = tmp_path / "outside.png"
+    write_picture(outside, 1)
+    graph = build_graph({"inside": ("LoadImage", {"path": str(shared_folder / "sub" / "deep.png")}),
+                         "outside": ("LoadImage", {"path": str(outside)})})
+    assert paths.rebase(graph, registry, str(shared_folder)) == [("inside", "path")]
+    assert graph.nodes["inside"].params["path"] == os.path.join("sub", "deep.png")
+    assert graph.nodes["outside"].params["path"] == str(outside)  # absolute elsewhere: kept as the user chose
+    assert graph.base_dir == str(shared_folder)
