@@ -181,3 +181,47 @@ def test_export_of_a_missing_run_is_a_one_line_error(tmp_path, capsys):
     assert tl.main(["export", "--run", str(tmp_path / "nothing"), "--out", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "no training state" in err and len(err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------- going on from a shipped model (e.g. on a GPU)
+
+
+def test_a_new_run_can_start_from_an_exported_model_and_train_on(exported, tmp_path):
+    from safetensors.torch import load_file
+
+    card = json.loads(exported.with_suffix(".json").read_text())
+    ae_file = exported.parent / "tiny-ae.safetensors"
+    run = tmp_path / "more"
+    tl.main(["train", "--out", str(run), "--init-from", str(exported), "--ae", str(ae_file), "--scenes", "16", "--batch", "4",
+             "--lr", "1e-4", "--steps", str(card["training"]["steps"] + 2), "--threads", "1"])
+    state = torch.load(run / STATE, map_location="cpu", weights_only=True)
+    assert state["step"] == card["training"]["steps"] + 2  # the step count goes on from the model's
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["unet"] == card["training"]["config"]["unet"] and saved["batch"] == 4 and saved["lr"] == 1e-4
+    shipped = load_file(str(exported))
+    key = next(k for k in shipped if k.endswith("out.2.weight"))
+    moved = (state["weights"][key] - shipped[key].float()).abs().max()
+    assert 0 < moved < 0.05  # trained on from those weights, not from a fresh initialisation
+    assert (run / "loss.csv").read_text().startswith("time,step,loss")
+
+
+def test_training_state_is_kept_on_the_cpu_so_a_run_can_move_between_machines():
+    from training.common import to_device
+
+    trainer = Trainer(tiny_config())
+    state = trainer.state()
+    tensors = [*state["weights"].values(), *state["ema"].values()]
+    assert all(t.device.type == "cpu" for t in tensors)
+    batch = tl.Batch(torch.zeros(2, 4, 8, 8), torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 5, 8, 8))
+    moved = to_device((batch, {"x": [torch.ones(1)]}, 3), torch.device("meta"))
+    assert moved[0].latents.device.type == "meta" and moved[0].tokens.dtype == torch.long
+    assert moved[1]["x"][0].device.type == "meta" and moved[2] == 3
+
+
+def test_init_from_a_file_that_is_not_a_base_model_is_one_clear_line(tmp_path, capsys):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"nope")
+    assert tl.main(["train", "--out", str(tmp_path / "r"), "--init-from", str(junk), "--steps", "1",
+                    "--threads", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--init-from" in err[0] and "junk.safetensors" in err[0]

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,11 +91,14 @@ class ConcatTrainer:
     """
 
     def __init__(self, unet_cfg: UNetConfig, diffusion_cfg: DiffusionConfig, cond_stage: nn.Module | None,
-                 lr: float, ema_decay: float, seed: int):
+                 lr: float, ema_decay: float, seed: int, device: str = "cpu"):
         torch.manual_seed(seed)
+        self.device = torch.device(device)
         self.unet = UNetModel(unet_cfg)
         self.cond_stage = cond_stage
-        self.model = LatentDiffusionModel(self.unet, diffusion_cfg)
+        self.model = LatentDiffusionModel(self.unet, diffusion_cfg).to(self.device)
+        if cond_stage is not None:
+            cond_stage.to(self.device)
         self.ema_decay = ema_decay
         self.opt = torch.optim.AdamW(self._parameters(), lr=lr, weight_decay=0.0)
         self.ema = {k: v.detach().clone() for k, v in self.weights().items()}
@@ -120,9 +123,13 @@ class ConcatTrainer:
         return None
 
     def train_step(self, x0: torch.Tensor, cond_input: Any, gen: torch.Generator) -> float:
-        """One AdamW step on the eps loss; x0 (B, C, h, w) scaled latents."""
-        t = torch.randint(0, self.model.config.timesteps, (x0.shape[0],), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
+        """One AdamW step on the eps or v loss; x0 (B, C, h, w) scaled latents.
+
+        Noise and timesteps are drawn on the CPU from `gen` on every device, so a run
+        resumed on another device goes on with the same draws."""
+        t = torch.randint(0, self.model.config.timesteps, (x0.shape[0],), generator=gen).to(self.device)
+        noise = torch.randn(x0.shape, generator=gen).to(self.device)
+        x0, cond_input = to_device(x0, self.device), to_device(cond_input, self.device)
         a = self.model.alphas_cumprod[t].float().view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
         pred = self.unet(torch.cat([x_t, self.concat(cond_input)], dim=1), t, context=self.context(cond_input))
@@ -145,18 +152,37 @@ class ConcatTrainer:
                 self.ema[k].copy_(v)
 
     def state(self) -> dict[str, Any]:
-        return {"weights": {k: v.detach().clone() for k, v in self.weights().items()}, "ema": self.ema,
-                "opt": self.opt.state_dict(), "step": self.step}
+        """Everything to resume, on the CPU (a run moves between machines)."""
+        return {"weights": {k: v.detach().cpu().clone() for k, v in self.weights().items()},
+                "ema": {k: v.cpu() for k, v in self.ema.items()},
+                "opt": to_device(self.opt.state_dict(), torch.device("cpu")), "step": self.step}
 
-    def load(self, state: dict[str, Any]) -> None:
-        weights = state["weights"]
+    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        """Live weights from single-file keys (the EMA restarts from them)."""
         self.unet.load_state_dict({k[len(UNET_PREFIX):]: v for k, v in weights.items() if k.startswith(UNET_PREFIX)})
         if self.cond_stage is not None:
             self.cond_stage.load_state_dict({k[len(COND_PREFIX):]: v for k, v in weights.items()
                                              if k.startswith(COND_PREFIX)})
-        self.ema = state["ema"]
-        self.opt.load_state_dict(state["opt"])
+        self.ema = {k: v.detach().clone() for k, v in self.weights().items()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.load_weights(state["weights"])
+        self.ema = {k: v.to(self.device) for k, v in state["ema"].items()}
+        self.opt.load_state_dict(state["opt"])  # moves its tensors to the parameters' device
         self.step = int(state["step"])
+
+
+def to_device(value: Any, device: torch.device) -> Any:
+    """Tensors inside tensors, dataclasses, lists, tuples and dicts, moved to `device`."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if is_dataclass(value) and not isinstance(value, type):
+        return replace(value, **{f.name: to_device(getattr(value, f.name), device) for f in fields(value)})
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_device(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    return value
 
 
 # ---------------------------------------------------------------- the resumable loop
@@ -330,7 +356,9 @@ def load_autoencoder(path: str) -> tuple[nn.Module, dict[str, Any]]:
 
 @torch.no_grad()
 def encode_scenes(ae: nn.Module, seeds: list[int], cache: Path, batch: int = 64) -> torch.Tensor:
-    """(N, 4, 16, 16) float16 unscaled latents (posterior mode) of the scenes' 128 px renders, cached."""
+    """(N, 4, 16, 16) float16 unscaled latents (posterior mode) of the scenes' 128 px renders, cached.
+
+    Runs where the autoencoder's weights are; the latents come back on the CPU."""
     from training.data import render_batch, to_tensor
 
     if cache.exists():
@@ -340,7 +368,8 @@ def encode_scenes(ae: nn.Module, seeds: list[int], cache: Path, batch: int = 64)
     chunks = []
     for start in range(0, len(seeds), batch):
         images = render_batch(seeds[start:start + batch], IMAGE_SIZE)
-        chunks.append(ae.encode(to_tensor(images)).mode().half())
+        device = next(ae.parameters()).device
+        chunks.append(ae.encode(to_tensor(images).to(device)).mode().half().cpu())
         if (start // batch) % 20 == 0:
             log(f"encoded {start + len(images)}/{len(seeds)} scenes")
     latents = torch.cat(chunks)
@@ -398,6 +427,8 @@ def add_train_parser(sub: Any, out: str, ae: str, batch: int, lr: float, what: s
     tr.add_argument("--ae", default=ae)
     tr.add_argument("--batch", type=int, default=batch)
     tr.add_argument("--lr", type=float, default=lr)
+    tr.add_argument("--device", default="cpu", help="where to train: cpu, cuda, cuda:N or mps (the saved state "
+                    "is device-free, so a run can move between machines)")
     add_run_arguments(tr)
     return tr
 

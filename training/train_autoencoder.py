@@ -71,6 +71,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # 0: 2 threads while the machine has a core to spare, else 1 (re-checked as it runs)
     init_from: str = ""  # an autoencoder file: a new run starts from its tensors of the same name and shape
+    device: str = "cpu"  # cpu, cuda, cuda:N or mps; checkpoints load anywhere, so a run can move
 
 
 def autoencoder_config(tc: TrainConfig) -> AutoencoderConfig:
@@ -104,7 +105,7 @@ def train_step(model: AutoencoderKL, opt: torch.optim.Optimizer, tc: TrainConfig
                ) -> dict[str, float]:
     """One optimiser step on the batch of `step` (a function of the seed and the step)."""
     rng = np.random.default_rng([tc.seed, step])
-    x = crop_batch(rng, tc.batch, tc.crop, object_share=tc.object_share)
+    x = crop_batch(rng, tc.batch, tc.crop, object_share=tc.object_share).to(next(model.parameters()).device)
     generator = torch.Generator().manual_seed(tc.seed * 1_000_003 + step)
     for group in opt.param_groups:
         group["lr"] = learning_rate(tc, step)
@@ -137,7 +138,8 @@ def update_ema(ema: AutoencoderKL, model: AutoencoderKL, decay: float) -> None:
 def reconstruct(model: AutoencoderKL, images: np.ndarray, batch: int = 16) -> np.ndarray:
     """uint8 (N, S, S, 3) -> uint8 reconstructions through the posterior mode."""
     model.eval()
-    out = [to_uint8(model.decode(model.encode(to_tensor(images[i : i + batch])).mode()))
+    device = next(model.parameters()).device
+    out = [to_uint8(model.decode(model.encode(to_tensor(images[i : i + batch]).to(device)).mode()).cpu())
            for i in range(0, len(images), batch)]
     return np.concatenate(out)
 
@@ -200,6 +202,7 @@ class Trainer:
         init_posterior(self.model, tc.logvar_init)
         if tc.init_from:
             copy_matching_tensors(self.model, tc.init_from)
+        self.model.to(tc.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=tc.lr, betas=(0.9, 0.99))
         self.step = 0

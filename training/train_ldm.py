@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from engine.errors import KilnError
 from engine.models.configs import (
     AutoencoderConfig,
     CheckpointConfig,
@@ -50,6 +51,7 @@ from engine.models.configs import (
     DiffusionConfig,
     UNetConfig,
 )
+from engine.models.keymaps import COND_PREFIX, UNET_PREFIX
 from engine.models.token_conditioner import TokenConditioner, TokenConditionerConfig
 from training import shapes_world as world
 from training.common import (
@@ -185,11 +187,11 @@ def _mask_for(cfg: LdmTrainConfig, scene, n: int, rng: np.random.Generator) -> n
 class Trainer(ConcatTrainer):
     """The UNet plus the token conditioner that learns with it (cross-attention context + inpainting concat)."""
 
-    def __init__(self, cfg: LdmTrainConfig):
+    def __init__(self, cfg: LdmTrainConfig, device: str = "cpu"):
         self.cfg = cfg
         torch.manual_seed(cfg.seed)  # the conditioner is built before the UNet
         self.conditioner = TokenConditioner(cfg.conditioner)
-        super().__init__(cfg.unet, cfg.diffusion, self.conditioner, cfg.lr, cfg.ema, cfg.seed)
+        super().__init__(cfg.unet, cfg.diffusion, self.conditioner, cfg.lr, cfg.ema, cfg.seed, device)
 
     def concat(self, cond_input: Batch) -> torch.Tensor:
         return cond_input.concat
@@ -208,26 +210,54 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE
+    start = None
     if state_path.exists():
         meta = json.loads(load_state(state_path)["meta"])
         cfg, ae_path = LdmTrainConfig.from_dict(meta["config"]), meta["ae"]
         log("resuming with the run's saved config")
+    elif args.init_from:
+        cfg, start = start_from_model(args.init_from, args.batch, args.lr, args.scenes)
+        ae_path = args.ae
     else:
-        cfg = LdmTrainConfig(scenes=args.scenes, batch=args.batch, lr=args.lr)
+        cfg = LdmTrainConfig(scenes=args.scenes or LdmTrainConfig.scenes, batch=args.batch, lr=args.lr)
         cfg.unet = with_overrides(cfg.unet, args.unet)
         ae_path = args.ae
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
     ae, card = load_autoencoder(ae_path)
     seeds = list(range(cfg.scenes))
-    latents = encode_scenes(ae, seeds, out / "latents.pt")
+    latents = encode_scenes(ae.to(args.device), seeds, out / "latents.pt")
     scale = float(card.get("scale_factor") or 1.0 / latents.float().std().item())
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, args.device)
+    if start is not None:
+        trainer.load_weights(start[0])
+        trainer.step = start[1]
+        log(f"starting from {args.init_from} (its step {trainer.step}; fresh optimizer, EMA from its weights)")
     rng, gen = resume_run(trainer, state_path, cfg.seed)
     meta = {"config": cfg.to_dict(), "ae": str(ae_path), "scale": scale}
     tokenizer = trainer.conditioner.tokenizer
     return run_loop(trainer, lambda r: (make_batch(cfg, tokenizer, latents, seeds, scale, r),), rng, gen,
                     lambda: save_run(trainer, rng, gen, meta, state_path), args.steps, args.minutes, args.save_every,
                     loss_log=out / LOSS_LOG)
+
+
+def start_from_model(path: str, batch: int, lr: float, scenes: int | None = None
+                     ) -> tuple[LdmTrainConfig, tuple[dict, int]]:
+    """The training config and (weights, step) of an exported base model, to train it further.
+
+    The architecture and data settings come from its card; `batch` and `lr` are this run's
+    (a GPU takes far larger batches than the CPU the model started on)."""
+    from safetensors.torch import load_file
+
+    card_path = Path(path).with_suffix(".json")
+    try:
+        training = json.loads(card_path.read_text())["training"]
+        cfg = LdmTrainConfig.from_dict({**training["config"], "batch": batch, "lr": lr,
+                                        "scenes": scenes or training["config"]["scenes"]})
+        weights = load_file(path)
+    except (OSError, KeyError, ValueError) as exc:
+        raise KilnError(f"--init-from {path}: not an exported base model with its card ({exc})") from None
+    keep = {k: v.float() for k, v in weights.items() if k.startswith((UNET_PREFIX, COND_PREFIX))}
+    return cfg, (keep, int(training.get("steps", 0)))
 
 
 def checkpoint_config(cfg: LdmTrainConfig, ae_cfg: AutoencoderConfig, scale: float) -> CheckpointConfig:
@@ -393,7 +423,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     tr = add_train_parser(sub, "runs/ldm", "resources/models/kiln-shapes-ae.safetensors", LdmTrainConfig.batch,
                           LdmTrainConfig.lr)
-    tr.add_argument("--scenes", type=int, default=LdmTrainConfig.scenes)
+    tr.add_argument("--scenes", type=int, default=None,
+                    help=f"training scenes (default {LdmTrainConfig.scenes:,}; with --init-from, the model's)")
+    tr.add_argument("--init-from", default=None, metavar="MODEL.safetensors",
+                    help="start a new run from an exported base model and its card (its architecture and weights)")
     ex = sub.add_parser("export", help="write the model file and its card from a run")
     add_export_arguments(ex, "runs/ldm", DEFAULT_MODEL, 25, "scenes")
     ex.add_argument("--eval-cfg", type=float, default=3.0)

@@ -139,11 +139,12 @@ def semantic_batch(cfg: SemanticTrainConfig, latents: torch.Tensor, seeds: list[
 class SemanticTrainer(ConcatTrainer):
     """The UNet plus the SpatialRescaler whose channel mapper learns with it."""
 
-    def __init__(self, cfg: SemanticTrainConfig):
+    def __init__(self, cfg: SemanticTrainConfig, device: str = "cpu"):
         self.cfg = cfg
         unet = replace(cfg.unet, in_channels=LATENT_CHANNELS + cfg.map_channels)
         torch.manual_seed(cfg.seed)  # the channel mapper is built before the UNet
-        super().__init__(unet, cfg.diffusion, SpatialConditioner(cfg.conditioner()), cfg.lr, cfg.ema, cfg.seed)
+        super().__init__(unet, cfg.diffusion, SpatialConditioner(cfg.conditioner()), cfg.lr, cfg.ema, cfg.seed,
+                         device)
 
     def concat(self, cond_input: torch.Tensor) -> torch.Tensor:
         return self.cond_stage.channel_mapper(cond_input)  # (B, map_channels, 16, 16)
@@ -168,9 +169,9 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
     ae, card = load_autoencoder(ae_path)
     seeds = list(range(cfg.scenes))
-    latents = encode_scenes(ae, seeds, out / "latents.pt")
+    latents = encode_scenes(ae.to(args.device), seeds, out / "latents.pt")
     scale = float(card.get("scale_factor") or 1.0 / latents.float().std().item())
-    trainer = SemanticTrainer(cfg)
+    trainer = SemanticTrainer(cfg, args.device)
     rng, gen = resume_run(trainer, state_path, cfg.seed)
     meta = {"config": cfg.to_dict(), "ae": str(ae_path), "scale": scale}
     return run_loop(trainer, lambda r: semantic_batch(cfg, latents, seeds, scale, r), rng, gen,

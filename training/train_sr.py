@@ -172,7 +172,8 @@ def build_pool(ae: nn.Module, cfg: SrTrainConfig, cache: Path, chunk: int = 32) 
         n = min(chunk, cfg.pool - start)
         sizes = rng.choice(cfg.sizes, size=n, p=weights / weights.sum())
         pairs = [sr_crop(make_scene(seed), int(s), cfg, rng) for seed, s in zip(train_seeds(rng, n), sizes)]
-        latents.append(ae.encode(to_tensor(np.stack([p[0] for p in pairs]))).mode().half())
+        device = next(ae.parameters()).device
+        latents.append(ae.encode(to_tensor(np.stack([p[0] for p in pairs])).to(device)).mode().half().cpu())
         lows.append(np.stack([p[1] for p in pairs]))
         if (start // chunk) % 50 == 0:
             log(f"pool: {start + n}/{cfg.pool} crops encoded")
@@ -227,9 +228,9 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     ae, card = load_autoencoder(ae_path)
     cfg.unet = fit_unet(cfg, ae.cfg.embed_dim)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
-    latents, lows = build_pool(ae, cfg, out / "pool.pt")
+    latents, lows = build_pool(ae.to(args.device), cfg, out / "pool.pt")
     scale = float(card.get("scale_factor") or 1.0 / latents.float().std().item())
-    trainer = ConcatTrainer(cfg.unet, cfg.diffusion, None, cfg.lr, cfg.ema, cfg.seed)
+    trainer = ConcatTrainer(cfg.unet, cfg.diffusion, None, cfg.lr, cfg.ema, cfg.seed, args.device)
     rng, gen = resume_run(trainer, state_path, cfg.seed)
     meta = {"config": cfg.to_dict(), "ae": str(ae_path), "scale": scale}
     return run_loop(trainer, lambda r: sr_batch(cfg, latents, lows, scale, r), rng, gen,
