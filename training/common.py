@@ -94,6 +94,8 @@ class ConcatTrainer:
                  lr: float, ema_decay: float, seed: int, device: str = "cpu"):
         torch.manual_seed(seed)
         self.device = torch.device(device)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         self.unet = UNetModel(unet_cfg)
         self.cond_stage = cond_stage
         self.model = LatentDiffusionModel(self.unet, diffusion_cfg).to(self.device)
@@ -183,6 +185,23 @@ def to_device(value: Any, device: torch.device) -> Any:
     if isinstance(value, dict):
         return {k: to_device(v, device) for k, v in value.items()}
     return value
+
+
+def exported_model(path: str, prefixes: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, torch.Tensor], int]:
+    """(training config, float32 weights under `prefixes`, training steps) of an exported model and its card,
+    to train it further (`--init-from`)."""
+    from safetensors.torch import load_file
+
+    try:
+        training = json.loads(Path(path).with_suffix(".json").read_text())["training"]
+        tensors = load_file(path)
+        config, steps = dict(training["config"]), int(training.get("steps", 0))
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise KilnError(f"--init-from {path}: not an exported Kiln model with its card ({exc})") from None
+    weights = {k: v.float() for k, v in tensors.items() if k.startswith(prefixes)}
+    if not weights:
+        raise KilnError(f"--init-from {path}: no {' or '.join(prefixes)}* tensors in the file")
+    return config, weights, steps
 
 
 # ---------------------------------------------------------------- the resumable loop

@@ -279,7 +279,11 @@ def load_autoencoder(path: str | Path):
     if not card_path.is_file():
         raise KilnError(f"{path}: the card {card_path.name} with the architecture is missing beside it")
     card = json.loads(card_path.read_text())
-    arch = {k: tuple(v) if isinstance(v, list) else v for k, v in card["architecture"].items()}
+    # an autoencoder's own card, or a whole model's (its autoencoder inside the checkpoint config)
+    architecture = card.get("architecture") or card.get("checkpoint_config", {}).get("autoencoder")
+    if not isinstance(architecture, dict):
+        raise KilnError(f"{card_path}: no autoencoder architecture in the card")
+    arch = {k: tuple(v) if isinstance(v, list) else v for k, v in architecture.items()}
     model = AutoencoderKL(AutoencoderConfig(**arch))
     prefix = "first_stage_model."
     tensors = load_file(str(path))

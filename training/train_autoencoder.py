@@ -203,6 +203,8 @@ class Trainer:
         if tc.init_from:
             copy_matching_tensors(self.model, tc.init_from)
         self.model.to(tc.device)
+        if torch.device(tc.device).type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=tc.lr, betas=(0.9, 0.99))
         self.step = 0

@@ -69,6 +69,7 @@ from training.common import (
     dispatch,
     encode_scenes,
     engine_executor,
+    exported_model,
     load_autoencoder,
     load_state,
     log,
@@ -246,18 +247,12 @@ def start_from_model(path: str, batch: int, lr: float, scenes: int | None = None
 
     The architecture and data settings come from its card; `batch` and `lr` are this run's
     (a GPU takes far larger batches than the CPU the model started on)."""
-    from safetensors.torch import load_file
-
-    card_path = Path(path).with_suffix(".json")
+    config, weights, steps = exported_model(path, (UNET_PREFIX, COND_PREFIX))
     try:
-        training = json.loads(card_path.read_text())["training"]
-        cfg = LdmTrainConfig.from_dict({**training["config"], "batch": batch, "lr": lr,
-                                        "scenes": scenes or training["config"]["scenes"]})
-        weights = load_file(path)
-    except (OSError, KeyError, ValueError) as exc:
-        raise KilnError(f"--init-from {path}: not an exported base model with its card ({exc})") from None
-    keep = {k: v.float() for k, v in weights.items() if k.startswith((UNET_PREFIX, COND_PREFIX))}
-    return cfg, (keep, int(training.get("steps", 0)))
+        cfg = LdmTrainConfig.from_dict({**config, "batch": batch, "lr": lr, "scenes": scenes or config["scenes"]})
+    except (KeyError, TypeError) as exc:
+        raise KilnError(f"--init-from {path}: its card's training config does not fit ({exc})") from None
+    return cfg, (weights, steps)
 
 
 def checkpoint_config(cfg: LdmTrainConfig, ae_cfg: AutoencoderConfig, scale: float) -> CheckpointConfig:

@@ -52,6 +52,7 @@ from engine.models.configs import (
     DiffusionConfig,
     UNetConfig,
 )
+from engine.models.keymaps import UNET_PREFIX
 from training.common import (
     LOSS_LOG,
     STATE,
@@ -64,6 +65,7 @@ from training.common import (
     dataclass_from,
     dispatch,
     engine_executor,
+    exported_model,
     load_autoencoder,
     load_state,
     log,
@@ -217,10 +219,15 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE
+    start = None
     if state_path.exists():
         meta = json.loads(load_state(state_path)["meta"])
         cfg, ae_path = dataclass_from(SrTrainConfig, meta["config"]), meta["ae"]
         log("resuming with the run's saved config")
+    elif args.init_from:
+        config, weights, steps = exported_model(args.init_from, (UNET_PREFIX,))
+        cfg = dataclass_from(SrTrainConfig, {**config, "pool": args.pool, "batch": args.batch, "lr": args.lr})
+        start, ae_path = (weights, steps), args.ae
     else:
         cfg = SrTrainConfig(pool=args.pool, batch=args.batch, lr=args.lr, p_degrade=args.p_degrade)
         cfg.unet = with_overrides(cfg.unet, args.unet)
@@ -231,6 +238,10 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     latents, lows = build_pool(ae.to(args.device), cfg, out / "pool.pt")
     scale = float(card.get("scale_factor") or 1.0 / latents.float().std().item())
     trainer = ConcatTrainer(cfg.unet, cfg.diffusion, None, cfg.lr, cfg.ema, cfg.seed, args.device)
+    if start is not None:
+        trainer.load_weights(start[0])
+        trainer.step = start[1]
+        log(f"starting from {args.init_from} (its step {trainer.step}; fresh optimizer, EMA from its weights)")
     rng, gen = resume_run(trainer, state_path, cfg.seed)
     meta = {"config": cfg.to_dict(), "ae": str(ae_path), "scale": scale}
     return run_loop(trainer, lambda r: sr_batch(cfg, latents, lows, scale, r), rng, gen,
@@ -357,6 +368,9 @@ def _parser() -> argparse.ArgumentParser:
     tr = add_train_parser(sub, "runs/sr", "runs/sr-ae/kiln-shapes-sr-ae.safetensors", SrTrainConfig.batch,
                           SrTrainConfig.lr, "train the UNet")
     tr.add_argument("--pool", type=int, default=SrTrainConfig.pool)
+    tr.add_argument("--init-from", default=None, metavar="MODEL.safetensors",
+                    help="start a new run's UNet from an exported SR model and its card (e.g. for a retrained "
+                         "autoencoder of the same shape)")
     tr.add_argument("--p-degrade", type=float, default=SrTrainConfig.p_degrade)
     ex = sub.add_parser("export", help="write the model file and its card from a run")
     add_export_arguments(ex, "runs/sr", "resources/models/kiln-shapes-sr", 15, "scenes")
