@@ -225,3 +225,13 @@ def test_init_from_a_file_that_is_not_a_base_model_is_one_clear_line(tmp_path, c
                     "--threads", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--init-from" in err[0] and "junk.safetensors" in err[0]
+
+
+def test_batches_from_scenes_made_once_equal_batches_that_remake_them():
+    cfg = tiny_config(p_inpaint=0.5)
+    tokenizer = Trainer(cfg).conditioner.tokenizer
+    latents, seeds = torch.randn(12, 4, 8, 8).half(), list(range(100, 112))
+    fresh = make_batch(cfg, tokenizer, latents, seeds, 1.0, np.random.default_rng(3))
+    cached = make_batch(cfg, tokenizer, latents, seeds, 1.0, np.random.default_rng(3),
+                        [world.make_scene(s) for s in seeds])
+    assert torch.equal(fresh.tokens, cached.tokens) and torch.equal(fresh.concat, cached.concat)

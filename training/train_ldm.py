@@ -139,12 +139,13 @@ class Batch:
 
 
 def make_batch(cfg: LdmTrainConfig, tokenizer, latents: torch.Tensor, seeds: list[int], scale: float,
-               rng: np.random.Generator) -> Batch:
+               rng: np.random.Generator, scenes: list | None = None) -> Batch:
+    """A random batch of the encoded scenes; `scenes` (the seeds' scenes, made once) saves remaking them."""
     idx = rng.integers(0, len(seeds), size=cfg.batch)
     x = latents[idx].float() * scale  # (B, 4, h, w)
     tokens, masks = [], []
     for i in idx:
-        scene = world.make_scene(seeds[i])
+        scene = scenes[i] if scenes is not None else world.make_scene(seeds[i])
         tokens.append(_tokens_for(cfg, tokenizer, scene, rng))
         masks.append(_mask_for(cfg, scene, x.shape[-1], rng))
     mask = torch.from_numpy(np.stack(masks))[:, None].float()  # (B, 1, h, w) 1 = regenerate
@@ -236,7 +237,8 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     rng, gen = resume_run(trainer, state_path, cfg.seed)
     meta = {"config": cfg.to_dict(), "ae": str(ae_path), "scale": scale}
     tokenizer = trainer.conditioner.tokenizer
-    return run_loop(trainer, lambda r: (make_batch(cfg, tokenizer, latents, seeds, scale, r),), rng, gen,
+    scenes = [world.make_scene(seed) for seed in seeds]
+    return run_loop(trainer, lambda r: (make_batch(cfg, tokenizer, latents, seeds, scale, r, scenes),), rng, gen,
                     lambda: save_run(trainer, rng, gen, meta, state_path), args.steps, args.minutes, args.save_every,
                     loss_log=out / LOSS_LOG)
 
