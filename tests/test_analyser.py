@@ -15,6 +15,7 @@ from training.analyser import (
     label_map,
     label_map_accuracy,
     layout_iou,
+    layout_ious,
     match_caption,
     parse_caption,
     psnr,
@@ -120,6 +121,8 @@ def test_layout_iou_matches_boxes_by_label():
     shifted = [{"label": "red circle", "box": [0.225, 0.05, 0.575, 0.40]}]  # half overlapping
     assert layout_iou(result, shifted) == pytest.approx(1 / 3, abs=0.02)
     assert layout_iou(result, [{"label": "green circle", "box": list(RED_CIRCLE.box)}]) == 0.0
+    placed = layout_ious(result, [{"label": "green circle", "box": list(RED_CIRCLE.box)}], same_label=False)
+    assert placed[0] > 0.95  # the right place, the wrong object
     with pytest.raises(KilnError):
         layout_iou(result, [])
 

@@ -370,12 +370,14 @@ def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def layout_ious(analysis: Analysis, boxes: Sequence[dict]) -> list[float]:
-    """Per requested {"label", "box"}: IoU with its one-to-one matched detection of that label (0 if none)."""
+def layout_ious(analysis: Analysis, boxes: Sequence[dict], same_label: bool = True) -> list[float]:
+    """Per requested {"label", "box"}: IoU with its one-to-one matched detection of that label (0 if none).
+
+    With same_label=False any detection may match: where objects are placed, whatever they are."""
     score = np.zeros((len(boxes), len(analysis.objects)))
     for i, item in enumerate(boxes):
         for j, det in enumerate(analysis.objects):
-            if det.label == item["label"]:
+            if det.label == item["label"] or not same_label:
                 score[i, j] = box_iou(item["box"], det.box)
     return [0.0 if j is None else float(score[i, j]) for i, j in enumerate(_best_assignment(score))]
 
