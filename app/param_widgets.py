@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine import paths
 from engine.spec import SEED_MAX, Param, ParamType
 
 ChoicesProvider = Callable[[str], list[str]]
@@ -233,15 +234,25 @@ class LineEditor(ParamEditor):
 
 
 class PathEditor(LineEditor):
-    def __init__(self, param: Param, compact: bool, parent: QWidget | None = None):
+    """A file path; `graph_folder` gives the graph file's folder (None while unsaved), where the
+    file dialog starts and relative paths are read from (engine.paths)."""
+
+    def __init__(self, param: Param, compact: bool, graph_folder: Callable[[], str | None] | None = None,
+                 parent: QWidget | None = None):
         super().__init__(param, compact, parent)
+        self.graph_folder = graph_folder or (lambda: None)
         self.browse = QToolButton(text="…")
         self.browse.setToolTip("Choose a file")
         self.browse.clicked.connect(self._choose)
         self.layout_.addWidget(self.browse)
 
+    def dialog_start(self) -> str:
+        folder = self.graph_folder()
+        text = self.edit.text()
+        return paths.resolve(text, folder) if text else (folder or "")
+
     def _choose(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, f"Choose {self.param.name}", self.edit.text())
+        path, _ = QFileDialog.getOpenFileName(self, f"Choose {self.param.name}", self.dialog_start())
         if path:
             self.edit.setText(path)
             self.start_gesture()
@@ -332,7 +343,8 @@ class ChoiceEditor(ParamEditor):
         self.combo.blockSignals(False)
 
 
-def make_editor(param: Param, compact: bool, choices_provider: ChoicesProvider | None = None) -> ParamEditor:
+def make_editor(param: Param, compact: bool, choices_provider: ChoicesProvider | None = None,
+                graph_folder: Callable[[], str | None] | None = None) -> ParamEditor:
     t = param.type
     if t is ParamType.SEED:
         return SeedEditor(param, compact)
@@ -348,7 +360,7 @@ def make_editor(param: Param, compact: bool, choices_provider: ChoicesProvider |
     if t is ParamType.JSON:
         return JsonEditor(param, compact)
     if t is ParamType.PATH:
-        return PathEditor(param, compact)
+        return PathEditor(param, compact, graph_folder)
     if t is ParamType.CHOICE:
         choices = list(param.choices)
         if not choices and param.choices_from and choices_provider is not None:

@@ -102,7 +102,8 @@ class PropertiesPanel(QScrollArea):
         row = QWidget()
         box = QHBoxLayout(row)
         box.setContentsMargins(0, 0, 0, 0)
-        editor = make_editor(param, compact=False, choices_provider=self.choices_provider)
+        editor = make_editor(param, compact=False, choices_provider=self.choices_provider,
+                             graph_folder=lambda: self.doc.graph.base_dir)
         editor.setToolTip(param.help)
         editor.committed.connect(lambda value, merge, name=param.name:
                                  self.editor.set_param(node_id, name, value, merge))

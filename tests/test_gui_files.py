@@ -232,3 +232,23 @@ def test_the_mask_painter_starts_from_the_mask_file_beside_the_graph(window, tmp
         assert (dialog.mask > 127).sum() == 8 * 7 and dialog.mask[5, 3] == 255
     finally:
         dialog.reject()
+
+
+def test_a_file_param_browses_from_the_graph_folder(window, tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+    from toy_nodes import build_graph
+
+    from app.param_widgets import PathEditor
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    PILImage.new("RGB", (8, 8)).save(shared / "scene.png")
+    graph_file.save(build_graph({"image": ("LoadImage", {"path": "scene.png"})}), shared / "graph.json")
+    monkeypatch.chdir(tmp_path)
+    assert window.open_file(str(shared / "graph.json"))
+    window.properties.show_node("image")
+    path_editor = window.properties.editors["path"]
+    assert isinstance(path_editor, PathEditor)
+    assert path_editor.dialog_start() == str(shared / "scene.png")
+    path_editor.edit.setText("")
+    assert path_editor.dialog_start() == str(shared)

@@ -87,7 +87,8 @@ class NodeItem(QGraphicsItem):
         label = QLabel(param.name.replace("_", " "))
         label.setObjectName("inlineLabel")
         label.setToolTip(param.help)
-        editor = make_editor(param, compact=True, choices_provider=self.graph_scene.choices_provider)
+        editor = make_editor(param, compact=True, choices_provider=self.graph_scene.choices_provider,
+                             graph_folder=lambda: self.graph_scene.doc.graph.base_dir)
         editor.setToolTip(param.help)
         editor.committed.connect(lambda value, merge, name=param.name:
                                  self.graph_scene.editor.set_param(self.node_id, name, value, merge))
