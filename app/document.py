@@ -98,23 +98,27 @@ class Document(QObject):
         self.set_graph(graph, None if is_png else os.path.abspath(path))
 
     def save(self, path: str | None = None) -> str:
-        from engine import graph_file
-
         target = path or self.path
         if not target:
             raise KilnError("choose a file name first (Save As)")
-        self._rebase_paths(os.path.dirname(os.path.abspath(target)))
-        graph_file.save(self.graph, target)
+        self._save_rebased(target)
         self.path = os.path.abspath(target)
         self.undo_stack.setClean()
         self.path_changed.emit(self.path)
         return self.path
 
-    def _rebase_paths(self, folder: str) -> None:
-        """File paths keep naming the same files, relative to the graph's (new) folder where they can."""
-        from engine import paths
+    def _save_rebased(self, target: str) -> None:
+        """Write the graph with its file paths relative to the target's folder where they can be
+        (engine.paths.rebase); the open graph takes the same words only once the file is written."""
+        from engine import graph_file, paths
 
-        for node_id, name in paths.rebase(self.graph, self.registry, folder):
+        folder = os.path.dirname(os.path.abspath(target))
+        saved = self.graph.copy()
+        changed = paths.rebase(saved, self.registry, folder)
+        graph_file.save(saved, target)
+        self.graph.base_dir = folder
+        for node_id, name in changed:
+            self.graph.nodes[node_id].params[name] = saved.nodes[node_id].params[name]
             self.param_changed.emit(node_id, name)
 
     def set_graph(self, graph: Graph, path: str | None, clean: bool = True) -> None:

@@ -36,7 +36,7 @@ from app.shortcuts import ShortcutOverlay
 from app.viewer import ResultEntry, Viewer
 from engine import paths
 from engine.errors import KilnError
-from engine.spec import NodeRegistry, ParamType
+from engine.spec import NodeRegistry
 
 Asker = Callable[[str, str], str]  # (kind, question) -> answer; tests replace it
 AUTO_RUN_DELAY_MS = 400
@@ -613,10 +613,8 @@ class MainWindow(QMainWindow):
         if node is None or not has_editor(node.type):
             return None
         spec = self.registry[node.type]
-        params = {**spec.default_params(), **node.params}
-        for param in spec.params:  # a mask or label file is read where the graph says it is
-            if param.type is ParamType.PATH and params.get(param.name):
-                params[param.name] = paths.resolve(params[param.name], self.doc.graph.base_dir)
+        # a mask or label file is read where the graph says it is
+        params = paths.resolve_params(spec, {**spec.default_params(), **node.params}, self.doc.graph.base_dir)
         dialog = create_editor(node.type, params, self._input_picture(node_id), self)
         dialog.accepted.connect(lambda: self._apply_editor(node_id, dialog.result_params()))
         dialog.finished.connect(dialog.deleteLater)

@@ -191,8 +191,9 @@ class _Run:
         self.on_event = on_event
         self.order = needed_order(graph, targets)
         self.specs: dict[str, NodeSpec] = {nid: executor.registry[graph.nodes[nid].type] for nid in self.order}
-        self.params = {nid: {**self.specs[nid].default_params(), **graph.nodes[nid].params} for nid in self.order}
-        self._resolve_paths(graph.base_dir)
+        self.params = {nid: paths.resolve_params(self.specs[nid], {**self.specs[nid].default_params(),
+                                                                   **graph.nodes[nid].params}, graph.base_dir)
+                       for nid in self.order}  # relative file paths name files beside the graph file
         self.incoming: dict[str, dict[str, Any]] = {nid: {} for nid in self.order}  # id -> input -> link
         for lk in graph.links:
             if lk.dst in self.incoming:
@@ -244,14 +245,6 @@ class _Run:
             if inp.type == type_ and inp.name in inputs:
                 return inputs[inp.name]
         return _Missing(node.id, str(type_))
-
-    def _resolve_paths(self, base_dir: str | None) -> None:
-        """Relative PATH params name files beside the graph file (engine.paths)."""
-        for nid in self.order:
-            for p in self.specs[nid].params:
-                value = self.params[nid].get(p.name)
-                if p.type is ParamType.PATH and isinstance(value, str) and value:
-                    self.params[nid][p.name] = paths.resolve(value, base_dir)
 
     def _param_files(self, spec: NodeSpec, nid: str) -> dict[str, list]:
         """File identities for PATH params and for choice params naming an existing file."""

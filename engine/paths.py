@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 from engine.graph import Graph
-from engine.spec import NodeRegistry, ParamType
+from engine.spec import NodeRegistry, NodeSpec, ParamType
 
 
 def resolve(value: str, base_dir: str | None) -> str:
@@ -24,6 +25,16 @@ def resolve(value: str, base_dir: str | None) -> str:
     if os.path.exists(beside) or not os.path.exists(path):
         return beside  # a missing file is reported where the graph says it is
     return path
+
+
+def resolve_params(spec: NodeSpec, params: dict[str, Any], base_dir: str | None) -> dict[str, Any]:
+    """`params` with each non-empty PATH param naming its file (`resolve`); a new dict."""
+    out = dict(params)
+    for param in spec.params:
+        value = out.get(param.name)
+        if param.type is ParamType.PATH and isinstance(value, str) and value:
+            out[param.name] = resolve(value, base_dir)
+    return out
 
 
 def path_params(graph: Graph, registry: NodeRegistry) -> Iterator[tuple[str, str, str]]:

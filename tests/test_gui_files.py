@@ -252,3 +252,20 @@ def test_a_file_param_browses_from_the_graph_folder(window, tmp_path, monkeypatc
     assert path_editor.dialog_start() == str(shared / "scene.png")
     path_editor.edit.setText("")
     assert path_editor.dialog_start() == str(shared)
+
+
+def test_a_failed_save_leaves_the_open_graph_s_paths_as_they_were(window, tmp_path):
+    from PIL import Image as PILImage
+    from toy_nodes import build_graph
+
+    from engine.errors import KilnError
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    PILImage.new("RGB", (8, 8)).save(shared / "scene.png")
+    graph_file.save(build_graph({"image": ("LoadImage", {"path": "scene.png"})}), shared / "graph.json")
+    assert window.open_file(str(shared / "graph.json"))
+    with pytest.raises(KilnError):
+        window.doc.save(str(tmp_path / "no such folder" / "copy.json"))
+    assert window.doc.graph.nodes["image"].params["path"] == "scene.png"
+    assert window.doc.graph.base_dir == str(shared)

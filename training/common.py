@@ -167,6 +167,12 @@ class ConcatTrainer:
                                              if k.startswith(COND_PREFIX)})
         self.ema = {k: v.detach().clone() for k, v in self.weights().items()}
 
+    def start_from(self, weights: dict[str, torch.Tensor], step: int, source: str) -> None:
+        """A new run going on from an exported model's weights and step count (`--init-from`)."""
+        self.load_weights(weights)
+        self.step = step
+        log(f"starting from {source} (its step {step}; fresh optimizer, EMA from its weights)")
+
     def load(self, state: dict[str, Any]) -> None:
         self.load_weights(state["weights"])
         self.ema = {k: v.to(self.device) for k, v in state["ema"].items()}

@@ -239,9 +239,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     scale = float(card.get("scale_factor") or 1.0 / latents.float().std().item())
     trainer = ConcatTrainer(cfg.unet, cfg.diffusion, None, cfg.lr, cfg.ema, cfg.seed, args.device)
     if start is not None:
-        trainer.load_weights(start[0])
-        trainer.step = start[1]
-        log(f"starting from {args.init_from} (its step {trainer.step}; fresh optimizer, EMA from its weights)")
+        trainer.start_from(*start, args.init_from)
     rng, gen = resume_run(trainer, state_path, cfg.seed)
     meta = {"config": cfg.to_dict(), "ae": str(ae_path), "scale": scale}
     return run_loop(trainer, lambda r: sr_batch(cfg, latents, lows, scale, r), rng, gen,
