@@ -166,7 +166,7 @@ class MainWindow(QMainWindow):
         a("zoom_in", "Zoom &In", lambda: self.view.zoom_by(1.25), K.ZoomIn)
         a("zoom_out", "Zoom &Out", lambda: self.view.zoom_by(0.8), K.ZoomOut)
         a("snap", "&Snap to Grid", self._toggle_snap, checkable=True).setChecked(self.scene.snap_to_grid)
-        a("minimap", "&Minimap", lambda on: self.view.minimap.setVisible(on), checkable=True).setChecked(True)
+        a("minimap", "&Minimap", self.view.minimap.set_wanted, checkable=True).setChecked(True)
         a("run", "&Run", lambda: self.run_graph(), ["Ctrl+Return", "Ctrl+Enter"], "run",
           tip="Run the graph (Ctrl+Enter); press again to queue another run")
         a("run_selected", "Run to &Selected", self.run_selected, ["Ctrl+Shift+Return", "Ctrl+Shift+Enter"],

@@ -275,3 +275,17 @@ def test_the_colour_menu_recolours_selected_nodes_and_backdrops_in_one_step(wind
     window.actions["undo"].trigger()
     assert window.doc.graph.nodes["invert"].color is None
     assert window.doc.graph.backdrops[backdrop_id].color is None
+
+
+def test_the_minimap_steps_aside_on_a_small_canvas_and_follows_the_view_menu(window, qtbot):
+    minimap = window.view.minimap
+    window.resize(1600, 1000)
+    qtbot.waitUntil(lambda: minimap.isVisible())
+    window.resize(700, 600)  # the docks leave the canvas too small to spare a corner
+    qtbot.waitUntil(lambda: not minimap.isVisible())
+    window.resize(1600, 1000)
+    qtbot.waitUntil(lambda: minimap.isVisible())
+    window.actions["minimap"].trigger()
+    assert not minimap.isVisible()
+    window.actions["minimap"].trigger()
+    assert minimap.isVisible()

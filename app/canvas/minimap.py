@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 SIZE = (168, 108)
 MARGIN = 12
+ROOMY = (560, 420)  # the smallest canvas that shows the minimap without it covering the graph
 
 
 class Minimap(QWidget):
@@ -23,11 +24,19 @@ class Minimap(QWidget):
         self.setFixedSize(*SIZE)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
         self.setToolTip("Minimap: click or drag to move the view")
+        self.wanted = True  # View > Minimap
+        self.place()
+
+    def set_wanted(self, on: bool) -> None:
+        self.wanted = on
         self.place()
 
     def place(self) -> None:
+        """Bottom-right of the canvas; hidden while the canvas is too small to spare the corner."""
         parent = self.view.viewport().geometry()
         self.move(parent.right() - SIZE[0] - MARGIN, parent.bottom() - SIZE[1] - MARGIN)
+        roomy = parent.width() >= ROOMY[0] and parent.height() >= ROOMY[1]
+        self.setVisible(self.wanted and roomy)
 
     def _world(self) -> QRectF:
         scene = self.view.graph_scene
