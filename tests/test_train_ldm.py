@@ -205,6 +205,27 @@ def test_a_new_run_can_start_from_an_exported_model_and_train_on(exported, tmp_p
     assert (run / "loss.csv").read_text().startswith("time,step,loss")
 
 
+def test_a_run_from_an_exported_model_can_add_position_features(exported, tmp_path, capsys):
+    card = json.loads(exported.with_suffix(".json").read_text())
+    ae_file = exported.parent / "tiny-ae.safetensors"
+    common = ["--ae", str(ae_file), "--scenes", "16", "--batch", "4", "--threads", "1",
+              "--steps", str(card["training"]["steps"] + 3)]
+    run = tmp_path / "placed"
+    tl.main(["train", "--out", str(run), "--init-from", str(exported), "--unet", '{"position_features": 2}', *common])
+    state = torch.load(run / STATE, map_location="cpu", weights_only=True)
+    added = [k for k in state["weights"] if k.endswith("pos_proj.weight")]
+    assert added and all(state["weights"][k].abs().max() > 0 for k in added)  # learnt from zero
+    assert json.loads((run / "config.json").read_text())["unet"]["position_features"] == 2
+    # the other way round, the file's extra tensors are refused by name
+    placed = tmp_path / "placed-model"
+    tl.export(str(run), str(placed), dtype="float32")
+    capsys.readouterr()
+    assert tl.main(["train", "--out", str(tmp_path / "back"), "--init-from", str(placed) + ".safetensors",
+                    "--unet", '{"position_features": 0}', *common]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pos_proj" in err[0]
+
+
 def test_training_state_is_kept_on_the_cpu_so_a_run_can_move_between_machines():
     from training.common import to_device
 

@@ -210,3 +210,30 @@ def test_labels_are_required_exactly_when_the_model_has_them():
         unet(torch.randn(1, 4, 8, 8), torch.tensor([1]), torch.randn(1, 2, 16))
     with pytest.raises(ValueError, match="use_spatial_transformer needs context_dim"):
         UNetModel(UNetConfig(use_spatial_transformer=True, num_heads=8))
+
+
+# ---------------------------------------------------------------- Kiln's position features
+
+
+def test_position_features_start_as_the_original_block_and_then_tell_places_apart():
+    from engine.models.detect import detect_unet
+
+    plain_cfg, _ = CASES["sd2_crossattn_linear"]
+    plain = randomize(UNetModel(plain_cfg), seed=3)
+    placed = UNetModel(UNetConfig(**{**plain_cfg.to_dict(), "position_features": 4,
+                                     "attention_resolutions": (1, 2), "channel_mult": (1, 2)})).eval()
+    added = placed.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert added and all(k.endswith("pos_proj.weight") for k in added)
+    x, t, ctx = torch.zeros(1, 4, 64, 64), torch.tensor([300]), torch.randn(1, 5, 40)
+    with torch.no_grad():
+        before = plain(x, t, ctx)
+        assert torch.equal(placed(x, t, ctx), before)  # zero-initialised: a retrain starts where it was
+        for key in added:
+            torch.nn.init.normal_(placed.get_parameter(key), 0.0, 0.5)
+        after = placed(x, t, ctx)
+    # On a blank input, two pixels far from the borders look alike to the plain UNet (only
+    # padding tells places apart); with the features they differ, so "left" can mean something.
+    assert (before[..., 32, 28] - before[..., 32, 36]).abs().max() < 1e-4
+    assert (after[..., 32, 28] - after[..., 32, 36]).abs().max() > 1e-2
+    shapes = {k: tuple(v.shape) for k, v in placed.state_dict().items()}
+    assert detect_unet(shapes)[0].position_features == 4  # a file without its card loads as well

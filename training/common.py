@@ -159,19 +159,31 @@ class ConcatTrainer:
                 "ema": {k: v.cpu() for k, v in self.ema.items()},
                 "opt": to_device(self.opt.state_dict(), torch.device("cpu")), "step": self.step}
 
-    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
-        """Live weights from single-file keys (the EMA restarts from them)."""
-        self.unet.load_state_dict({k[len(UNET_PREFIX):]: v for k, v in weights.items() if k.startswith(UNET_PREFIX)})
+    def load_weights(self, weights: dict[str, torch.Tensor], strict: bool = True) -> list[str]:
+        """Live weights from single-file keys (the EMA restarts from them).
+
+        strict=False lets this model have tensors `weights` lacks (a part added to the
+        architecture, which keeps its initial values); returns their keys."""
+        missing = self.unet.load_state_dict(
+            {k[len(UNET_PREFIX):]: v for k, v in weights.items() if k.startswith(UNET_PREFIX)}, strict=strict
+        ).missing_keys
         if self.cond_stage is not None:
             self.cond_stage.load_state_dict({k[len(COND_PREFIX):]: v for k, v in weights.items()
                                              if k.startswith(COND_PREFIX)})
+        if not strict and (unexpected := sorted(set(weights) - set(self.weights()))):
+            raise KilnError(f"the model file has tensors this architecture lacks: {', '.join(unexpected[:4])}")
         self.ema = {k: v.detach().clone() for k, v in self.weights().items()}
+        return [UNET_PREFIX + k for k in missing]
 
     def start_from(self, weights: dict[str, torch.Tensor], step: int, source: str) -> None:
-        """A new run going on from an exported model's weights and step count (`--init-from`)."""
-        self.load_weights(weights)
+        """A new run going on from an exported model's weights and step count (`--init-from`).
+
+        Tensors the architecture adds (say `--unet '{"position_features": 6}'`) start at their initial values."""
+        added = self.load_weights(weights, strict=False)
         self.step = step
         log(f"starting from {source} (its step {step}; fresh optimizer, EMA from its weights)")
+        if added:
+            log(f"{len(added)} tensors are new to this architecture and start from their initial values")
 
     def load(self, state: dict[str, Any]) -> None:
         self.load_weights(state["weights"])

@@ -219,6 +219,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         log("resuming with the run's saved config")
     elif args.init_from:
         cfg, start = start_from_model(args.init_from, args.batch, args.lr, args.scenes)
+        cfg.unet = with_overrides(cfg.unet, args.unet)
         ae_path = args.ae
     else:
         cfg = LdmTrainConfig(scenes=args.scenes or LdmTrainConfig.scenes, batch=args.batch, lr=args.lr)

@@ -97,20 +97,41 @@ class BasicTransformerBlock(nn.Module):
         return x + self.ff(self.norm3(x))
 
 
+def grid_position_features(h: int, w: int, frequencies: int, device: torch.device, dtype: torch.dtype
+                           ) -> torch.Tensor:
+    """Fourier features of each pixel centre's (x, y) in [0, 1]: (h*w, 4*frequencies), row-major.
+
+    Relative coordinates, so "top left" means the same at every image size."""
+    ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h
+    xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(-1, 2)  # (h*w, 2): x, y
+    angles = grid[:, :, None] * torch.pi * torch.arange(1, frequencies + 1, device=device)  # (h*w, 2, F)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1).reshape(h * w, -1).to(dtype)
+
+
 class SpatialTransformer(nn.Module):
     """Transformer over the pixels of a feature map, cross-attending to a context.
 
     `use_linear` (SD 2.x) projects with Linear layers after flattening; otherwise
     with 1x1 convolutions before flattening, as the original code does.
+    `position_features` > 0 (a Kiln addition) adds a learned projection of each
+    token's Fourier position features, so that a query knows where it is and can
+    match "top left" or a layout box; the projection starts at zero, so the block
+    starts out as the original one.
     """
 
     def __init__(self, channels: int, heads: int, dim_head: int, depth: int = 1,
-                 context_dim: int | None = None, use_linear: bool = False, dropout: float = 0.0):
+                 context_dim: int | None = None, use_linear: bool = False, dropout: float = 0.0,
+                 position_features: int = 0):
         super().__init__()
         inner = heads * dim_head
         self.use_linear = use_linear
+        self.position_features = position_features
         self.norm = nn.GroupNorm(32, channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, inner) if use_linear else nn.Conv2d(channels, inner, 1)
+        if position_features:
+            self.pos_proj = nn.Linear(4 * position_features, inner, bias=False)
+            nn.init.zeros_(self.pos_proj.weight)
         self.transformer_blocks = nn.ModuleList(
             BasicTransformerBlock(inner, heads, dim_head, context_dim, dropout) for _ in range(depth)
         )
@@ -124,6 +145,8 @@ class SpatialTransformer(nn.Module):
         t = t.flatten(2).transpose(1, 2)  # (B, HW, inner)
         if self.use_linear:
             t = self.proj_in(t)
+        if self.position_features:
+            t = t + self.pos_proj(grid_position_features(h, w, self.position_features, t.device, t.dtype))
         for block in self.transformer_blocks:
             t = block(t, context)
         if self.use_linear:

@@ -34,6 +34,7 @@ class UNetConfig:
     legacy: bool = True
     adm_in_channels: int | None = None  # vector conditioning ("adm" with a feature vector)
     use_new_attention_order: bool = False  # AttentionBlock: split q/k/v before heads (not legacy)
+    position_features: int = 0  # Kiln: Fourier position features per axis added in each SpatialTransformer
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(asdict(self))

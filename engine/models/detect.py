@@ -96,6 +96,7 @@ def _detect_transformer(s: Shapes, cfg: UNetConfig, attn_levels: list[int], leve
     ctx = next((v[1] for k, v in s.items() if k.endswith("attn2.to_k.weight")), None)
     cfg.context_dim = ctx
     cfg.use_linear_in_transformer = len(s["middle_block.1.proj_in.weight"]) == 2
+    cfg.position_features = s["middle_block.1.pos_proj.weight"][1] // 4 if "middle_block.1.pos_proj.weight" in s else 0
     depths = [_depth(s, _first_attention_input(s, lvl, cfg)) if lvl in attn_levels else 0 for lvl in range(levels)]
     middle = _depth(s, "middle_block.1.")
     used = {d for d in depths if d} | {middle}
@@ -267,7 +268,8 @@ def architecture_signature(cfg: CheckpointConfig) -> tuple:
                 u.context_dim if u.use_spatial_transformer else None,
                 u.use_linear_in_transformer if u.use_spatial_transformer else None,
                 _levels_value(depth, len(u.channel_mult)) if u.use_spatial_transformer else None,
-                u.num_classes, u.adm_in_channels, u.use_scale_shift_norm, u.resblock_updown)
+                u.num_classes, u.adm_in_channels, u.use_scale_shift_norm, u.resblock_updown,
+                u.position_features if u.use_spatial_transformer else None)
     ae_sig = (a.kind, a.embed_dim, a.z_channels, a.ch, tuple(a.ch_mult), a.num_res_blocks, a.attn_type,
               a.n_embed if a.kind == "vq" else None)
     cond_sig = (cfg.conditioner.kind, tuple(sorted((k, v) for k, v in cfg.conditioner.params.items()

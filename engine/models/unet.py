@@ -205,7 +205,7 @@ class UNetModel(nn.Module):
             dim_head = ch // num_heads if cfg.use_spatial_transformer else cfg.num_head_channels
         if cfg.use_spatial_transformer:
             return SpatialTransformer(ch, num_heads, dim_head, depth, cfg.context_dim,
-                                      cfg.use_linear_in_transformer, cfg.dropout)
+                                      cfg.use_linear_in_transformer, cfg.dropout, cfg.position_features)
         heads = (cfg.num_heads_upsample if cfg.num_heads_upsample != -1 else cfg.num_heads) if upsample \
             else num_heads
         return AttentionBlock(ch, heads, dim_head, cfg.use_new_attention_order)
