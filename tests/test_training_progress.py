@@ -60,3 +60,22 @@ def test_a_time_limited_run_shows_the_time_fraction_and_a_log_file_gets_no_bar(t
     piped = io.StringIO()
     Progress(0, 10, 60.0, None, stream=piped).update(5, 0.5)
     assert piped.getvalue() == ""
+
+
+def test_sigterm_or_ctrl_c_stops_training_after_the_step_with_a_save(capsys):
+    import os
+    import signal
+
+    class SignalledTrainer(CountingTrainer):
+        def train_step(self, batch, gen) -> float:
+            if self.step == 7:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().train_step(batch, gen)
+
+    before = signal.getsignal(signal.SIGTERM)
+    trainer, saved_at = SignalledTrainer(), []
+    run_loop(trainer, lambda r: (None,), np.random.default_rng(0), torch.Generator(),
+             lambda: saved_at.append(trainer.step), 1000, 5.0, float("inf"))
+    assert trainer.step == 8 and saved_at == [8]  # the step in flight finished, then one save
+    assert "stopped on SIGTERM at step 8" in capsys.readouterr().out
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is given back

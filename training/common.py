@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import fields, is_dataclass, replace
@@ -267,24 +269,55 @@ def run_loop(trainer: ConcatTrainer, next_batch: Callable[[np.random.Generator],
     started = last_save = window_start = time.monotonic()
     done, losses = 0, []
     progress = Progress(trainer.step, steps, minutes * 60, loss_log)
-    while trainer.step < steps and time.monotonic() - started < minutes * 60:
-        losses.append(trainer.train_step(*next_batch(rng), gen))
-        done += 1
-        progress.update(trainer.step, losses[-1])
-        if trainer.step % log_every == 0:
-            rate = len(losses) / max(time.monotonic() - window_start, 1e-9)
-            progress.clear()
-            log(f"step {trainer.step} loss {np.mean(losses):.4f} {rate:.3f} steps/s")
-            progress.record(trainer.step, float(np.mean(losses)), rate)
-            losses, window_start = [], time.monotonic()
-        if time.monotonic() - last_save > save_every:
-            save()
-            last_save = time.monotonic()
-    save()
+    stop = StopRequest()
+    try:
+        while trainer.step < steps and time.monotonic() - started < minutes * 60 and not stop.asked:
+            losses.append(trainer.train_step(*next_batch(rng), gen))
+            done += 1
+            progress.update(trainer.step, losses[-1])
+            if trainer.step % log_every == 0:
+                rate = len(losses) / max(time.monotonic() - window_start, 1e-9)
+                progress.clear()
+                log(f"step {trainer.step} loss {np.mean(losses):.4f} {rate:.3f} steps/s")
+                progress.record(trainer.step, float(np.mean(losses)), rate)
+                losses, window_start = [], time.monotonic()
+            if time.monotonic() - last_save > save_every:
+                save()
+                last_save = time.monotonic()
+        save()
+    finally:
+        stop.release()
     progress.clear()
     seconds = time.monotonic() - started
-    log(f"stopped at step {trainer.step} ({done} steps in {seconds:.0f} s)")
+    why = f" on {stop.asked}" if stop.asked else ""
+    log(f"stopped{why} at step {trainer.step} ({done} steps in {seconds:.0f} s)")
     return {"steps": done, "seconds": seconds, "steps_per_s": done / max(seconds, 1e-9)}
+
+
+class StopRequest:
+    """Ctrl-C or SIGTERM during training: finish the step, save, stop (a second one acts as usual).
+
+    Without it a stopped run would lose everything since its last periodic save."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self) -> None:
+        self.asked = ""
+        self.previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                number = getattr(signal, name)
+                self.previous[number] = signal.signal(number, self._ask)
+
+    def _ask(self, number: int, frame: Any) -> None:
+        self.asked = signal.Signals(number).name
+        log(f"{self.asked}: stopping after this step, with a save")
+        self.release()
+
+    def release(self) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+        self.previous = {}
 
 
 def log(message: str) -> None:
