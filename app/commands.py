@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from PySide6.QtGui import QUndoCommand
@@ -77,6 +78,7 @@ class RemoveCommand(QUndoCommand):
         for link in self.links:
             self.doc.apply_remove_link(link)
         self.nodes = [copy.deepcopy(graph.nodes[n]) for n in self.node_ids]
+        self.written_for = graph.base_dir
         for node_id in self.node_ids:
             self.doc.apply_remove_node(node_id)
         self.backdrops = [self.doc.apply_remove_backdrop(b) for b in self.backdrop_ids]
@@ -86,7 +88,8 @@ class RemoveCommand(QUndoCommand):
         for backdrop in self.backdrops:
             self.doc.apply_add_backdrop(backdrop)
         for node in self.nodes:
-            self.doc.apply_add_node(copy.deepcopy(node))
+            params = self.doc.in_current_words(node.type, node.params, self.written_for)
+            self.doc.apply_add_node(replace(copy.deepcopy(node), params=copy.deepcopy(params)))
         for link in self.links:
             self.doc.apply_add_link(link)
         _restore_meta(self.doc, self.saved_meta)
@@ -139,6 +142,7 @@ class SetParamCommand(QUndoCommand):
         self.old = copy.deepcopy(params[name]) if name in params else MISSING
         self.new = copy.deepcopy(value)
         self.merge = merge
+        self.written_for = doc.graph.base_dir  # Save As may move the graph before an undo
 
     def id(self) -> int:
         return PARAM_MERGE_ID  # whether it really merges is decided in mergeWith
@@ -153,10 +157,16 @@ class SetParamCommand(QUndoCommand):
         return True
 
     def redo(self) -> None:
-        self.doc.apply_set_param(self.node_id, self.name, copy.deepcopy(self.new))
+        self.doc.apply_set_param(self.node_id, self.name, self._in_current_words(self.new))
 
     def undo(self) -> None:
-        self.doc.apply_set_param(self.node_id, self.name, copy.deepcopy(self.old))
+        self.doc.apply_set_param(self.node_id, self.name, self._in_current_words(self.old))
+
+    def _in_current_words(self, value: Any) -> Any:
+        if value is MISSING:
+            return MISSING
+        node_type = self.doc.graph.nodes[self.node_id].type
+        return copy.deepcopy(self.doc.in_current_words(node_type, {self.name: value}, self.written_for)[self.name])
 
 
 class SetNodeFieldCommand(QUndoCommand):

@@ -208,6 +208,16 @@ class Document(QObject):
         self.graph_reset.emit()
 
     # --- queries --------------------------------------------------------------
+    def in_current_words(self, node_type: str, params: dict[str, Any], written_for: str | None) -> dict[str, Any]:
+        """Params recorded while the graph lived in folder `written_for`, with their file paths
+        in the words of its folder now (an undo after Save As into another folder)."""
+        from engine import paths
+
+        spec = self.registry.get(node_type)
+        if spec is None or written_for == self.graph.base_dir:
+            return params
+        return paths.reword_params(spec, params, written_for, self.graph.base_dir)
+
     def param_value(self, node_id: str, name: str) -> Any:
         node = self.graph.nodes[node_id]
         if name in node.params:

@@ -37,6 +37,31 @@ def resolve_params(spec: NodeSpec, params: dict[str, Any], base_dir: str | None)
     return out
 
 
+def reword(value: str, written_for: str | None, base_dir: str | None) -> str:
+    """A PATH value written in a graph whose folder was `written_for`, in the words of a graph in
+    `base_dir`: the same file. Absolute paths stay as they are; relative ones stay relative."""
+    if not value or os.path.isabs(os.path.expanduser(value)) or written_for == base_dir:
+        return value
+    target = os.path.abspath(resolve(value, written_for))
+    if base_dir is None:
+        return target
+    try:
+        return os.path.relpath(target, base_dir)
+    except ValueError:  # another drive (Windows)
+        return target
+
+
+def reword_params(spec: NodeSpec, params: dict[str, Any], written_for: str | None, base_dir: str | None
+                  ) -> dict[str, Any]:
+    """`params` (a new dict) with each PATH param `reword`ed: for undo across a Save As into another folder."""
+    out = dict(params)
+    for param in spec.params:
+        value = out.get(param.name)
+        if param.type is ParamType.PATH and isinstance(value, str):
+            out[param.name] = reword(value, written_for, base_dir)
+    return out
+
+
 def path_params(graph: Graph, registry: NodeRegistry) -> Iterator[tuple[str, str, str]]:
     """(node id, param name, value) of every non-empty PATH param of known node types."""
     for node in graph.nodes.values():

@@ -269,3 +269,29 @@ def test_a_failed_save_leaves_the_open_graph_s_paths_as_they_were(window, tmp_pa
         window.doc.save(str(tmp_path / "no such folder" / "copy.json"))
     assert window.doc.graph.nodes["image"].params["path"] == "scene.png"
     assert window.doc.graph.base_dir == str(shared)
+
+
+def test_undo_after_save_as_into_another_folder_brings_back_the_same_files(window, tmp_path):
+    from PIL import Image as PILImage
+    from toy_nodes import build_graph
+
+    from app.commands import RemoveCommand, SetParamCommand
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    for name in ("scene.png", "other.png"):
+        PILImage.new("RGB", (8, 8)).save(shared / name)
+    graph_file.save(build_graph({"image": ("LoadImage", {"path": "scene.png"}),
+                                 "extra": ("LoadImage", {"path": "scene.png"})}), shared / "graph.json")
+    assert window.open_file(str(shared / "graph.json"))
+    doc = window.doc
+    doc.undo_stack.push(SetParamCommand(doc, "image", "path", "other.png"))  # typed in the shared folder
+    doc.undo_stack.push(RemoveCommand(doc, ["extra"]))
+    (tmp_path / "mine").mkdir()
+    assert window.save_as(str(tmp_path / "mine" / "copy.json"))
+    doc.undo_stack.undo()  # the deleted node comes back reading the same picture
+    assert doc.graph.nodes["extra"].params["path"] == os.path.join("..", "shared", "scene.png")
+    doc.undo_stack.undo()
+    assert doc.graph.nodes["image"].params["path"] == os.path.join("..", "shared", "scene.png")
+    doc.undo_stack.redo()
+    assert doc.graph.nodes["image"].params["path"] == os.path.join("..", "shared", "other.png")
