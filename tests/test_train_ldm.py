@@ -208,14 +208,17 @@ def test_a_new_run_can_start_from_an_exported_model_and_train_on(exported, tmp_p
 def test_a_run_from_an_exported_model_can_add_position_features(exported, tmp_path, capsys):
     card = json.loads(exported.with_suffix(".json").read_text())
     ae_file = exported.parent / "tiny-ae.safetensors"
-    common = ["--ae", str(ae_file), "--scenes", "16", "--batch", "4", "--threads", "1",
+    common = ["--ae", str(ae_file), "--scenes", "16", "--batch", "4", "--threads", "1", "--lr", "1e-4",
               "--steps", str(card["training"]["steps"] + 3)]
     run = tmp_path / "placed"
-    tl.main(["train", "--out", str(run), "--init-from", str(exported), "--unet", '{"position_features": 2}', *common])
+    tl.main(["train", "--out", str(run), "--init-from", str(exported), "--unet", '{"position_features": 2}',
+             "--position-lr-scale", "10", *common])
     state = torch.load(run / STATE, map_location="cpu", weights_only=True)
     added = [k for k in state["weights"] if k.endswith("pos_proj.weight")]
     assert added and all(state["weights"][k].abs().max() > 0 for k in added)  # learnt from zero
-    assert json.loads((run / "config.json").read_text())["unet"]["position_features"] == 2
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["unet"]["position_features"] == 2 and saved["position_lr_scale"] == 10
+    assert [group["lr"] for group in state["opt"]["param_groups"]] == [1e-4, 1e-3]
     # the other way round, the file's extra tensors are refused by name
     placed = tmp_path / "placed-model"
     tl.export(str(run), str(placed), dtype="float32")

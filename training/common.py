@@ -93,7 +93,7 @@ class ConcatTrainer:
     """
 
     def __init__(self, unet_cfg: UNetConfig, diffusion_cfg: DiffusionConfig, cond_stage: nn.Module | None,
-                 lr: float, ema_decay: float, seed: int, device: str = "cpu"):
+                 lr: float, ema_decay: float, seed: int, device: str = "cpu", position_lr_scale: float = 1.0):
         torch.manual_seed(seed)
         self.device = torch.device(device)
         if self.device.type == "cuda":
@@ -104,13 +104,23 @@ class ConcatTrainer:
         if cond_stage is not None:
             cond_stage.to(self.device)
         self.ema_decay = ema_decay
-        self.opt = torch.optim.AdamW(self._parameters(), lr=lr, weight_decay=0.0)
+        self.opt = torch.optim.AdamW(self._param_groups(lr, position_lr_scale), lr=lr, weight_decay=0.0)
         self.ema = {k: v.detach().clone() for k, v in self.weights().items()}
         self.step = 0
 
     def _parameters(self) -> list[nn.Parameter]:
         modules = [self.unet] + ([self.cond_stage] if self.cond_stage is not None else [])
         return [p for m in modules for p in m.parameters()]
+
+    def _param_groups(self, lr: float, position_lr_scale: float) -> list[dict[str, Any]]:
+        """One group, or two when the UNet's position projections learn at their own rate: added to a
+        trained model they start at zero, and at the model's rate they would take thousands of steps to matter."""
+        position = [p for name, p in self.unet.named_parameters() if ".pos_proj." in name]
+        if position_lr_scale == 1.0 or not position:
+            return [{"params": self._parameters()}]
+        chosen = {id(p) for p in position}
+        rest = [p for p in self._parameters() if id(p) not in chosen]
+        return [{"params": rest}, {"params": position, "lr": lr * position_lr_scale}]
 
     def weights(self) -> dict[str, torch.Tensor]:
         """Live weights under their original single-file keys."""

@@ -111,6 +111,7 @@ class LdmTrainConfig:
     p_layout: float = 0.40  # the rest is unconditional
     p_inpaint: float = 0.5
     seed: int = 0
+    position_lr_scale: float = 1.0  # learning rate of the UNet's position projections, times lr
 
     def checkpoint_conditioner(self) -> ConditionerConfig:
         """The exported conditioner: the token model plus the inpainting concat layout it was trained with."""
@@ -193,7 +194,8 @@ class Trainer(ConcatTrainer):
         self.cfg = cfg
         torch.manual_seed(cfg.seed)  # the conditioner is built before the UNet
         self.conditioner = TokenConditioner(cfg.conditioner)
-        super().__init__(cfg.unet, cfg.diffusion, self.conditioner, cfg.lr, cfg.ema, cfg.seed, device)
+        super().__init__(cfg.unet, cfg.diffusion, self.conditioner, cfg.lr, cfg.ema, cfg.seed, device,
+                         cfg.position_lr_scale)
 
     def concat(self, cond_input: Batch) -> torch.Tensor:
         return cond_input.concat
@@ -220,9 +222,11 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     elif args.init_from:
         cfg, start = start_from_model(args.init_from, args.batch, args.lr, args.scenes)
         cfg.unet = with_overrides(cfg.unet, args.unet)
+        cfg.position_lr_scale = args.position_lr_scale
         ae_path = args.ae
     else:
-        cfg = LdmTrainConfig(scenes=args.scenes or LdmTrainConfig.scenes, batch=args.batch, lr=args.lr)
+        cfg = LdmTrainConfig(scenes=args.scenes or LdmTrainConfig.scenes, batch=args.batch, lr=args.lr,
+                             position_lr_scale=args.position_lr_scale)
         cfg.unet = with_overrides(cfg.unet, args.unet)
         ae_path = args.ae
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
@@ -423,6 +427,9 @@ def _parser() -> argparse.ArgumentParser:
                     help=f"training scenes (default {LdmTrainConfig.scenes:,}; with --init-from, the model's)")
     tr.add_argument("--init-from", default=None, metavar="MODEL.safetensors",
                     help="start a new run from an exported base model and its card (its architecture and weights)")
+    tr.add_argument("--position-lr-scale", type=float, default=LdmTrainConfig.position_lr_scale,
+                    help="a new run's learning rate for the UNet's position projections, times --lr (for "
+                         "position features added to a trained model with --unet)")
     ex = sub.add_parser("export", help="write the model file and its card from a run")
     add_export_arguments(ex, "runs/ldm", DEFAULT_MODEL, 25, "scenes")
     ex.add_argument("--eval-cfg", type=float, default=3.0)
