@@ -77,11 +77,11 @@ def test_text_to_image_draws_the_caption_s_objects_in_their_colours_on_its_backg
 
 def test_layout_to_image_draws_objects_in_the_box_colours(executor):
     # Layout is the shipped model's weakest mode (README): it draws the boxes' colours, but often an
-    # object too many, and not yet in the boxes.
+    # object too many, and not yet in the boxes. A layout names no background: any of the four will do.
     boxes = graph_file.load(GRAPHS / "layout_to_image.json").nodes["layout"].params["boxes"]
     (image,) = run_example(executor, "layout_to_image", **{"sampler.steps": BASE_STEPS})
     analysis = analyse(image)
-    assert analysis.background == "gray" and len(boxes) <= len(analysis.objects) <= 2 * len(boxes)
+    assert len(boxes) <= len(analysis.objects) <= 2 * len(boxes)
     assert {o.colour for o in analysis.objects} == {box["label"].split()[0] for box in boxes}
 
 
