@@ -143,8 +143,8 @@ def test_super_resolution_upscales_a_held_out_32px_scene_to_128px(executor, tmp_
     (image,) = run_example(executor, "super_resolution", **{"image.path": str(tmp_path / "low.png"),
                                                             "sampler.steps": SR_STEPS})
     assert image.shape == (128, 128, 3)
-    # Not yet better than bicubic (README: the f=4 autoencoder caps it near 28 dB); it must stay close to the truth.
-    assert psnr(image, truth) > psnr(bicubic_upscale(low, 128), truth) - 3.0
+    # Sharper than bicubic (README: +1.0 dB on average over 200 scenes; on this one 31.5 against 28.7 dB).
+    assert psnr(image, truth) > psnr(bicubic_upscale(low, 128), truth) + 1.0
     assert analyse(image).objects[0].label == analyse(truth).objects[0].label
 
 
