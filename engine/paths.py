@@ -9,7 +9,7 @@ folder, that one is used. No Qt, no torch.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from engine.graph import Graph
@@ -29,11 +29,16 @@ def resolve(value: str, base_dir: str | None) -> str:
 
 def resolve_params(spec: NodeSpec, params: dict[str, Any], base_dir: str | None) -> dict[str, Any]:
     """`params` with each non-empty PATH param naming its file (`resolve`); a new dict."""
+    return _map_paths(spec, params, lambda value: resolve(value, base_dir))
+
+
+def _map_paths(spec: NodeSpec, params: dict[str, Any], change: Callable[[str], str]) -> dict[str, Any]:
+    """A copy of `params` with `change` applied to each non-empty PATH param."""
     out = dict(params)
     for param in spec.params:
         value = out.get(param.name)
         if param.type is ParamType.PATH and isinstance(value, str) and value:
-            out[param.name] = resolve(value, base_dir)
+            out[param.name] = change(value)
     return out
 
 
@@ -54,12 +59,7 @@ def reword(value: str, written_for: str | None, base_dir: str | None) -> str:
 def reword_params(spec: NodeSpec, params: dict[str, Any], written_for: str | None, base_dir: str | None
                   ) -> dict[str, Any]:
     """`params` (a new dict) with each PATH param `reword`ed: for undo across a Save As into another folder."""
-    out = dict(params)
-    for param in spec.params:
-        value = out.get(param.name)
-        if param.type is ParamType.PATH and isinstance(value, str):
-            out[param.name] = reword(value, written_for, base_dir)
-    return out
+    return _map_paths(spec, params, lambda value: reword(value, written_for, base_dir))
 
 
 def path_params(graph: Graph, registry: NodeRegistry) -> Iterator[tuple[str, str, str]]:

@@ -237,3 +237,16 @@ def test_position_features_start_as_the_original_block_and_then_tell_places_apar
     assert (after[..., 32, 28] - after[..., 32, 36]).abs().max() > 1e-2
     shapes = {k: tuple(v.shape) for k, v in placed.state_dict().items()}
     assert detect_unet(shapes)[0].position_features == 4  # a file without its card loads as well
+
+
+def test_position_features_made_while_sampling_still_serve_a_training_step():
+    from engine.models.attention import SpatialTransformer
+
+    block = SpatialTransformer(32, 2, 16, 1, 16, use_linear=True, position_features=4)
+    torch.nn.init.normal_(block.pos_proj.weight)
+    x, ctx = torch.randn(1, 32, 4, 4), torch.randn(1, 3, 16)
+    with torch.inference_mode():
+        sampled = block(x, ctx)  # the features are made (and kept) here
+    trained = block(x, ctx)
+    trained.sum().backward()
+    assert torch.allclose(sampled, trained) and block.pos_proj.weight.grad.abs().sum() > 0

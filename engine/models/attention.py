@@ -132,6 +132,7 @@ class SpatialTransformer(nn.Module):
         if position_features:
             self.pos_proj = nn.Linear(4 * position_features, inner, bias=False)
             nn.init.zeros_(self.pos_proj.weight)
+        self._features: tuple[tuple, torch.Tensor] | None = None  # (h, w, device, dtype), features: one per size
         self.transformer_blocks = nn.ModuleList(
             BasicTransformerBlock(inner, heads, dim_head, context_dim, dropout) for _ in range(depth)
         )
@@ -146,7 +147,7 @@ class SpatialTransformer(nn.Module):
         if self.use_linear:
             t = self.proj_in(t)
         if self.position_features:
-            t = t + self.pos_proj(grid_position_features(h, w, self.position_features, t.device, t.dtype))
+            t = t + self.pos_proj(self._position_features(h, w, t))
         for block in self.transformer_blocks:
             t = block(t, context)
         if self.use_linear:
@@ -155,6 +156,15 @@ class SpatialTransformer(nn.Module):
         if not self.use_linear:
             t = self.proj_out(t)
         return x + t
+
+
+    def _position_features(self, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+        """The (h*w, 4F) features, made once per size rather than at every sampler step."""
+        key = (h, w, like.device, like.dtype)
+        if self._features is None or self._features[0] != key:
+            with torch.inference_mode(False):  # a tensor made while sampling must serve training too
+                self._features = key, grid_position_features(h, w, self.position_features, like.device, like.dtype)
+        return self._features[1]
 
 
 class QKVAttention(nn.Module):
