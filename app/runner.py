@@ -11,6 +11,7 @@ import itertools
 import queue
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,6 +146,11 @@ class Runner(QObject):
         self.settings = settings
 
     def shutdown(self, timeout: float = 5.0) -> None:
+        """Cancel, stop the worker and cut every view off: a job that outlives `timeout` reports to no one."""
+        with warnings.catch_warnings():  # PySide warns about a signal that has no connection
+            warnings.simplefilter("ignore", RuntimeWarning)
+            for signal in (self.event, self.job_started, self.job_finished, self.queue_changed, self.device_known):
+                signal.disconnect()
         self.cancel()
         self._jobs.put(None)
         self._thread.join(timeout)

@@ -62,7 +62,9 @@ class MainWindow(QMainWindow):
         self.viewer = Viewer()
         self.log = LogPanel()
         self.properties = PropertiesPanel(self.doc, self.editor, self.choices)
-        self.runner = Runner(registry, self.settings.engine_settings(), self)
+        # No Qt parent: the worker thread holds the runner, so it lives while a job finishes after the window
+        # is gone (a worker emitting on a deleted QObject corrupts memory).
+        self.runner = Runner(registry, self.settings.engine_settings())
         self.search = NodeSearchPopup(registry, self)
         self.overlay = ShortcutOverlay(self)
         self.autosaver = Autosaver(self.doc, self.settings.recovery_path())

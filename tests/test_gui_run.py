@@ -188,3 +188,28 @@ def test_the_default_graph_runs_on_the_built_in_models_to_a_512px_picture(window
     match = match_caption(analyse(small), window.doc.graph.nodes["prompt"].params["text"])
     assert match.count_ok and all(m.colour_ok for m in match.objects)
     assert window.scene.nodes["sampler"].thumbnail is not None
+
+
+def test_a_job_still_running_when_the_window_closes_finishes_without_harm(qtbot, tmp_path, monkeypatch):
+    import threading
+
+    from gui_support import make_window
+    from PySide6.QtWidgets import QApplication
+
+    from app.runner import Runner
+
+    failures = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: failures.append(args.exc_value))
+    window = make_window(qtbot, tmp_path)
+    runner = window.runner
+    monkeypatch.setattr(runner, "shutdown", lambda: Runner.shutdown(runner, timeout=0.01))
+    window.doc.set_graph(_slow_graph(steps=2, delay=0.5), None)
+    window.run_graph()
+    qtbot.waitUntil(lambda: window.scene.nodes["sampler"].state == "running", timeout=20000)
+    lines = len(window.log.lines)
+    close_window(window)  # the worker is inside a 0.5 s step and outlives the window
+    assert runner._thread.is_alive()
+    runner._thread.join(10)
+    QApplication.processEvents()  # its queued results reach the runner, and no view
+    assert not runner._thread.is_alive() and failures == []
+    assert len(window.log.lines) == lines and window.scene.nodes["sampler"].state == "running"
