@@ -46,6 +46,7 @@ class Conditioning:
     crossattn: torch.Tensor | None = None  # (B, T, D)
     concat: torch.Tensor | None = None  # (B, C, h, w) at latent resolution
     y: torch.Tensor | None = None  # (B,) class ids or (B, D) vectors
+    regions: torch.Tensor | None = None  # (B, N, 4 + K) layout boxes for region channels (engine.models.regions)
     meta: dict[str, Any] = field(default_factory=dict)  # e.g. {"prompt": "..."}
 
     def with_(self, **changes: Any) -> Conditioning:

@@ -65,7 +65,7 @@ def _zero_out(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) ->
         return None if t is None else t * 0
 
     return {"conditioning": cond.with_(crossattn=zero(cond.crossattn), concat=zero(cond.concat),
-                                       y=cond.y, meta={**cond.meta, "zeroed": True})}
+                                       regions=None, y=cond.y, meta={**cond.meta, "zeroed": True})}
 
 
 _CONDITIONER_IN = Input("conditioner", SocketType.CONDITIONER, help="from Load Checkpoint")

@@ -259,3 +259,50 @@ def test_batches_from_scenes_made_once_equal_batches_that_remake_them():
     cached = make_batch(cfg, tokenizer, latents, seeds, 1.0, np.random.default_rng(3),
                         [world.make_scene(s) for s in seeds])
     assert torch.equal(fresh.tokens, cached.tokens) and torch.equal(fresh.concat, cached.concat)
+
+
+def test_a_model_gaining_layout_regions_draws_the_same_until_they_learn(exported, tmp_path):
+    from safetensors.torch import load_file
+
+    from engine.models.loader import load_checkpoint
+
+    card = json.loads(exported.with_suffix(".json").read_text())
+    ae_file = exported.parent / "tiny-ae.safetensors"
+    run = tmp_path / "regions"
+    steps = card["training"]["steps"]
+    tl.main(["train", "--out", str(run), "--init-from", str(exported), "--ae", str(ae_file), "--scenes", "16",
+             "--batch", "4", "--threads", "1", "--regions", "--steps", str(steps)])
+    saved = json.loads((run / "config.json").read_text())
+    k = 1 + len(world.COLOURS) + len(world.SHAPES)
+    assert saved["region_words"] == [*world.COLOURS, *world.SHAPES]
+    assert saved["unet"]["in_channels"] == 9 + k and saved["diffusion"]["region_channels"] == k
+    grown = tmp_path / "grown"
+    tl.export(str(run), str(grown), dtype="float32")
+    key = "model.diffusion_model.input_blocks.0.0.weight"
+    before, after = load_file(str(exported))[key], load_file(str(grown) + ".safetensors")[key]
+    assert torch.equal(after[:, :9], before) and after[:, 9:].abs().max() == 0
+    # through the engine: the layout's regions reach the grown model, which still draws what it drew
+    layout = [{"label": "red circle", "box": [0.1, 0.1, 0.5, 0.5]}]
+    old, new = load_checkpoint(exported, device="cpu"), load_checkpoint(str(grown) + ".safetensors", device="cpu")
+    cond_old, cond_new = old.conditioner.encode_layouts([layout]), new.conditioner.encode_layouts([layout])
+    assert cond_old.regions is None and cond_new.regions.shape == (1, 1, 4 + k)
+    x, t = torch.randn(1, 4, 16, 16), torch.tensor([500])
+    assert torch.allclose(old.model.apply(x, t, cond_old), new.model.apply(x, t, cond_new), atol=1e-5)
+
+
+def test_batches_paint_the_layouts_boxes_only_for_layout_conditioned_items():
+    cfg = tiny_config().with_regions(tl.region_vocabulary())
+    trainer = Trainer(cfg)
+    tokenizer = trainer.conditioner.tokenizer
+    batch = make_batch(cfg, tokenizer, torch.randn(20, 4, 16, 16).half(), list(range(20)), 1.0,
+                       np.random.default_rng(3))
+    regions = batch.concat[:, 5:]
+    assert regions.shape[1] == cfg.region_channels == 10
+    box_id = tokenizer.config.vocab_size - tokenizer.config.coord_bins  # coordinate tokens mean a layout
+    for i in range(cfg.batch):
+        is_layout = bool((batch.tokens[i] >= box_id).any())
+        assert bool(regions[i].abs().max() > 0) == is_layout
+        if is_layout:  # every painted cell lights one colour and one shape channel with the box
+            lit = regions[i, 0] > 0
+            assert torch.allclose(regions[i, 1:7].sum(0)[lit], regions[i, 0][lit])
+            assert torch.allclose(regions[i, 7:].sum(0)[lit], regions[i, 0][lit])

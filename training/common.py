@@ -176,9 +176,10 @@ class ConcatTrainer:
 
         strict=False lets this model have tensors `weights` lacks (a part added to the
         architecture, which keeps its initial values); returns their keys."""
-        missing = self.unet.load_state_dict(
-            {k[len(UNET_PREFIX):]: v for k, v in weights.items() if k.startswith(UNET_PREFIX)}, strict=strict
-        ).missing_keys
+        unet_weights = {k[len(UNET_PREFIX):]: v for k, v in weights.items() if k.startswith(UNET_PREFIX)}
+        if not strict:
+            unet_weights = grown_inputs(unet_weights, self.unet.state_dict())
+        missing = self.unet.load_state_dict(unet_weights, strict=strict).missing_keys
         if self.cond_stage is not None:
             self.cond_stage.load_state_dict({k[len(COND_PREFIX):]: v for k, v in weights.items()
                                              if k.startswith(COND_PREFIX)})
@@ -202,6 +203,22 @@ class ConcatTrainer:
         self.ema = {k: v.to(self.device) for k, v in state["ema"].items()}
         self.opt.load_state_dict(state["opt"])  # moves its tensors to the parameters' device
         self.step = int(state["step"])
+
+
+def grown_inputs(weights: dict[str, torch.Tensor], model: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights whose input dimension (dim 1) the model has grown, padded with zeros there.
+
+    New input channels (say layout regions added to the concat) then start with no effect."""
+    out = dict(weights)
+    for key, value in weights.items():
+        target = model.get(key)
+        if (target is None or value.ndim < 2 or target.shape == value.shape or target.ndim != value.ndim
+                or target.shape[1] <= value.shape[1] or target.shape[:1] + target.shape[2:] != value.shape[:1] + value.shape[2:]):
+            continue
+        pad = value.new_zeros(value.shape[0], target.shape[1] - value.shape[1], *value.shape[2:])
+        out[key] = torch.cat([value, pad], dim=1)
+        log(f"{key}: {value.shape[1]} -> {target.shape[1]} input channels, the new ones zero-weighted")
+    return out
 
 
 def to_device(value: Any, device: torch.device) -> Any:

@@ -52,6 +52,7 @@ from engine.models.configs import (
     UNetConfig,
 )
 from engine.models.keymaps import COND_PREFIX, UNET_PREFIX
+from engine.models.regions import layout_regions, paint_regions
 from engine.models.token_conditioner import TokenConditioner, TokenConditionerConfig
 from training import shapes_world as world
 from training.common import (
@@ -87,6 +88,11 @@ INPAINT_CONVENTION = "kiln"  # nodes/latent_nodes.inpaint_concat: latent zeroed 
 DEFAULT_MODEL = "resources/models/kiln-shapes-base"
 
 
+def region_vocabulary() -> tuple[str, ...]:
+    """The words a layout label's region channels light: every colour, then every shape."""
+    return (*world.COLOURS, *world.SHAPES)
+
+
 def vocabulary() -> tuple[str, ...]:
     """Every word a shapes-world caption or layout label can hold, sorted."""
     return tuple(sorted(world.VOCABULARY))
@@ -112,10 +118,25 @@ class LdmTrainConfig:
     p_inpaint: float = 0.5
     seed: int = 0
     position_lr_scale: float = 1.0  # learning rate of the UNet's position projections, times lr
+    region_words: tuple[str, ...] = ()  # layout boxes also painted as concat channels (engine.models.regions)
+
+    @property
+    def region_channels(self) -> int:
+        return 1 + len(self.region_words) if self.region_words else 0
+
+    def with_regions(self, words: tuple[str, ...]) -> LdmTrainConfig:
+        """This config with layout region channels for `words` after the inpainting channels."""
+        k = 1 + len(words)
+        return replace(self, region_words=tuple(words),
+                       unet=replace(self.unet, in_channels=2 * LATENT_CHANNELS + 1 + k),
+                       diffusion=replace(self.diffusion, region_channels=k))
 
     def checkpoint_conditioner(self) -> ConditionerConfig:
         """The exported conditioner: the token model plus the inpainting concat layout it was trained with."""
-        return ConditionerConfig("tokens", {**self.conditioner.to_dict(), "inpaint_convention": INPAINT_CONVENTION})
+        params = {**self.conditioner.to_dict(), "inpaint_convention": INPAINT_CONVENTION}
+        if self.region_words:
+            params["region_words"] = list(self.region_words)
+        return ConditionerConfig("tokens", params)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -136,7 +157,7 @@ class LdmTrainConfig:
 class Batch:
     latents: torch.Tensor  # (B, 4, 16, 16) scaled
     tokens: torch.Tensor  # (B, T)
-    concat: torch.Tensor  # (B, 5, 16, 16): masked latent, mask
+    concat: torch.Tensor  # (B, 5 [+ K], 16, 16): masked latent, mask [, painted layout regions]
 
 
 def make_batch(cfg: LdmTrainConfig, tokenizer, latents: torch.Tensor, seeds: list[int], scale: float,
@@ -144,26 +165,32 @@ def make_batch(cfg: LdmTrainConfig, tokenizer, latents: torch.Tensor, seeds: lis
     """A random batch of the encoded scenes; `scenes` (the seeds' scenes, made once) saves remaking them."""
     idx = rng.integers(0, len(seeds), size=cfg.batch)
     x = latents[idx].float() * scale  # (B, 4, h, w)
-    tokens, masks = [], []
+    tokens, masks, layouts = [], [], []
     for i in idx:
         scene = scenes[i] if scenes is not None else world.make_scene(seeds[i])
-        tokens.append(_tokens_for(cfg, tokenizer, scene, rng))
+        ids, layout = _tokens_for(cfg, tokenizer, scene, rng)
+        tokens.append(ids)
+        layouts.append(layout)
         masks.append(_mask_for(cfg, scene, x.shape[-1], rng))
     mask = torch.from_numpy(np.stack(masks))[:, None].float()  # (B, 1, h, w) 1 = regenerate
     has_mask = mask.flatten(1).amax(1).view(-1, 1, 1, 1)
-    concat = torch.cat([x * (1 - mask) * has_mask, mask], dim=1)
-    return Batch(x, tokenizer.batch(tokens), concat)
+    parts = [x * (1 - mask) * has_mask, mask]
+    if cfg.region_words:
+        parts.append(paint_regions(layout_regions(layouts, cfg.region_words), *x.shape[-2:]))
+    return Batch(x, tokenizer.batch(tokens), torch.cat(parts, dim=1))
 
 
-def _tokens_for(cfg: LdmTrainConfig, tokenizer, scene, rng: np.random.Generator) -> list[int]:
+def _tokens_for(cfg: LdmTrainConfig, tokenizer, scene, rng: np.random.Generator) -> tuple[list[int], list[dict]]:
+    """Token ids of a caption, a layout or nothing, and the layout's boxes (empty unless a layout)."""
     u = rng.random()
     if u < cfg.p_text:
-        return tokenizer.encode_text(world.augmented_caption(scene, rng))
+        return tokenizer.encode_text(world.augmented_caption(scene, rng)), []
     if u < cfg.p_text + cfg.p_layout:
         boxes = world.layout(scene)
         order = rng.permutation(len(boxes))
-        return tokenizer.encode_layout([boxes[j] for j in order])
-    return tokenizer.encode_text("")
+        shuffled = [boxes[j] for j in order]
+        return tokenizer.encode_layout(shuffled), shuffled
+    return tokenizer.encode_text(""), []
 
 
 def _mask_for(cfg: LdmTrainConfig, scene, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -223,11 +250,15 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         cfg, start = start_from_model(args.init_from, args.batch, args.lr, args.scenes)
         cfg.unet = with_overrides(cfg.unet, args.unet)
         cfg.position_lr_scale = args.position_lr_scale
+        if args.regions and not cfg.region_words:
+            cfg = cfg.with_regions(region_vocabulary())
         ae_path = args.ae
     else:
         cfg = LdmTrainConfig(scenes=args.scenes or LdmTrainConfig.scenes, batch=args.batch, lr=args.lr,
                              position_lr_scale=args.position_lr_scale)
         cfg.unet = with_overrides(cfg.unet, args.unet)
+        if args.regions:
+            cfg = cfg.with_regions(region_vocabulary())
         ae_path = args.ae
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
     ae, card = load_autoencoder(ae_path)
@@ -430,6 +461,9 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--position-lr-scale", type=float, default=LdmTrainConfig.position_lr_scale,
                     help="a new run's learning rate for the UNet's position projections, times --lr (for "
                          "position features added to a trained model with --unet)")
+    tr.add_argument("--regions", action="store_true",
+                    help="a new run also paints layout boxes as concat channels (box, colour and shape words); "
+                         "with --init-from, the model's first convolution grows zero-weighted inputs for them")
     ex = sub.add_parser("export", help="write the model file and its card from a run")
     add_export_arguments(ex, "runs/ldm", DEFAULT_MODEL, 25, "scenes")
     ex.add_argument("--eval-cfg", type=float, default=3.0)

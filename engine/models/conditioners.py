@@ -310,6 +310,7 @@ class TokensConditioner(Conditioner):
                             "in the model card or the file's metadata)")
         allowed = set(TokenConditionerConfig.__dataclass_fields__)
         self.inner = TokenConditioner(TokenConditionerConfig.from_dict({k: v for k, v in p.items() if k in allowed}))
+        self.region_words = tuple(p.get("region_words") or ())  # layout boxes also as concat channels
 
     def source_key(self, module_key: str) -> tuple[str, Transform | None]:
         return module_key.removeprefix("inner."), None
@@ -320,7 +321,12 @@ class TokensConditioner(Conditioner):
 
     @torch.no_grad()
     def encode_layouts(self, layouts: Sequence[Sequence[dict]]) -> Conditioning:
-        return self._wrap(self.inner.encode_layouts(list(layouts)), layout=[list(x) for x in layouts])
+        cond = self._wrap(self.inner.encode_layouts(list(layouts)), layout=[list(x) for x in layouts])
+        if self.region_words:
+            from engine.models.regions import layout_regions
+
+            cond = cond.with_(regions=layout_regions(layouts, self.region_words))
+        return cond
 
 
 # ---------------------------------------------------------------- classes, maps, images

@@ -80,6 +80,8 @@ class DiffusionConfig:
     # "crossattn", "concat", "hybrid" (both) or "adm" (class/vector embedding).
     conditioning_key: Literal["crossattn", "concat", "hybrid", "adm"] | None = "crossattn"
     scale_factor: float = 0.18215  # latent = scale_factor * autoencoder latent
+    # Kiln: the last concat channels paint the layout's boxes (engine.models.regions); 0 = none
+    region_channels: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(asdict(self))

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from engine.models.configs import DiffusionConfig
+from engine.models.regions import paint_regions
 from engine.values import Conditioning
 
 
@@ -57,17 +58,35 @@ class LatentDiffusionModel(nn.Module):
         cfg = getattr(self.unet, "cfg", None)
         return 0 if cfg is None else max(0, cfg.in_channels - x.shape[1])
 
+    def _concat(self, x: torch.Tensor, cond: Conditioning | None) -> torch.Tensor | None:
+        """(B, C_concat, h, w): the conditioning's concat channels, then its painted layout regions.
+
+        Models trained with concat conditioning read all-zero channels as "none given"
+        (the built-in model: no inpainting mask means plain generation, no regions no layout)."""
+        channels = self.concat_channels(x)
+        concat = cond.concat if cond is not None else None
+        if channels == 0:
+            return None if concat is None else _match_batch(concat, x.shape[0]).to(x)
+        regions = cond.regions if cond is not None else None
+        k = self.config.region_channels
+        if concat is None:
+            concat = x.new_zeros(x.shape[0], channels - k, *x.shape[2:])
+        parts = [_match_batch(concat, x.shape[0]).to(x)]
+        if k:
+            if regions is None:
+                parts.append(x.new_zeros(x.shape[0], k, *x.shape[2:]))
+            else:
+                painted = paint_regions(_match_batch(regions, x.shape[0]).to(x.device), *x.shape[2:])
+                parts.append(painted[:, :k].to(x))
+        return torch.cat(parts, dim=1)
+
     def apply(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning | None) -> torch.Tensor:
         """x: (B, C, h, w) noisy latent; t: (B,) timesteps in [0, T); returns (B, C_out, h, w)."""
         context = y = None
-        concat = cond.concat if cond is not None else None
         x_in = x
-        if concat is None and self.concat_channels(x) > 0:
-            # Models trained with concat conditioning read all-zero channels as "none given"
-            # (the built-in model: no inpainting mask means plain generation).
-            concat = x.new_zeros(x.shape[0], self.concat_channels(x), *x.shape[2:])
+        concat = self._concat(x, cond)
         if concat is not None:
-            x_in = torch.cat([x, _match_batch(concat, x.shape[0]).to(x)], dim=1)
+            x_in = torch.cat([x, concat], dim=1)
         if cond is not None:
             if cond.crossattn is not None:
                 context = _match_batch(cond.crossattn, x.shape[0]).to(x)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import torch
 
 from engine.models.diffusion import LatentDiffusionModel
+from engine.models.regions import pad_regions
 from engine.values import Conditioning
 
 # Pad cross-attention contexts by repetition only up to this many tokens;
@@ -188,7 +189,8 @@ def stack_conditionings(first: Conditioning | None, second: Conditioning | None,
     first = first or Conditioning()
     second = second or Conditioning()
     fields: dict[str, torch.Tensor | None] = {}
-    for name in ("crossattn", "concat", "y"):
+    first, second = _with_equal_regions(first, second)
+    for name in ("crossattn", "concat", "y", "regions"):
         a, b = getattr(first, name), getattr(second, name)
         if (a is None) != (b is None):
             return None
@@ -202,6 +204,18 @@ def stack_conditionings(first: Conditioning | None, second: Conditioning | None,
             return None
         fields[name] = torch.cat([a, b.to(a.device)])
     return Conditioning(**fields, meta=dict(second.meta))
+
+
+def _with_equal_regions(a: Conditioning, b: Conditioning) -> tuple[Conditioning, Conditioning]:
+    """Layout regions on one side only become empty regions (no box) on the other; counts padded to match."""
+    ra, rb = a.regions, b.regions
+    if ra is None and rb is None:
+        return a, b
+    template = ra if ra is not None else rb
+    ra = ra if ra is not None else template.new_zeros(1, 1, template.shape[2])
+    rb = rb if rb is not None else template.new_zeros(1, 1, template.shape[2])
+    n = max(ra.shape[1], rb.shape[1])
+    return a.with_(regions=pad_regions(ra, n)), b.with_(regions=pad_regions(rb, n))
 
 
 def _equal_token_lengths(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
