@@ -73,9 +73,13 @@ def test_train_export_and_upscale_32_to_128_through_the_engine(tmp_path):
     assert tsr.main(["train", "--out", str(run), "--ae", str(ae_file), "--pool", "2", "--batch", "2", "--steps", "2",
                      "--threads", "1", "--unet", TINY_UNET]) == 0
     assert tsr.main(["train", "--out", str(run), "--steps", "3", "--threads", "1"]) == 0  # resumes, own config
+    assert torch.load(run / "state.pt", weights_only=True)["opt"]["param_groups"][0]["lr"] == 2e-4
+    assert tsr.main(["train", "--out", str(run), "--steps", "4", "--threads", "1", "--lr", "5e-5"]) == 0
+    state = torch.load(run / "state.pt", weights_only=True)  # a given --lr takes over from the saved one
+    assert state["opt"]["param_groups"][0]["lr"] == 5e-5 and json.loads(state["meta"])["config"]["lr"] == 5e-5
     out = tmp_path / "kiln-shapes-sr"
     card = tsr.export(str(run), str(out))
-    assert card["training"]["steps"] == 3 and card["checkpoint_config"]["unet"]["model_channels"] == 32
+    assert card["training"]["steps"] == 4 and card["checkpoint_config"]["unet"]["model_channels"] == 32
     loaded = load_checkpoint(f"{out}.safetensors", "cpu")
     assert loaded.report["strict"] and loaded.conditioner.accepts == "image"
     assert loaded.first_stage.downsample_factor == 4 and loaded.model.unet.cfg.in_channels == 6

@@ -285,6 +285,16 @@ def resume_run(trainer: ConcatTrainer, path: Path, seed: int) -> tuple[np.random
     return rng, gen
 
 
+def with_learning_rate(trainer: ConcatTrainer, current: float, wanted: float | None) -> float:
+    """A resumed run's learning rate: `wanted` (the --lr flag) when given, every param group scaled alike."""
+    if wanted is None or wanted == current:
+        return current
+    for group in trainer.opt.param_groups:
+        group["lr"] *= wanted / current
+    log(f"learning rate {current:g} -> {wanted:g}")
+    return wanted
+
+
 def run_loop(trainer: ConcatTrainer, next_batch: Callable[[np.random.Generator], tuple[torch.Tensor, torch.Tensor]],
              rng: np.random.Generator, gen: torch.Generator, save: Callable[[], None], steps: int, minutes: float,
              save_every: float, log_every: int = 25, loss_log: Path | None = None) -> dict[str, float]:
@@ -523,7 +533,8 @@ def add_train_parser(sub: Any, out: str, ae: str, batch: int, lr: float, what: s
     tr.add_argument("--out", default=out)
     tr.add_argument("--ae", default=ae)
     tr.add_argument("--batch", type=int, default=batch)
-    tr.add_argument("--lr", type=float, default=lr)
+    tr.add_argument("--lr", type=float, default=None,
+                    help=f"learning rate (a new run's default {lr:g}; a resumed run keeps its own unless given)")
     tr.add_argument("--device", default="cpu", help="where to train: cpu, cuda, cuda:N or mps (the saved state "
                     "is device-free, so a run can move between machines)")
     add_run_arguments(tr)

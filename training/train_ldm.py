@@ -80,6 +80,7 @@ from training.common import (
     run_loop,
     save_run,
     update_card,
+    with_learning_rate,
     with_overrides,
     write_checkpoint,
 )
@@ -247,14 +248,14 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         cfg, ae_path = LdmTrainConfig.from_dict(meta["config"]), meta["ae"]
         log("resuming with the run's saved config")
     elif args.init_from:
-        cfg, start = start_from_model(args.init_from, args.batch, args.lr, args.scenes)
+        cfg, start = start_from_model(args.init_from, args.batch, args.lr or LdmTrainConfig.lr, args.scenes)
         cfg.unet = with_overrides(cfg.unet, args.unet)
         cfg.position_lr_scale = args.position_lr_scale
         if args.regions and not cfg.region_words:
             cfg = cfg.with_regions(region_vocabulary())
         ae_path = args.ae
     else:
-        cfg = LdmTrainConfig(scenes=args.scenes or LdmTrainConfig.scenes, batch=args.batch, lr=args.lr,
+        cfg = LdmTrainConfig(scenes=args.scenes or LdmTrainConfig.scenes, batch=args.batch, lr=args.lr or LdmTrainConfig.lr,
                              position_lr_scale=args.position_lr_scale)
         cfg.unet = with_overrides(cfg.unet, args.unet)
         if args.regions:
@@ -269,6 +270,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     if start is not None:
         trainer.start_from(*start, args.init_from)
     rng, gen = resume_run(trainer, state_path, cfg.seed)
+    cfg.lr = with_learning_rate(trainer, cfg.lr, args.lr)
     meta = {"config": cfg.to_dict(), "ae": str(ae_path), "scale": scale}
     tokenizer = trainer.conditioner.tokenizer
     scenes = [world.make_scene(seed) for seed in seeds]

@@ -78,6 +78,7 @@ from training.common import (
     run_loop,
     save_run,
     update_card,
+    with_learning_rate,
     with_overrides,
     write_checkpoint,
 )
@@ -163,7 +164,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         ae_path = meta["ae"]
         log("resuming with the run's saved config")
     else:
-        cfg = SemanticTrainConfig(scenes=args.scenes, batch=args.batch, lr=args.lr, p_uncond=args.p_uncond)
+        cfg = SemanticTrainConfig(scenes=args.scenes, batch=args.batch, lr=args.lr or SemanticTrainConfig.lr, p_uncond=args.p_uncond)
         cfg.unet = with_overrides(cfg.unet, args.unet)
         ae_path = args.ae
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
@@ -173,6 +174,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     scale = float(card.get("scale_factor") or 1.0 / latents.float().std().item())
     trainer = SemanticTrainer(cfg, args.device)
     rng, gen = resume_run(trainer, state_path, cfg.seed)
+    cfg.lr = with_learning_rate(trainer, cfg.lr, args.lr)
     meta = {"config": cfg.to_dict(), "ae": str(ae_path), "scale": scale}
     return run_loop(trainer, lambda r: semantic_batch(cfg, latents, seeds, scale, r), rng, gen,
                     lambda: save_run(trainer, rng, gen, meta, state_path), args.steps, args.minutes, args.save_every,

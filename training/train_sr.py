@@ -75,6 +75,7 @@ from training.common import (
     run_loop,
     save_run,
     update_card,
+    with_learning_rate,
     with_overrides,
     write_checkpoint,
 )
@@ -226,10 +227,10 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         log("resuming with the run's saved config")
     elif args.init_from:
         config, weights, steps = exported_model(args.init_from, (UNET_PREFIX,))
-        cfg = dataclass_from(SrTrainConfig, {**config, "pool": args.pool, "batch": args.batch, "lr": args.lr})
+        cfg = dataclass_from(SrTrainConfig, {**config, "pool": args.pool, "batch": args.batch, "lr": args.lr or SrTrainConfig.lr})
         start, ae_path = (weights, steps), args.ae
     else:
-        cfg = SrTrainConfig(pool=args.pool, batch=args.batch, lr=args.lr, p_degrade=args.p_degrade)
+        cfg = SrTrainConfig(pool=args.pool, batch=args.batch, lr=args.lr or SrTrainConfig.lr, p_degrade=args.p_degrade)
         cfg.unet = with_overrides(cfg.unet, args.unet)
         ae_path = args.ae
     ae, card = load_autoencoder(ae_path)
@@ -241,6 +242,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     if start is not None:
         trainer.start_from(*start, args.init_from)
     rng, gen = resume_run(trainer, state_path, cfg.seed)
+    cfg.lr = with_learning_rate(trainer, cfg.lr, args.lr)
     meta = {"config": cfg.to_dict(), "ae": str(ae_path), "scale": scale}
     return run_loop(trainer, lambda r: sr_batch(cfg, latents, lows, scale, r), rng, gen,
                     lambda: save_run(trainer, rng, gen, meta, state_path), args.steps, args.minutes, args.save_every,
