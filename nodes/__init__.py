@@ -21,6 +21,7 @@ def build_registry() -> NodeRegistry:
         latent_nodes,
         layout_nodes,
         mask_nodes,
+        match_low_res,
         primitives,
         sampler,
         semantic_conditioning,
@@ -30,7 +31,7 @@ def build_registry() -> NodeRegistry:
 
     modules: list = [primitives, image_basic, image_io, checkpoint_loader, conditioning_nodes,
                      autoencoder_nodes, mask_nodes, image_utils, layout_nodes, semantic_nodes,
-                     latent_nodes, sampler, semantic_conditioning, upscale_nodes]
+                     latent_nodes, sampler, semantic_conditioning, upscale_nodes, match_low_res]
     registry = NodeRegistry()
     for module in modules:
         registry.register_all(module.SPECS)

@@ -20,7 +20,7 @@ from training.shapes_world import make_scene, render
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAPHS = ROOT / "resources" / "graphs"
-BASE_STEPS, SR_STEPS = 12, 6
+BASE_STEPS, SR_STEPS = 12, 4  # super-resolution runs at its shipped 4 steps
 
 
 @pytest.fixture(scope="module")
@@ -142,9 +142,13 @@ def test_super_resolution_upscales_a_held_out_32px_scene_to_128px(executor, tmp_
     write_png(str(tmp_path / "low.png"), low)
     (image,) = run_example(executor, "super_resolution", **{"image.path": str(tmp_path / "low.png"),
                                                             "sampler.steps": SR_STEPS})
+    (model_only,) = run_example(executor, "super_resolution", **{"image.path": str(tmp_path / "low.png"),
+                                                                 "sampler.steps": SR_STEPS, "sr_match.iterations": 0})
     assert image.shape == (128, 128, 3)
-    # Sharper than bicubic (README: +1.4 dB on average over 200 scenes; on this one 31.9 against 28.7 dB).
-    assert psnr(image, truth) > psnr(bicubic_upscale(low, 128), truth) + 1.0
+    # README: +3 dB or more over bicubic on average; on this scene 34.0 (the model alone 33.1) against 28.7 dB.
+    bicubic = psnr(bicubic_upscale(low, 128), truth)
+    assert psnr(model_only, truth) > bicubic + 2.0  # the diffusion model does most of it
+    assert psnr(image, truth) > max(bicubic + 3.0, psnr(model_only, truth) + 0.5)
     assert analyse(image).objects[0].label == analyse(truth).objects[0].label
 
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -62,6 +61,7 @@ from training.common import (
     add_threads_argument,
     add_train_parser,
     atomic_torch_save,
+    build_graph,
     dataclass_from,
     dispatch,
     engine_executor,
@@ -79,6 +79,7 @@ from training.common import (
     with_overrides,
     write_checkpoint,
 )
+from training.evaluate import SR_MATCH, SR_SAMPLER, SR_SCHEDULER, SR_STEPS
 from training.shapes_world import make_scene, render
 
 LOW_CHANNELS = 3
@@ -255,7 +256,7 @@ def checkpoint_config(cfg: SrTrainConfig, ae_cfg: AutoencoderConfig, scale: floa
 
 
 def export(run: str, out: str, ae_path: str | None = None, weights: str = "ema", dtype: str = "float16",
-           eval_n: int = 0, eval_steps: int = 15) -> dict[str, Any]:
+           eval_n: int = 0, eval_steps: int = SR_STEPS) -> dict[str, Any]:
     """Write the model file and card from a run; with eval_n > 0, measure 32 -> 128 through the engine."""
     state = load_state(Path(run) / STATE)
     meta = json.loads(state["meta"])
@@ -275,8 +276,8 @@ def export(run: str, out: str, ae_path: str | None = None, weights: str = "ema",
         from training.data import held_out_seeds
         from training.evaluate import evaluate_super_resolution
 
-        result = evaluate_super_resolution(engine_generator(f"{out}.safetensors", steps=eval_steps),
-                                           held_out_seeds(eval_n))
+        generate = engine_generator(f"{out}.safetensors", steps=eval_steps, match_iterations=SR_MATCH)
+        result = evaluate_super_resolution(generate, held_out_seeds(eval_n), model_only=generate.model_only)
         result["seconds_128_to_512"] = round(time_upscale(f"{out}.safetensors", steps=eval_steps), 2)
         result["command"] = (f"python -m training.evaluate super-resolution --model {out}.safetensors "
                              f"--n {eval_n} --steps {eval_steps} --time-512")
@@ -287,52 +288,67 @@ def export(run: str, out: str, ae_path: str | None = None, weights: str = "ema",
 # ---------------------------------------------------------------- through the engine
 
 
-def sr_graph(model: str, image_path: str, seed: int, steps: int, sampler: str, scheduler: str, scale: int = 4):
-    """LoadImage -> SuperResolutionConditioning (+ EmptyLatentLike) -> Sampler -> AutoencoderDecode."""
-    from engine.graph import Graph, Link, Node
-
-    graph = Graph()
+def sr_graph(model: str, image_path: str, seed: int, steps: int, sampler: str, scheduler: str, scale: int = 4,
+             match_iterations: int = 0):
+    """LoadImage -> SuperResolutionConditioning (+ EmptyLatentLike) -> Sampler -> AutoencoderDecode
+    [-> MatchLowRes, node `match`, with match_iterations > 0]."""
     nodes = {"ckpt": ("CheckpointLoader", {"checkpoint": model}), "low": ("LoadImage", {"path": image_path}),
              "latent": ("EmptyLatentLike", {"scale": scale}), "cond": ("SuperResolutionConditioning", {}),
              "sampler": ("Sampler", {"seed": seed, "steps": steps, "cfg": 1.0, "sampler": sampler,
                                      "scheduler": scheduler}),
              "decode": ("AutoencoderDecode", {})}
-    for nid, (kind, params) in nodes.items():
-        graph.add_node(Node(nid, kind, params=params))
-    for text in ("low.image -> latent.image", "ckpt.autoencoder -> latent.autoencoder",
-                 "ckpt.conditioner -> cond.conditioner", "low.image -> cond.image", "latent.latent -> cond.latent",
-                 "ckpt.model -> sampler.model", "cond.conditioning -> sampler.positive",
-                 "latent.latent -> sampler.latent", "ckpt.autoencoder -> decode.autoencoder",
-                 "sampler.latent -> decode.latent"):
-        src, dst = (part.strip().split(".") for part in text.split("->"))
-        graph.connect(Link(src[0], src[1], dst[0], dst[1]))
-    return graph
+    links = ["low.image -> latent.image", "ckpt.autoencoder -> latent.autoencoder",
+             "ckpt.conditioner -> cond.conditioner", "low.image -> cond.image", "latent.latent -> cond.latent",
+             "ckpt.model -> sampler.model", "cond.conditioning -> sampler.positive",
+             "latent.latent -> sampler.latent", "ckpt.autoencoder -> decode.autoencoder",
+             "sampler.latent -> decode.latent"]
+    if match_iterations:
+        nodes["match"] = ("MatchLowRes", {"iterations": match_iterations})
+        links += ["decode.image -> match.image", "low.image -> match.low_res"]
+    return build_graph(nodes, links)
 
 
-def engine_generator(model: str, steps: int = 15, sampler: str = "dpmpp_2m", scheduler: str = "karras",
-                     workdir: str | None = None) -> Callable[[np.ndarray, int], np.ndarray]:
-    """generate(low uint8 (s, s, 3), seed) -> uint8 (4s, 4s, 3), through the real nodes (model loaded once)."""
-    import tempfile
+class SrGenerator:
+    """generate(low uint8 (s, s, 3), seed) -> uint8 (4s, 4s, 3) through the real nodes (model loaded once):
+    the model's decoded output, then Match Low-Res Input when match_iterations > 0.
 
-    from engine.drawing import write_png
+    `model_only(low, seed)` right after gives the same sample before matching (from the engine's cache)."""
 
-    folder = Path(workdir or tempfile.mkdtemp(prefix="kiln-sr-"))
-    executor, calls = engine_executor(), [0]
+    def __init__(self, model: str, steps: int = SR_STEPS, sampler: str = SR_SAMPLER, scheduler: str = SR_SCHEDULER,
+                 workdir: str | None = None, match_iterations: int = 0):
+        import tempfile
 
-    def generate(low: np.ndarray, seed: int) -> np.ndarray:
-        calls[0] += 1
-        path = folder / f"low-{calls[0]}.png"
+        self.folder = Path(workdir or tempfile.mkdtemp(prefix="kiln-sr-"))
+        self.executor = engine_executor()
+        self.args = (model, steps, sampler, scheduler)
+        self.match_iterations = match_iterations
+
+    def _graph(self, low: np.ndarray, seed: int, match: int) -> Any:
+        from engine.drawing import write_png
+
+        path = self.folder / f"low-{seed}-{low.shape[0]}.png"
         write_png(str(path), np.ascontiguousarray(low, dtype=np.uint8))
-        return run_image(executor, sr_graph(model, str(path), seed, steps, sampler, scheduler))
+        return sr_graph(*self.args[:1], str(path), seed, *self.args[1:], match_iterations=match)
 
-    return generate
+    def __call__(self, low: np.ndarray, seed: int) -> np.ndarray:
+        target = "match" if self.match_iterations else "decode"
+        return run_image(self.executor, self._graph(low, seed, self.match_iterations), target)
+
+    def model_only(self, low: np.ndarray, seed: int) -> np.ndarray:
+        return run_image(self.executor, self._graph(low, seed, self.match_iterations), "decode")
 
 
-def time_upscale(model: str, size: int = 128, steps: int = 15, seed: int = 1_000_000) -> float:
+def engine_generator(model: str, steps: int = SR_STEPS, sampler: str = SR_SAMPLER, scheduler: str = SR_SCHEDULER,
+                     workdir: str | None = None, match_iterations: int = 0) -> SrGenerator:
+    return SrGenerator(model, steps, sampler, scheduler, workdir, match_iterations)
+
+
+def time_upscale(model: str, size: int = 128, steps: int = SR_STEPS, seed: int = 1_000_000, sampler: str = SR_SAMPLER,
+                 scheduler: str = SR_SCHEDULER, match_iterations: int = SR_MATCH) -> float:
     """Seconds for one size -> 4*size upscale of a held-out render through the engine, model already loaded."""
     import time
 
-    generate = engine_generator(model, steps=steps)
+    generate = engine_generator(model, steps, sampler, scheduler, match_iterations=match_iterations)
     low = render(make_scene(seed), size)
     generate(low[: size // 4, : size // 4], seed)  # loads the model
     started = time.perf_counter()
@@ -373,7 +389,7 @@ def _parser() -> argparse.ArgumentParser:
                          "autoencoder of the same shape)")
     tr.add_argument("--p-degrade", type=float, default=SrTrainConfig.p_degrade)
     ex = sub.add_parser("export", help="write the model file and its card from a run")
-    add_export_arguments(ex, "runs/sr", "resources/models/kiln-shapes-sr", 15, "scenes")
+    add_export_arguments(ex, "runs/sr", "resources/models/kiln-shapes-sr", SR_STEPS, "scenes")
     sp = add_speed_parser(sub, SrTrainConfig.batch, "UNet training")
     add_threads_argument(ea, tr, ex, sp)
     return parser
