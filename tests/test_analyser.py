@@ -24,13 +24,23 @@ from training.analyser import (
 from training.data import held_out_seeds
 from training.evaluate import (
     evaluate_autoencoder,
+    evaluate_inpainting,
     evaluate_one_object,
+    hidden_object,
     inpainting_mask,
     load_autoencoder,
     main,
     oracle_report,
 )
-from training.shapes_world import Scene, SceneObject, layout, make_scene, render, render_with_labels
+from training.shapes_world import (
+    Scene,
+    SceneObject,
+    layout,
+    make_scene,
+    object_phrase,
+    render,
+    render_with_labels,
+)
 
 RED_CIRCLE = SceneObject("red", "circle", "large", 0.35, (0.05, 0.05, 0.40, 0.40))
 BLUE_TRIANGLE = SceneObject("blue", "triangle", "small", 0.2, (0.40, 0.75, 0.60, 0.95))
@@ -158,6 +168,21 @@ def test_evaluator_metrics_are_perfect_for_the_renderer_and_punish_damage():
     scene = make_scene(seeds[0])
     mask = inpainting_mask(scene, seeds[0])
     assert 0 < mask.mean() < 0.2 and set(np.unique(mask)) == {0.0, 1.0}
+
+
+def test_inpainting_asks_for_the_hidden_object_by_its_phrase_or_for_nothing():
+    seeds, prompts = held_out_seeds(3), []
+
+    def ignore_the_hole(image, mask, seed, prompt):  # gives the masked picture back: the object stays hidden
+        prompts.append(prompt)
+        return image
+
+    asked = evaluate_inpainting(ignore_the_hole, seeds)
+    assert prompts == [object_phrase(hidden_object(make_scene(s), s)[0]) for s in seeds]
+    assert prompts[0].startswith("a ") and asked["prompt"] == "the hidden object's phrase"
+    assert asked["object_accuracy"] == 0.0 and asked["psnr_known"] == 100.0
+    prompts.clear()
+    assert evaluate_inpainting(ignore_the_hole, seeds, ask=False)["prompt"] == "empty" and prompts == ["", "", ""]
 
 
 def _tiny_autoencoder_file(tmp_path):

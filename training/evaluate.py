@@ -15,7 +15,7 @@ One function per metric, each taking a `generate` callable that returns uint8
 - evaluate_text_to_image(generate(prompt, seed))        caption match: colour, shape, size, position, count
 - evaluate_one_object(generate(prompt, seed))           short prompts like "a red circle": that one object
 - evaluate_layout_to_image(generate(layout, seed))      mean box IoU and label accuracy
-- evaluate_inpainting(generate(image, mask, seed))      PSNR in the hole and outside it, scene kept
+- evaluate_inpainting(generate(image, mask, seed, prompt)) PSNR in the hole and outside it, the object asked for
 - evaluate_semantic(generate(labels, seed))             label-map accuracy and mIoU of the result
 - evaluate_super_resolution(generate(low, seed))        PSNR against the 128 px render (and bicubic's), scene kept
 
@@ -54,6 +54,7 @@ from training.shapes_world import (
     caption,
     layout,
     make_scene,
+    object_phrase,
     render,
     render_with_labels,
 )
@@ -183,26 +184,29 @@ def inpainting_mask(scene: Scene, seed: int, size: int = 128) -> np.ndarray:
     return mask
 
 
-def evaluate_inpainting(generate: Callable[[np.ndarray, np.ndarray, int], np.ndarray], seeds: Sequence[int],
-                        size: int = 128) -> dict:
-    """Hide half of one object; the visible half says what belongs in the hole.
+def evaluate_inpainting(generate: Callable[[np.ndarray, np.ndarray, int, str], np.ndarray], seeds: Sequence[int],
+                        size: int = 128, ask: bool = True) -> dict:
+    """Hide half of one object and ask for it: the prompt is the object's phrase ("a large yellow triangle at
+    the top left"), or empty with ask=False, when only the visible half says what belongs in the hole.
 
-    object_accuracy: the hidden object is whole again, seen with its colour and shape where it was (box IoU >= 0.5)."""
+    object_accuracy: the hidden object is whole again, seen with its colour and shape where it was: box IoU >= 0.7
+    (the visible half alone reaches at most 0.60 on 200 held-out scenes, and 8 % of them pass at 0.5)."""
     hole, known, exact, restored = [], [], 0, 0
     for seed in seeds:
         scene = make_scene(seed)
         truth = render(scene, size)
         mask = inpainting_mask(scene, seed, size)
         masked = np.where(mask[..., None] > 0, 0, truth).astype(np.uint8)
-        image = _check_output(generate(masked, mask, seed), size, "inpainting")
+        obj = hidden_object(scene, seed)[0]
+        image = _check_output(generate(masked, mask, seed, object_phrase(obj) if ask else ""), size, "inpainting")
         hole.append(_capped_psnr(truth, image, mask))
         known.append(_capped_psnr(truth, image, 1.0 - mask))
         analysis = analyse(image)
         exact += scene_matches(analysis, scene)
-        obj = hidden_object(scene, seed)[0]
-        restored += any(d.label == obj.label and box_iou(d.box, obj.box) >= 0.5 for d in analysis.objects)
+        restored += any(d.label == obj.label and box_iou(d.box, obj.box) >= 0.7 for d in analysis.objects)
     n = len(seeds)
-    return {"metric": "inpainting", "n": n, "psnr_hole": float(np.mean(hole)), "psnr_known": float(np.mean(known)),
+    return {"metric": "inpainting", "n": n, "prompt": "the hidden object's phrase" if ask else "empty",
+            "psnr_hole": float(np.mean(hole)), "psnr_known": float(np.mean(known)),
             "object_accuracy": restored / n, "scene_exact": exact / n}
 
 
@@ -271,7 +275,7 @@ def oracle_report(seeds: Sequence[int], size: int = 128) -> list[dict]:
         evaluate_one_object(one_object, seeds, size),
         evaluate_text_to_image(lambda prompt, seed: truth(seed), seeds, size),
         evaluate_layout_to_image(lambda boxes, seed: truth(seed), seeds, size),
-        evaluate_inpainting(lambda image, mask, seed: truth(seed), seeds, size),
+        evaluate_inpainting(lambda image, mask, seed, prompt: truth(seed), seeds, size),
         evaluate_semantic(lambda labels, seed: truth(seed), seeds, size),
         evaluate_super_resolution(lambda low, seed: truth(seed), seeds, size),
     ]
@@ -375,8 +379,8 @@ def _base_model_command(args: argparse.Namespace) -> list[dict]:
     if args.command == "layout-to-image":
         generate = train_ldm.layout_generator(args.model, args.steps, args.cfg, args.sampler, args.scheduler)
         return [evaluate_layout_to_image(generate, seeds, args.size)]
-    generate = train_ldm.inpaint_generator(args.model, args.steps, args.sampler, args.scheduler)
-    return [evaluate_inpainting(generate, seeds, args.size)]
+    generate = train_ldm.inpaint_generator(args.model, args.steps, args.sampler, args.scheduler, cfg=args.cfg)
+    return [evaluate_inpainting(generate, seeds, args.size, ask=args.ask == "object")]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -401,8 +405,10 @@ def _parser() -> argparse.ArgumentParser:
     for name, what in (("text-to-image", "caption accuracy"), ("layout-to-image", "box IoU"),
                        ("inpainting", "PSNR in and outside the hole")):
         p = sub.add_parser(name, help=f"{what} of the base checkpoint (kiln-shapes-base)")
-        if name != "inpainting":
-            p.add_argument("--cfg", type=float, default=3.0, help="guidance scale (the negative is the empty prompt)")
+        p.add_argument("--cfg", type=float, default=3.0, help="guidance scale (the negative is the empty prompt)")
+        if name == "inpainting":
+            p.add_argument("--ask", choices=("object", "nothing"), default="object",
+                           help="prompt with the hidden object's phrase (default), or leave the prompt empty")
         p.set_defaults(run=_base_model_command, steps=25)
         base.append(p)
     for p in (sem, sr, *base):

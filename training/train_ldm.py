@@ -336,10 +336,10 @@ def evaluate_model(model: str, n: int, steps: int = 25, cfg: float = 3.0, offset
     text = text_generator(model, steps, cfg, executor=executor)
     results = [evaluate_one_object(text, seeds), evaluate_text_to_image(text, seeds),
                evaluate_layout_to_image(layout_generator(model, steps, cfg, executor=executor), seeds),
-               evaluate_inpainting(inpaint_generator(model, steps, executor=executor), seeds)]
+               evaluate_inpainting(inpaint_generator(model, steps, executor=executor, cfg=cfg), seeds)]
     command = f"python -m training.evaluate {{}} --model {model} --n {n} --steps {steps}"
     for result, name in zip(results, ("text-to-image", "text-to-image", "layout-to-image", "inpainting")):
-        result["command"] = command.format(name) + (f" --cfg {cfg}" if name != "inpainting" else "")
+        result["command"] = command.format(name) + f" --cfg {cfg}"
     return results
 
 
@@ -383,19 +383,23 @@ def layout_graph(model: str, boxes: list[dict], seed: int, steps: int = 25, cfg:
 
 
 def inpaint_graph(model: str, image_path: str, mask_b64: str, seed: int, steps: int = 25, prompt: str = "",
-                  sampler: str = "dpmpp_2m", scheduler: str = "karras", feather: int = 0):
-    """LoadImage + MaskPainter -> InpaintConditioning -> Sampler -> decode -> CompositeMasked (target `paste`)."""
+                  sampler: str = "dpmpp_2m", scheduler: str = "karras", feather: int = 0, cfg: float = 1.0):
+    """LoadImage + MaskPainter -> InpaintConditioning -> Sampler -> decode -> CompositeMasked (target `paste`);
+    with cfg != 1 the empty prompt is the negative (it shares the positive's inpainting channels)."""
     nodes = {"ckpt": ("CheckpointLoader", {"checkpoint": model}), "image": ("LoadImage", {"path": image_path}),
              "mask": ("MaskPainter", {"mask": mask_b64}), "prompt": ("TextEncode", {"text": prompt}),
              "inpaint": ("InpaintConditioning", {"convention": "auto"}),
              "latent": ("EmptyLatentLike", {"scale": 1}),
-             "sampler": ("Sampler", _sampler_params(seed, steps, 1.0, sampler, scheduler)),
+             "sampler": ("Sampler", _sampler_params(seed, steps, cfg, sampler, scheduler)),
              "decode": ("AutoencoderDecode", {}), "paste": ("CompositeMasked", {"feather": feather})}
     links = ["image.image -> mask.image", "ckpt.conditioner -> prompt.conditioner",
              "prompt.conditioning -> inpaint.conditioning", "ckpt.autoencoder -> inpaint.autoencoder",
              "image.image -> inpaint.image", "mask.mask -> inpaint.mask", "image.image -> latent.image",
              "inpaint.conditioning -> sampler.positive", "image.image -> paste.destination",
              "decode.image -> paste.source", "mask.mask -> paste.mask"]
+    if cfg != 1.0:
+        nodes["negative"] = ("TextEncode", {"text": ""})
+        links += ["ckpt.conditioner -> negative.conditioner", "negative.conditioning -> sampler.negative"]
     return build_graph(nodes, links + _SAMPLE_LINKS)
 
 
@@ -414,9 +418,10 @@ def layout_generator(model: str, steps: int = 25, cfg: float = 3.0, sampler: str
 
 
 def inpaint_generator(model: str, steps: int = 25, sampler: str = "dpmpp_2m", scheduler: str = "karras",
-                      executor: Any = None, workdir: str | None = None
-                      ) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray]:
-    """generate(masked image uint8 (S, S, 3), mask (S, S) 1 = hole, seed) -> the pasted result, uint8."""
+                      executor: Any = None, workdir: str | None = None, cfg: float = 3.0
+                      ) -> Callable[[np.ndarray, np.ndarray, int, str], np.ndarray]:
+    """generate(masked image uint8 (S, S, 3), mask (S, S) 1 = hole, seed, prompt) -> the pasted result, uint8;
+    guided by `cfg` against the empty prompt when there is a prompt."""
     import tempfile
 
     from engine.drawing import encode_png_b64, write_png
@@ -424,13 +429,14 @@ def inpaint_generator(model: str, steps: int = 25, sampler: str = "dpmpp_2m", sc
     folder = Path(workdir or tempfile.mkdtemp(prefix="kiln-inpaint-"))
     executor, calls = executor or engine_executor(), [0]
 
-    def generate(image: np.ndarray, mask: np.ndarray, seed: int) -> np.ndarray:
+    def generate(image: np.ndarray, mask: np.ndarray, seed: int, prompt: str = "") -> np.ndarray:
         calls[0] += 1
         path = folder / f"image-{calls[0]}.png"
         write_png(str(path), np.ascontiguousarray(image, dtype=np.uint8))
         mask_b64 = encode_png_b64((np.asarray(mask) > 0.5).astype(np.uint8) * 255)
-        return run_image(executor, inpaint_graph(model, str(path), mask_b64, seed, steps, "", sampler, scheduler),
-                         target="paste")
+        graph = inpaint_graph(model, str(path), mask_b64, seed, steps, prompt, sampler, scheduler,
+                              cfg=cfg if prompt else 1.0)
+        return run_image(executor, graph, target="paste")
 
     return generate
 
