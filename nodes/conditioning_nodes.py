@@ -89,8 +89,9 @@ CLASS_ENCODE = NodeSpec(
 
 LAYOUT_ENCODE = NodeSpec(
     type="LayoutEncode", title="Layout Encode", category="conditioning",
-    help="Encodes labelled boxes for a layout-to-image model. Boxes come from the LAYOUT input "
-         "or, when it is not connected, from the `boxes` param.",
+    help="Encodes labelled boxes for a layout-to-image model: as tokens for cross-attention and, for a model "
+         "with region channels (the built-in base model), also painted at the latent's size. Boxes come from "
+         "the LAYOUT input or, when it is not connected, from the `boxes` param.",
     compute=_layout_encode,
     inputs=(_CONDITIONER_IN, Input("layout", SocketType.LAYOUT, optional=True, help="boxes; overrides the param")),
     outputs=(_CONDITIONING_OUT,),
