@@ -212,13 +212,18 @@ def grown_inputs(weights: dict[str, torch.Tensor], model: dict[str, torch.Tensor
     out = dict(weights)
     for key, value in weights.items():
         target = model.get(key)
-        if (target is None or value.ndim < 2 or target.shape == value.shape or target.ndim != value.ndim
-                or target.shape[1] <= value.shape[1] or target.shape[:1] + target.shape[2:] != value.shape[:1] + value.shape[2:]):
+        if target is None or not _has_more_inputs(target.shape, value.shape):
             continue
         pad = value.new_zeros(value.shape[0], target.shape[1] - value.shape[1], *value.shape[2:])
         out[key] = torch.cat([value, pad], dim=1)
         log(f"{key}: {value.shape[1]} -> {target.shape[1]} input channels, the new ones zero-weighted")
     return out
+
+
+def _has_more_inputs(grown: torch.Size, old: torch.Size) -> bool:
+    """The same shape but for a larger dim 1 (a layer's input channels)."""
+    return (len(grown) == len(old) >= 2 and grown[1] > old[1]
+            and grown[:1] == old[:1] and grown[2:] == old[2:])
 
 
 def to_device(value: Any, device: torch.device) -> Any:
