@@ -13,7 +13,7 @@ import pytest
 
 from engine import graph_file
 from nodes import build_registry
-from training.analyser import analyse, label_map_accuracy, match_caption, psnr
+from training.analyser import analyse, label_map_accuracy, layout_ious, match_caption, psnr
 from training.data import held_out_seeds
 from training.evaluate import bicubic_upscale
 from training.shapes_world import make_scene, render
@@ -75,14 +75,14 @@ def test_text_to_image_draws_the_caption_s_objects_in_their_colours_on_its_backg
     assert sorted(o.colour for o in analysis.objects) == sorted(m.requested.colour for m in match.objects), match
 
 
-def test_layout_to_image_draws_objects_in_the_box_colours(executor):
-    # Layout is the shipped model's weakest mode (README): it draws the boxes' colours, but often an
-    # object too many, and not yet in the boxes. A layout names no background: any of the four will do.
+def test_layout_to_image_draws_each_object_in_its_box(executor):
+    # The base model reads the boxes as tokens and as painted region channels (README: mean IoU 0.xx over
+    # 200 held-out layouts). At the shipped seed all three land: IoU 0.95, 0.86 and 0.96 at 12 steps.
     boxes = graph_file.load(GRAPHS / "layout_to_image.json").nodes["layout"].params["boxes"]
     (image,) = run_example(executor, "layout_to_image", **{"sampler.steps": BASE_STEPS})
     analysis = analyse(image)
-    assert len(boxes) <= len(analysis.objects) <= 2 * len(boxes)
-    assert {o.colour for o in analysis.objects} == {box["label"].split()[0] for box in boxes}
+    assert len(analysis.objects) == len(boxes)
+    assert min(layout_ious(analysis, boxes)) >= 0.7, [o.label for o in analysis.objects]
 
 
 def test_image_to_image_keeps_the_picture_s_background_and_colours(executor):
