@@ -76,7 +76,7 @@ def test_text_to_image_draws_the_caption_s_objects_in_their_colours_on_its_backg
 
 
 def test_layout_to_image_draws_each_object_in_its_box(executor):
-    # The base model reads the boxes as tokens and as painted region channels (README: mean IoU 0.xx over
+    # The base model reads the boxes as tokens and as painted region channels (README: mean IoU 0.62 over
     # 200 held-out layouts). At the shipped seed all three land: IoU 0.95, 0.86 and 0.96 at 12 steps.
     boxes = graph_file.load(GRAPHS / "layout_to_image.json").nodes["layout"].params["boxes"]
     (image,) = run_example(executor, "layout_to_image", **{"sampler.steps": BASE_STEPS})
