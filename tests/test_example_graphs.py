@@ -102,3 +102,14 @@ def test_drawn_inputs_are_already_in_place(monkeypatch):
     assert result.ok, result.error
     labels = result.outputs["semantic"]["semantic"].labels.numpy()
     assert labels.shape[-2:] == (128, 128) and len(np.unique(labels)) == 4  # background + 3 objects
+
+
+@pytest.mark.parametrize("name, sampler", [("super_resolution", "sampler"), ("default", "sr_sampler")])
+def test_super_resolution_graphs_run_the_pipeline_the_evaluator_measures(name, sampler):
+    from training.evaluate import SR_MATCH, SR_SAMPLER, SR_SCHEDULER, SR_STEPS
+
+    graph = graph_file.load(GRAPHS / f"{name}.json")
+    params = graph.nodes[sampler].params
+    assert (params["sampler"], params["scheduler"], params["steps"]) == (SR_SAMPLER, SR_SCHEDULER, SR_STEPS)
+    assert graph.nodes["sr_match"].params["iterations"] == SR_MATCH
+    assert graph.incoming("save")["image"].src == "sr_match"

@@ -87,3 +87,21 @@ def test_guidance_batches_a_layout_against_a_negative_without_one():
     assert batched[:2, 9:].abs().max() == 0  # the negative has no boxes
     expected = paint_regions(layout_regions([layout], WORDS), 4, 4)
     assert torch.equal(batched[2:, 9:], expected.expand(2, -1, -1, -1))
+
+
+def test_a_sampler_run_paints_its_regions_once_not_at_every_step(monkeypatch):
+    import engine.models.diffusion as diffusion
+
+    calls = []
+    real = diffusion.paint_regions
+    monkeypatch.setattr(diffusion, "paint_regions", lambda *a: calls.append(a[1:]) or real(*a))
+    model = _model()
+    cond = Conditioning(regions=layout_regions([[{"label": "red circle", "box": [0, 0, 0.5, 0.5]}]], WORDS))
+    x = torch.randn(1, 4, 8, 8)
+    for t in (900, 500, 100):  # three steps, one conditioning
+        model.apply(x, torch.tensor([t]), cond)
+    model.apply(torch.randn(1, 4, 4, 4), torch.tensor([100]), cond)  # another size is painted anew
+    assert calls == [(8, 8), (4, 4)]
+    first, *_, last = model.unet.inputs
+    assert torch.equal(first[:, 9:], paint_regions(cond.regions, 8, 8))
+    assert torch.equal(last[:, 9:], paint_regions(cond.regions, 4, 4))

@@ -40,6 +40,7 @@ class LatentDiffusionModel(nn.Module):
         self.name = name
         alphas_cumprod = torch.cumprod(1.0 - make_betas(config), dim=0)
         self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)  # (T,) float64
+        self._painted_cache: tuple[torch.Tensor, tuple, torch.Tensor] | None = None  # regions, size, painted
 
     @property
     def prediction(self) -> str:
@@ -76,9 +77,18 @@ class LatentDiffusionModel(nn.Module):
             if regions is None:
                 parts.append(x.new_zeros(x.shape[0], k, *x.shape[2:]))
             else:
-                painted = paint_regions(_match_batch(regions, x.shape[0]).to(x.device), *x.shape[2:])
-                parts.append(painted[:, :k].to(x))
+                parts.append(self._painted(regions, x)[:, :k])
         return torch.cat(parts, dim=1)
+
+    def _painted(self, regions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """(B, K, h, w) regions painted at x's size: once per conditioning and size, not at every sampler step
+        (the sampler hands the same conditioning tensors to every step)."""
+        size = (x.shape[0], *x.shape[2:], x.device, x.dtype)
+        cached = self._painted_cache
+        if cached is None or cached[0] is not regions or cached[1] != size:
+            painted = paint_regions(_match_batch(regions, x.shape[0]).to(x.device), *x.shape[2:]).to(x)
+            self._painted_cache = cached = (regions, size, painted)
+        return cached[2]
 
     def apply(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning | None) -> torch.Tensor:
         """x: (B, C, h, w) noisy latent; t: (B,) timesteps in [0, T); returns (B, C_out, h, w)."""
