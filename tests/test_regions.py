@@ -90,7 +90,7 @@ def test_guidance_batches_a_layout_against_a_negative_without_one():
 
 
 def test_a_sampler_run_paints_its_regions_once_not_at_every_step(monkeypatch):
-    import engine.models.diffusion as diffusion
+    from engine.models import diffusion
 
     calls = []
     real = diffusion.paint_regions
