@@ -24,7 +24,7 @@ def tiny_config(**kw) -> LdmTrainConfig:
                       use_spatial_transformer=True, context_dim=32, use_linear_in_transformer=True,
                       legacy=False)
     cond = TokenConditionerConfig(words=vocabulary(), coord_bins=16, max_tokens=40, width=32, layers=1, heads=2)
-    return LdmTrainConfig(unet=unet, conditioner=cond, batch=8, **kw)
+    return LdmTrainConfig(unet=unet, conditioner=cond, **{"batch": 8, **kw})
 
 
 def test_batches_mix_text_layout_and_inpainting_masks():
@@ -306,3 +306,36 @@ def test_batches_paint_the_layouts_boxes_only_for_layout_conditioned_items():
             lit = regions[i, 0] > 0
             assert torch.allclose(regions[i, 1:7].sum(0)[lit], regions[i, 0][lit])
             assert torch.allclose(regions[i, 7:].sum(0)[lit], regions[i, 0][lit])
+
+
+def _two_object_scene() -> world.Scene:
+    big = world.SceneObject("red", "square", "large", 0.5, (0.1, 0.25, 0.6, 0.75))
+    small = world.SceneObject("blue", "circle", "small", 0.2, (0.7, 0.05, 0.9, 0.25))
+    return world.Scene("white", (big, small), 0)
+
+
+def test_inpainting_batches_can_ask_for_the_hidden_object_and_hide_half_of_it():
+    cfg = tiny_config(p_inpaint=1.0, p_ask_object=1.0, p_half_object=1.0, batch=48)
+    tokenizer = Trainer(cfg).conditioner.tokenizer
+    scene = _two_object_scene()
+    batch = make_batch(cfg, tokenizer, torch.randn(1, 4, 16, 16).half(), [0], 1.0, np.random.default_rng(5), [scene])
+    asked = 0
+    for obj in scene.objects:  # the large one spans 8 latent cells, more than a grown half of it covers
+        phrases = {world.object_phrase(obj, size, place) for size in (True, False) for place in (True, False)}
+        variants = [tokenizer.batch([tokenizer.encode_text(p)])[0] for p in phrases]
+        x0, y0, x1, y1 = (round(v * 16) for v in obj.box)
+        for i in range(cfg.batch):
+            if not any(torch.equal(batch.tokens[i], v) for v in variants):
+                continue
+            asked += 1
+            hole = batch.concat[i, 4] > 0
+            assert hole[y0:y1, x0:x1].any()
+            if obj.size == "large":  # only half of it is hidden
+                assert not hole[y0:y1, x0:x1].all()
+    assert asked >= 0.4 * cfg.batch  # 60 % of inpainting masks hide an object, each one asked for here
+
+
+def test_the_inpainting_prompt_shares_are_checked_on_the_command_line(tmp_path, capsys):
+    assert tl.main(["train", "--out", str(tmp_path / "run"), "--ask-object", "1.5", "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--ask-object" in err[0]

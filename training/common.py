@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import fields, is_dataclass, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,8 @@ class ConcatTrainer:
                  lr: float, ema_decay: float, seed: int, device: str = "cpu", position_lr_scale: float = 1.0):
         torch.manual_seed(seed)
         self.device = torch.device(device)
+        # on a GPU the forward pass runs in bfloat16 (about twice the speed; the loss stays float32)
+        self.autocast: torch.dtype | None = torch.bfloat16 if self.device.type == "cuda" else None
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         self.unet = UNetModel(unet_cfg)
@@ -146,8 +148,9 @@ class ConcatTrainer:
         x0, cond_input = to_device(x0, self.device), to_device(cond_input, self.device)
         a = self.model.alphas_cumprod[t].float().view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        pred = self.unet(torch.cat([x_t, self.concat(cond_input)], dim=1), t, context=self.context(cond_input))
-        loss = F.mse_loss(pred, training_target(self.model.prediction, x0, noise, a))
+        with torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
+            pred = self.unet(torch.cat([x_t, self.concat(cond_input)], dim=1), t, context=self.context(cond_input))
+        loss = F.mse_loss(pred.float(), training_target(self.model.prediction, x0, noise, a))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self._parameters(), 1.0)
@@ -159,11 +162,14 @@ class ConcatTrainer:
     @torch.no_grad()
     def _update_ema(self) -> None:
         decay = min(self.ema_decay, (1 + self.step) / (10 + self.step))
+        floats: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
         for k, v in self.weights().items():
             if v.dtype.is_floating_point:
-                self.ema[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
+                floats[0].append(self.ema[k])
+                floats[1].append(v.detach())
             else:
                 self.ema[k].copy_(v)
+        torch._foreach_lerp_(*floats, 1 - decay)  # one kernel per group of tensors on a GPU, not two per tensor
 
     def state(self) -> dict[str, Any]:
         """Everything to resume, on the CPU (a run moves between machines)."""
@@ -300,20 +306,55 @@ def with_learning_rate(trainer: ConcatTrainer, current: float, wanted: float | N
     return wanted
 
 
+@dataclass(frozen=True)
+class LrSchedule:
+    """The learning rate over one `train` call, as a factor of the run's rate.
+
+    A linear warm-up over the first `warmup` steps (a fresh optimizer on a trained model takes
+    full-size steps at once otherwise), then, from `decay_from` of the run (by steps or time,
+    whichever is further on), a linear fall to `floor`. The default changes nothing."""
+
+    warmup: int = 0
+    decay_from: float = 1.0
+    floor: float = 0.1
+
+    def factor(self, steps_done: int, fraction: float) -> float:
+        warm = min(1.0, (steps_done + 1) / self.warmup) if self.warmup > 0 else 1.0
+        if self.decay_from >= 1.0 or fraction <= self.decay_from:
+            return warm
+        tail = min(1.0, (fraction - self.decay_from) / (1.0 - self.decay_from))
+        return warm * (1.0 - (1.0 - self.floor) * tail)
+
+
+def _scale_learning_rate(trainer: ConcatTrainer, base: list[float], factor: float) -> None:
+    for group, lr in zip(trainer.opt.param_groups, base):
+        group["lr"] = lr * factor
+
+
 def run_loop(trainer: ConcatTrainer, next_batch: Callable[[np.random.Generator], tuple[torch.Tensor, torch.Tensor]],
              rng: np.random.Generator, gen: torch.Generator, save: Callable[[], None], steps: int, minutes: float,
-             save_every: float, log_every: int = 25, loss_log: Path | None = None) -> dict[str, float]:
+             save_every: float, log_every: int = 25, loss_log: Path | None = None,
+             schedule: LrSchedule | None = None) -> dict[str, float]:
     """Train until `steps` or `minutes`; save every `save_every` seconds and at the end. Returns the speed.
 
     Every `log_every` steps a line goes to stdout and, given `loss_log`, a row to that CSV
     file; on a terminal a progress bar on stderr shows the step, the loss and the time left.
+    A `schedule` scales the learning rate within this call; saves keep the unscaled rate.
     """
     started = last_save = window_start = time.monotonic()
     done, losses = 0, []
     progress = Progress(trainer.step, steps, minutes * 60, loss_log)
+    schedule = schedule or LrSchedule()
+    base_lr = [group["lr"] for group in trainer.opt.param_groups]
+
+    def save_unscaled() -> None:
+        _scale_learning_rate(trainer, base_lr, 1.0)
+        save()
+
     stop = StopRequest()
     try:
         while trainer.step < steps and time.monotonic() - started < minutes * 60 and not stop.asked:
+            _scale_learning_rate(trainer, base_lr, schedule.factor(done, progress.fraction(trainer.step)))
             losses.append(trainer.train_step(*next_batch(rng), gen))
             done += 1
             progress.update(trainer.step, losses[-1])
@@ -324,9 +365,9 @@ def run_loop(trainer: ConcatTrainer, next_batch: Callable[[np.random.Generator],
                 progress.record(trainer.step, float(np.mean(losses)), rate)
                 losses, window_start = [], time.monotonic()
             if time.monotonic() - last_save > save_every:
-                save()
+                save_unscaled()
                 last_save = time.monotonic()
-        save()
+        save_unscaled()
     finally:
         stop.release()
     progress.clear()
@@ -334,6 +375,38 @@ def run_loop(trainer: ConcatTrainer, next_batch: Callable[[np.random.Generator],
     why = f" on {stop.asked}" if stop.asked else ""
     log(f"stopped{why} at step {trainer.step} ({done} steps in {seconds:.0f} s)")
     return {"steps": done, "seconds": seconds, "steps_per_s": done / max(seconds, 1e-9)}
+
+
+class _BatchStream(torch.utils.data.IterableDataset):
+    """Endless batches from `make`, each worker process drawing from its own rng."""
+
+    def __init__(self, make: Callable[[np.random.Generator], tuple], seed: tuple[int, ...]):
+        super().__init__()
+        self.make, self.seed = make, seed
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        torch.set_num_threads(1)
+        rng = np.random.default_rng([*self.seed, info.id if info is not None else 0])
+        while True:
+            yield self.make(rng)
+
+
+def prefetched(make: Callable[[np.random.Generator], tuple], seed: tuple[int, ...], workers: int
+               ) -> Callable[[np.random.Generator], tuple]:
+    """`make` run ahead of the trainer in `workers` processes (a GPU step outruns one core making batches).
+
+    The workers draw from rngs seeded by `seed` and their number, not from the run's rng, so a
+    run is repeatable from its start, but a resumed one draws other batches than an unbroken one
+    (seed it with the start step so that it does not repeat the batches it began with).
+    With workers 0, `make` itself."""
+    if workers <= 0:
+        return make
+    loader = torch.utils.data.DataLoader(_BatchStream(make, seed), batch_size=None, num_workers=workers,
+                                         prefetch_factor=4, persistent_workers=True, timeout=120,
+                                         multiprocessing_context="fork")
+    batches = iter(loader)
+    return lambda rng: next(batches)
 
 
 class StopRequest:
@@ -467,23 +540,32 @@ def load_autoencoder(path: str) -> tuple[nn.Module, dict[str, Any]]:
 
 
 @torch.no_grad()
-def encode_scenes(ae: nn.Module, seeds: list[int], cache: Path, batch: int = 64) -> torch.Tensor:
+def encode_scenes(ae: nn.Module, seeds: list[int], cache: Path, batch: int = 64, workers: int = 0) -> torch.Tensor:
     """(N, 4, 16, 16) float16 unscaled latents (posterior mode) of the scenes' 128 px renders, cached.
 
-    Runs where the autoencoder's weights are; the latents come back on the CPU."""
+    Runs where the autoencoder's weights are; the latents come back on the CPU. With `workers`,
+    that many processes render the scenes (the GPU encodes faster than one core renders)."""
+    import functools
+    import multiprocessing
+
     from training.data import render_batch, to_tensor
 
     if cache.exists():
         saved = torch.load(cache, map_location="cpu", weights_only=True)
         if saved["seeds"].tolist() == seeds:
             return saved["latents"]
-    chunks = []
-    for start in range(0, len(seeds), batch):
-        images = render_batch(seeds[start:start + batch], IMAGE_SIZE)
-        device = next(ae.parameters()).device
-        chunks.append(ae.encode(to_tensor(images).to(device)).mode().half().cpu())
-        if (start // batch) % 20 == 0:
-            log(f"encoded {start + len(images)}/{len(seeds)} scenes")
+    parts = [seeds[start:start + batch] for start in range(0, len(seeds), batch)]
+    render = functools.partial(render_batch, size=IMAGE_SIZE)
+    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 0 else None
+    chunks, device = [], next(ae.parameters()).device
+    try:
+        for i, images in enumerate(pool.imap(render, parts) if pool else map(render, parts)):
+            chunks.append(ae.encode(to_tensor(images).to(device)).mode().half().cpu())
+            if i % 20 == 0:
+                log(f"encoded {min((i + 1) * batch, len(seeds))}/{len(seeds)} scenes")
+    finally:
+        if pool is not None:
+            pool.terminate()
     latents = torch.cat(chunks)
     atomic_torch_save({"latents": latents, "seeds": torch.tensor(seeds)}, cache)
     return latents
@@ -563,6 +645,19 @@ def add_run_arguments(parser: Any, minutes: float = 120.0) -> None:
     parser.add_argument("--steps", type=int, default=1_000_000)
     parser.add_argument("--minutes", type=float, default=minutes)
     parser.add_argument("--save-every", type=float, default=300.0)
+    parser.add_argument("--workers", type=int, default=0,
+                        help="processes that render scenes and make batches ahead of the trainer (for a GPU)")
+    parser.add_argument("--warmup", type=int, default=0, help="steps of linear learning-rate warm-up")
+    parser.add_argument("--decay-from", type=float, default=1.0,
+                        help="fraction of this call's steps or minutes after which the learning rate falls "
+                             "linearly to a tenth (1 = never)")
+
+
+def schedule_of(args: Any) -> LrSchedule:
+    """The learning-rate schedule a `train` command's --warmup and --decay-from ask for."""
+    if args.warmup < 0 or not 0.0 <= args.decay_from <= 1.0:
+        raise KilnError("--warmup must be >= 0 and --decay-from between 0 and 1")
+    return LrSchedule(warmup=args.warmup, decay_from=args.decay_from)
 
 
 def add_export_arguments(parser: Any, run: str, out: str, eval_steps: int, eval_what: str) -> None:

@@ -3,8 +3,10 @@
 #
 #   OUT=/results/folder MINUTES=6 bash training/gpu_session.sh
 #
-# Two chains share the GPU at once (the CPU cores render the scenes):
-#   base: train_ldm on from the shipped base model (--init-from), large batches -> export
+# CHAINS names what trains (default: base alone, the model furthest from its goals); "base sr" runs
+# both at once on the GPU, the CPU cores rendering scenes and making batches for them:
+#   base: train_ldm on from the shipped base model (--init-from), large batches, bfloat16 forward,
+#         WORKERS processes making batches, a warm-up and a decay over the last DECAY_FROM -> export
 #   sr:   the f=4 autoencoder on from the shipped SR model's autoencoder -> export it ->
 #         the SR UNet on from the shipped SR UNet, on the new latents -> export
 # Into $OUT go the model files (split into 15 MB parts, the most the device tool brings back
@@ -16,20 +18,43 @@ OUT=${OUT:?set OUT to the folder the results go to}
 MINUTES=${MINUTES:-6}
 DEVICE=${DEVICE:-cuda}
 RUNS=${RUNS:-/tmp/kiln-gpu-runs}
-SCENES=${SCENES:-24000}
+SCENES=${SCENES:-48000}
 POOL=${POOL:-8000}
-BASE_BATCH=${BASE_BATCH:-256}
+BASE_BATCH=${BASE_BATCH:-512}
 AE_BATCH=${AE_BATCH:-48}
 SR_BATCH=${SR_BATCH:-128}
 THREADS=${THREADS:-4}
+CHAINS=${CHAINS:-base}
+WORKERS=${WORKERS:-10}
+BASE_LR=${BASE_LR:-3e-4}
+WARMUP=${WARMUP:-300}
+DECAY_FROM=${DECAY_FROM:-0.6}
+ASK_OBJECT=${ASK_OBJECT:-0.3}
+HALF_OBJECT=${HALF_OBJECT:-0.5}
+STEPS=${STEPS:-1000000}
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=$THREADS
 mkdir -p "$RUNS" "$OUT"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
+nproc
 minutes() { python3 -c "print(round($MINUTES * $1, 2))"; }
 
-base() {
+base_train() {  # base_train MINUTES [extra flags]
   python3 -m training.train_ldm train --out "$RUNS/ldm" --init-from resources/models/kiln-shapes-base.safetensors \
-    --scenes "$SCENES" --device "$DEVICE" --batch "$BASE_BATCH" --lr 3e-4 --minutes "$MINUTES" --threads "$THREADS" &&
+    --scenes "$SCENES" --device "$DEVICE" --batch "$BASE_BATCH" --lr "$BASE_LR" --minutes "$1" \
+    --steps "$STEPS" --warmup "$WARMUP" --decay-from "$DECAY_FROM" \
+    --ask-object "$ASK_OBJECT" --half-object "$HALF_OBJECT" --save-every 120 --threads "$THREADS" "${@:2}"
+}
+
+base() {
+  # the worker processes and bfloat16 are new on a GPU: should that fail, the rest of the time goes to
+  # a plain float32 run with batches made in the loop (it resumes from the last save, if any)
+  local deadline=$(( $(date +%s) + ${MINUTES%.*} * 60 + 60 ))
+  base_train "$MINUTES" --workers "$WORKERS" || {
+    local left=$(( (deadline - $(date +%s)) / 60 ))
+    echo "base: retrying for $left minutes in float32 without workers"
+    [ "$left" -ge 1 ] && base_train "$left" --workers 0 --fp32
+  } &&
   python3 -m training.train_ldm export --run "$RUNS/ldm" --out "$RUNS/kiln-shapes-base" --threads "$THREADS"
 }
 
@@ -45,9 +70,11 @@ sr() {
   python3 -m training.train_sr export --run "$RUNS/sr" --out "$RUNS/kiln-shapes-sr" --threads "$THREADS"
 }
 
-base > "$OUT/base.log" 2>&1 &
-sr > "$OUT/sr.log" 2>&1 &
+for chain in $CHAINS; do
+  $chain > "$OUT/$chain.log" 2>&1 &
+done
 wait
+cp "$RUNS/ldm/loss.csv" "$OUT/base-loss.csv" 2>/dev/null
 for name in kiln-shapes-base kiln-shapes-sr; do
   if [ -f "$RUNS/$name.safetensors" ]; then
     split -b 15M -d "$RUNS/$name.safetensors" "$OUT/$name.safetensors.part-"
@@ -55,5 +82,5 @@ for name in kiln-shapes-base kiln-shapes-sr; do
   fi
 done
 cp "$RUNS/sr-ae/kiln-shapes-sr-ae.json" "$OUT/" 2>/dev/null
-tail -n 3 "$OUT/base.log" "$OUT/sr.log"
+for chain in $CHAINS; do tail -n 3 "$OUT/$chain.log"; done
 ls -la "$OUT"

@@ -74,11 +74,13 @@ from training.common import (
     load_autoencoder,
     load_state,
     log,
+    prefetched,
     resume_run,
     run_command,
     run_image,
     run_loop,
     save_run,
+    schedule_of,
     update_card,
     with_learning_rate,
     with_overrides,
@@ -120,6 +122,10 @@ class LdmTrainConfig:
     seed: int = 0
     position_lr_scale: float = 1.0  # learning rate of the UNet's position projections, times lr
     region_words: tuple[str, ...] = ()  # layout boxes also painted as concat channels (engine.models.regions)
+    # of the inpainting masks that hide an object: the share whose text asks for that object by its
+    # phrase (as an artist prompts for what goes in the hole), and the share that hides only half of it
+    p_ask_object: float = 0.0
+    p_half_object: float = 0.0
 
     @property
     def region_channels(self) -> int:
@@ -170,9 +176,12 @@ def make_batch(cfg: LdmTrainConfig, tokenizer, latents: torch.Tensor, seeds: lis
     for i in idx:
         scene = scenes[i] if scenes is not None else world.make_scene(seeds[i])
         ids, layout = _tokens_for(cfg, tokenizer, scene, rng)
+        mask, hidden = _mask_for(cfg, scene, x.shape[-1], rng)
+        if hidden is not None and cfg.p_ask_object > 0 and rng.random() < cfg.p_ask_object:
+            ids, layout = tokenizer.encode_text(_asked_phrase(hidden, rng)), []
         tokens.append(ids)
         layouts.append(layout)
-        masks.append(_mask_for(cfg, scene, x.shape[-1], rng))
+        masks.append(mask)
     mask = torch.from_numpy(np.stack(masks))[:, None].float()  # (B, 1, h, w) 1 = regenerate
     has_mask = mask.flatten(1).amax(1).view(-1, 1, 1, 1)
     parts = [x * (1 - mask) * has_mask, mask]
@@ -194,14 +203,23 @@ def _tokens_for(cfg: LdmTrainConfig, tokenizer, scene, rng: np.random.Generator)
     return tokenizer.encode_text(""), []
 
 
-def _mask_for(cfg: LdmTrainConfig, scene, n: int, rng: np.random.Generator) -> np.ndarray:
-    """(n, n) latent-resolution mask: none, an object's grown box, or a random rectangle."""
-    mask = np.zeros((n, n), dtype=np.float32)
+def _asked_phrase(obj: world.SceneObject, rng: np.random.Generator) -> str:
+    """The hidden object's phrase, its size and position each dropped with p=0.3 (as in captions)."""
+    return world.object_phrase(obj, with_size=rng.random() >= 0.3, with_position=rng.random() >= 0.3)
+
+
+def _mask_for(cfg: LdmTrainConfig, scene, n: int, rng: np.random.Generator
+              ) -> tuple[np.ndarray, world.SceneObject | None]:
+    """(n, n) latent-resolution mask: none, an object's grown box (or half of it), or a random rectangle;
+    and the object it hides, if any."""
+    mask, hidden = np.zeros((n, n), dtype=np.float32), None
     if rng.random() >= cfg.p_inpaint:
-        return mask
+        return mask, hidden
     if rng.random() < 0.6:
-        obj = scene.objects[rng.integers(len(scene.objects))]
-        x0, y0, x1, y1 = obj.box
+        hidden = scene.objects[rng.integers(len(scene.objects))]
+        x0, y0, x1, y1 = hidden.box
+        if cfg.p_half_object > 0 and rng.random() < cfg.p_half_object:
+            x0, y0, x1, y1 = _half_of((x0, y0, x1, y1), int(rng.integers(4)))
         grow = rng.uniform(0.0, 0.08)
         box = (x0 - grow, y0 - grow, x1 + grow, y1 + grow)
     else:
@@ -212,7 +230,14 @@ def _mask_for(cfg: LdmTrainConfig, scene, n: int, rng: np.random.Generator) -> n
     c0, r0 = int(np.floor(max(box[0], 0) * n)), int(np.floor(max(box[1], 0) * n))
     c1, r1 = int(np.ceil(min(box[2], 1) * n)), int(np.ceil(min(box[3], 1) * n))
     mask[r0:r1, c0:c1] = 1.0
-    return mask
+    return mask, hidden
+
+
+def _half_of(box: tuple[float, float, float, float], which: int) -> tuple[float, float, float, float]:
+    """The left, right, top or bottom half (which 0-3) of a box."""
+    x0, y0, x1, y1 = box
+    xm, ym = (x0 + x1) / 2, (y0 + y1) / 2
+    return [(x0, y0, xm, y1), (xm, y0, x1, y1), (x0, y0, x1, ym), (x0, ym, x1, y1)][which]
 
 
 class Trainer(ConcatTrainer):
@@ -253,6 +278,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         cfg.position_lr_scale = args.position_lr_scale
         if args.regions and not cfg.region_words:
             cfg = cfg.with_regions(region_vocabulary())
+        cfg = _with_inpaint_asking(cfg, args)
         ae_path = args.ae
     else:
         cfg = LdmTrainConfig(scenes=args.scenes or LdmTrainConfig.scenes, batch=args.batch, lr=args.lr or LdmTrainConfig.lr,
@@ -260,13 +286,16 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         cfg.unet = with_overrides(cfg.unet, args.unet)
         if args.regions:
             cfg = cfg.with_regions(region_vocabulary())
+        cfg = _with_inpaint_asking(cfg, args)
         ae_path = args.ae
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
     ae, card = load_autoencoder(ae_path)
     seeds = list(range(cfg.scenes))
-    latents = encode_scenes(ae.to(args.device), seeds, out / "latents.pt")
+    latents = encode_scenes(ae.to(args.device), seeds, out / "latents.pt", workers=args.workers)
     scale = float(card.get("scale_factor") or 1.0 / latents.float().std().item())
     trainer = Trainer(cfg, args.device)
+    if args.fp32:
+        trainer.autocast = None
     if start is not None:
         trainer.start_from(*start, args.init_from)
     rng, gen = resume_run(trainer, state_path, cfg.seed)
@@ -274,9 +303,20 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     meta = {"config": cfg.to_dict(), "ae": str(ae_path), "scale": scale}
     tokenizer = trainer.conditioner.tokenizer
     scenes = [world.make_scene(seed) for seed in seeds]
-    return run_loop(trainer, lambda r: (make_batch(cfg, tokenizer, latents, seeds, scale, r, scenes),), rng, gen,
-                    lambda: save_run(trainer, rng, gen, meta, state_path), args.steps, args.minutes, args.save_every,
-                    loss_log=out / LOSS_LOG)
+    batches = prefetched(lambda r: (make_batch(cfg, tokenizer, latents, seeds, scale, r, scenes),),
+                         (cfg.seed, trainer.step), args.workers)
+    return run_loop(trainer, batches, rng, gen, lambda: save_run(trainer, rng, gen, meta, state_path), args.steps,
+                    args.minutes, args.save_every, loss_log=out / LOSS_LOG, schedule=schedule_of(args))
+
+
+def _with_inpaint_asking(cfg: LdmTrainConfig, args: argparse.Namespace) -> LdmTrainConfig:
+    """A new run's config with --ask-object and --half-object, when given."""
+    for name in ("ask_object", "half_object"):
+        value = getattr(args, name)
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise KilnError(f"--{name.replace('_', '-')} must be between 0 and 1, not {value}")
+    return replace(cfg, p_ask_object=cfg.p_ask_object if args.ask_object is None else args.ask_object,
+                   p_half_object=cfg.p_half_object if args.half_object is None else args.half_object)
 
 
 def start_from_model(path: str, batch: int, lr: float, scenes: int | None = None
@@ -472,6 +512,13 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--regions", action="store_true",
                     help="a new run also paints layout boxes as concat channels (box, colour and shape words); "
                          "with --init-from, the model's first convolution grows zero-weighted inputs for them")
+    tr.add_argument("--ask-object", type=float, default=None, metavar="P",
+                    help="a new run: of the inpainting masks that hide an object, the share whose text is that "
+                         "object's phrase")
+    tr.add_argument("--half-object", type=float, default=None, metavar="P",
+                    help="a new run: of the inpainting masks that hide an object, the share that hides half of it")
+    tr.add_argument("--fp32", action="store_true", help="on a GPU too, run the forward pass in float32 "
+                    "(by default bfloat16 there)")
     ex = sub.add_parser("export", help="write the model file and its card from a run")
     add_export_arguments(ex, "runs/ldm", DEFAULT_MODEL, 25, "scenes")
     ex.add_argument("--eval-cfg", type=float, default=3.0)

@@ -72,11 +72,13 @@ from training.common import (
     load_autoencoder,
     load_state,
     log,
+    prefetched,
     resume_run,
     run_command,
     run_image,
     run_loop,
     save_run,
+    schedule_of,
     update_card,
     with_learning_rate,
     with_overrides,
@@ -170,15 +172,16 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
     ae, card = load_autoencoder(ae_path)
     seeds = list(range(cfg.scenes))
-    latents = encode_scenes(ae.to(args.device), seeds, out / "latents.pt")
+    latents = encode_scenes(ae.to(args.device), seeds, out / "latents.pt", workers=args.workers)
     scale = float(card.get("scale_factor") or 1.0 / latents.float().std().item())
     trainer = SemanticTrainer(cfg, args.device)
     rng, gen = resume_run(trainer, state_path, cfg.seed)
     cfg.lr = with_learning_rate(trainer, cfg.lr, args.lr)
     meta = {"config": cfg.to_dict(), "ae": str(ae_path), "scale": scale}
-    return run_loop(trainer, lambda r: semantic_batch(cfg, latents, seeds, scale, r), rng, gen,
-                    lambda: save_run(trainer, rng, gen, meta, state_path), args.steps, args.minutes, args.save_every,
-                    loss_log=out / LOSS_LOG)
+    batches = prefetched(lambda r: semantic_batch(cfg, latents, seeds, scale, r), (cfg.seed, trainer.step),
+                         args.workers)
+    return run_loop(trainer, batches, rng, gen, lambda: save_run(trainer, rng, gen, meta, state_path), args.steps,
+                    args.minutes, args.save_every, loss_log=out / LOSS_LOG, schedule=schedule_of(args))
 
 
 def checkpoint_config(cfg: SemanticTrainConfig, ae_cfg: AutoencoderConfig, scale: float) -> CheckpointConfig:

@@ -69,11 +69,13 @@ from training.common import (
     load_autoencoder,
     load_state,
     log,
+    prefetched,
     resume_run,
     run_command,
     run_image,
     run_loop,
     save_run,
+    schedule_of,
     update_card,
     with_learning_rate,
     with_overrides,
@@ -245,9 +247,9 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     rng, gen = resume_run(trainer, state_path, cfg.seed)
     cfg.lr = with_learning_rate(trainer, cfg.lr, args.lr)
     meta = {"config": cfg.to_dict(), "ae": str(ae_path), "scale": scale}
-    return run_loop(trainer, lambda r: sr_batch(cfg, latents, lows, scale, r), rng, gen,
-                    lambda: save_run(trainer, rng, gen, meta, state_path), args.steps, args.minutes, args.save_every,
-                    loss_log=out / LOSS_LOG)
+    batches = prefetched(lambda r: sr_batch(cfg, latents, lows, scale, r), (cfg.seed, trainer.step), args.workers)
+    return run_loop(trainer, batches, rng, gen, lambda: save_run(trainer, rng, gen, meta, state_path), args.steps,
+                    args.minutes, args.save_every, loss_log=out / LOSS_LOG, schedule=schedule_of(args))
 
 
 def checkpoint_config(cfg: SrTrainConfig, ae_cfg: AutoencoderConfig, scale: float) -> CheckpointConfig:
