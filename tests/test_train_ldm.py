@@ -203,6 +203,9 @@ def test_a_new_run_can_start_from_an_exported_model_and_train_on(exported, tmp_p
     moved = (state["weights"][key] - shipped[key].float()).abs().max()
     assert 0 < moved < 0.05  # trained on from those weights, not from a fresh initialisation
     assert (run / "loss.csv").read_text().startswith("time,step,loss")
+    # the card counts the images the model saw before at its own batch size, then 2 steps of 4
+    card_after = tl.export(str(run), str(tmp_path / "more-model"), dtype="float32")
+    assert card_after["training"]["images_seen"] == card["training"]["images_seen"] + 2 * 4
 
 
 def test_a_run_from_an_exported_model_can_add_position_features(exported, tmp_path, capsys):

@@ -267,13 +267,15 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE
-    start = None
+    start, before = None, {"step": 0, "images_seen": 0}
     if state_path.exists():
         meta = json.loads(load_state(state_path)["meta"])
         cfg, ae_path = LdmTrainConfig.from_dict(meta["config"]), meta["ae"]
+        before = meta.get("before", before)
         log("resuming with the run's saved config")
     elif args.init_from:
         cfg, start = start_from_model(args.init_from, args.batch, args.lr or LdmTrainConfig.lr, args.scenes)
+        before = {"step": start[1], "images_seen": _images_seen(args.init_from, start[1])}
         cfg.unet = with_overrides(cfg.unet, args.unet)
         cfg.position_lr_scale = args.position_lr_scale
         if args.regions and not cfg.region_words:
@@ -300,7 +302,8 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         trainer.start_from(*start, args.init_from)
     rng, gen = resume_run(trainer, state_path, cfg.seed)
     cfg.lr = with_learning_rate(trainer, cfg.lr, args.lr)
-    meta = {"config": cfg.to_dict(), "ae": str(ae_path), "scale": scale}
+    # `before`: the step and images seen of the model a run started from, which trained at other batch sizes
+    meta = {"config": cfg.to_dict(), "ae": str(ae_path), "scale": scale, "before": before}
     tokenizer = trainer.conditioner.tokenizer
     scenes = [world.make_scene(seed) for seed in seeds]
     batches = prefetched(lambda r: (make_batch(cfg, tokenizer, latents, seeds, scale, r, scenes),),
@@ -317,6 +320,12 @@ def _with_inpaint_asking(cfg: LdmTrainConfig, args: argparse.Namespace) -> LdmTr
             raise KilnError(f"--{name.replace('_', '-')} must be between 0 and 1, not {value}")
     return replace(cfg, p_ask_object=cfg.p_ask_object if args.ask_object is None else args.ask_object,
                    p_half_object=cfg.p_half_object if args.half_object is None else args.half_object)
+
+
+def _images_seen(model: str, step: int) -> int:
+    """The images an exported model was trained on, from its card (older cards: its steps times its batch)."""
+    training = json.loads(Path(model).with_suffix(".json").read_text())["training"]
+    return int(training.get("images_seen", step * int(training["config"]["batch"])))
 
 
 def start_from_model(path: str, batch: int, lr: float, scenes: int | None = None
@@ -352,13 +361,18 @@ def export(run: str, out: str = DEFAULT_MODEL, ae_path: str | None = None, weigh
                            "inpainting (concat: latent zeroed in the hole, mask) on the f=8 autoencoder's latents.",
             "latent_rgb_factors": ae_card.get("latent_rgb_factors"),
             "training": {"command": f"python -m training.train_ldm train --out {run}",
-                         "steps": int(state["step"]), "images_seen": int(state["step"]) * cfg.batch,
+                         "steps": int(state["step"]), "images_seen": _run_images_seen(meta, int(state["step"]), cfg.batch),
                          "weights": weights, "config": cfg.to_dict(), "autoencoder": str(ae_path or meta["ae"])}}
     card = write_checkpoint(out, tensors, ae, config, card, getattr(torch, dtype))
     if eval_n > 0:
         results = evaluate_model(f"{out}.safetensors", eval_n, eval_steps, eval_cfg)
         card = update_card(out, evaluation=results)
     return card
+
+
+def _run_images_seen(meta: dict[str, Any], step: int, batch: int) -> int:
+    before = meta.get("before", {"step": 0, "images_seen": 0})
+    return int(before["images_seen"]) + (step - int(before["step"])) * batch
 
 
 def evaluate_model(model: str, n: int, steps: int = 25, cfg: float = 3.0, offset: int = 0) -> list[dict]:
