@@ -344,17 +344,19 @@ def run_loop(trainer: ConcatTrainer, next_batch: Callable[[np.random.Generator],
     started = last_save = window_start = time.monotonic()
     done, losses = 0, []
     progress = Progress(trainer.step, steps, minutes * 60, loss_log)
-    schedule = schedule or LrSchedule()
-    base_lr = [group["lr"] for group in trainer.opt.param_groups]
+    scaled = schedule is not None and schedule != LrSchedule()
+    base_lr = [group["lr"] for group in trainer.opt.param_groups] if scaled else []
 
     def save_unscaled() -> None:
-        _scale_learning_rate(trainer, base_lr, 1.0)
+        if scaled:
+            _scale_learning_rate(trainer, base_lr, 1.0)
         save()
 
     stop = StopRequest()
     try:
         while trainer.step < steps and time.monotonic() - started < minutes * 60 and not stop.asked:
-            _scale_learning_rate(trainer, base_lr, schedule.factor(done, progress.fraction(trainer.step)))
+            if scaled:
+                _scale_learning_rate(trainer, base_lr, schedule.factor(done, progress.fraction(trainer.step)))
             losses.append(trainer.train_step(*next_batch(rng), gen))
             done += 1
             progress.update(trainer.step, losses[-1])
