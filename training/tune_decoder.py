@@ -1,0 +1,239 @@
+"""Fine-tune the decoder of the built-in autoencoder so that it draws clean picture edges from generated latents.
+
+    python -m training.tune_decoder train --out runs/decoder --minutes 30
+    python -m training.tune_decoder export --run runs/decoder --out resources/models/kiln-shapes-ae
+    python -m training.tune_decoder swap --ae resources/models/kiln-shapes-ae.safetensors \
+        --model resources/models/kiln-shapes-base.safetensors
+
+Why: the encoder pads right and bottom only before each stride-2 convolution (the original
+architecture), so the latents it makes carry a signature in their border rows, and the decoder
+learnt to rely on it. A diffusion model reproduces that signature only roughly, and where it
+misses, the decoder paints a band of colour along the top edge (up to 30 levels on a gray
+background), which the analyser then reads as an extra object. The same happens to a real
+picture's latent flipped upside down. Here the decoder trains on latents whose border rows and
+columns are, at random, replaced by the next ones inwards (the signature removed), against the
+picture itself. The encoder is frozen, so every latent, and every diffusion model trained on
+them, stays valid: `swap` puts the new decoder into a checkpoint file in place of its old one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.errors import KilnError
+from training.common import LOSS_LOG, atomic_torch_save, load_state, log, run_loop
+from training.data import render_batch, to_tensor
+
+STATE = "state.pt"
+DECODER_KEYS = ("decoder.", "post_quant_conv.")
+AE_PREFIX = "first_stage_model."
+
+
+def strip_border_signature(z: torch.Tensor, rng: np.random.Generator, p: float = 0.5) -> torch.Tensor:
+    """z (B, C, h, w) with, for each item and each edge with probability p, the outer 1 or 2 rows
+    (or columns) replaced by the next one inwards."""
+    z = z.clone()
+    h, w = z.shape[-2:]
+    for i in range(z.shape[0]):
+        for edge in range(4):
+            if rng.random() >= p:
+                continue
+            k = int(rng.integers(1, 3))
+            if edge == 0:
+                z[i, :, :k] = z[i, :, k:k + 1]
+            elif edge == 1:
+                z[i, :, h - k:] = z[i, :, h - k - 1:h - k]
+            elif edge == 2:
+                z[i, :, :, :k] = z[i, :, :, k:k + 1]
+            else:
+                z[i, :, :, w - k:] = z[i, :, :, w - k - 1:w - k]
+    return z
+
+
+class DecoderTrainer:
+    """Adam on the decoder (and post_quant_conv) alone; L1 + L2 against the picture; EMA weights."""
+
+    def __init__(self, ae: nn.Module, lr: float, ema_decay: float = 0.999):
+        self.ae = ae
+        for name, p in ae.named_parameters():
+            p.requires_grad_(name.startswith(DECODER_KEYS))
+        self.params = [p for p in ae.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(self.params, lr=lr)
+        self.ema = {k: v.detach().clone() for k, v in self.decoder_state().items()}
+        self.ema_decay, self.step = ema_decay, 0
+
+    def decoder_state(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.ae.state_dict().items() if k.startswith(DECODER_KEYS)}
+
+    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor], gen: torch.Generator) -> float:
+        z, x = batch  # (B, C, h, w) latents (signature stripped at random), (B, 3, H, W) pictures in [-1, 1]
+        y = self.ae.decode(z)
+        loss = F.l1_loss(y, x) + F.mse_loss(y, x)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        with torch.no_grad():
+            decay = min(self.ema_decay, (1 + self.step) / (10 + self.step))  # short runs: the EMA warms up
+            for k, v in self.decoder_state().items():
+                self.ema[k].mul_(decay).add_(v, alpha=1 - decay)
+        self.step += 1
+        return loss.item()
+
+    def state(self) -> dict[str, Any]:
+        return {"weights": {k: v.clone() for k, v in self.decoder_state().items()}, "ema": self.ema,
+                "opt": self.opt.state_dict(), "step": self.step}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.ae.load_state_dict({**self.ae.state_dict(), **state["weights"]})
+        self.ema = state["ema"]
+        self.opt.load_state_dict(state["opt"])
+        self.step = int(state["step"])
+
+
+def pool_of_pictures(ae: nn.Module, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(latents (n, C, h, w) posterior mode, pictures (n, 3, 128, 128) in [-1, 1]) of random training scenes."""
+    from training.data import train_seeds
+
+    seeds = train_seeds(np.random.default_rng(seed), n)
+    pictures = to_tensor(render_batch(seeds, 128))
+    with torch.no_grad():
+        latents = torch.cat([ae.encode(pictures[i:i + 64]).mode() for i in range(0, n, 64)])
+    return latents, pictures
+
+
+def train(args: argparse.Namespace) -> dict[str, float]:
+    from training.evaluate import load_autoencoder
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ae, _ = load_autoencoder(args.ae)
+    trainer = DecoderTrainer(ae, args.lr)
+    if (out / STATE).exists():
+        state = load_state(out / STATE)
+        trainer.load(state)
+        log(f"resumed at step {trainer.step}")
+    (out / "config.json").write_text(json.dumps({"ae": args.ae, "lr": args.lr, "batch": args.batch,
+                                                 "pool": args.pool}, indent=2))
+    latents, pictures = pool_of_pictures(ae, args.pool, seed=trainer.step)
+    rng = np.random.default_rng(trainer.step)
+
+    def next_batch(r: np.random.Generator) -> tuple[tuple[torch.Tensor, torch.Tensor]]:
+        idx = r.integers(0, len(latents), size=args.batch)
+        return ((strip_border_signature(latents[idx], r), pictures[idx]),)
+
+    def save() -> None:
+        atomic_torch_save({**trainer.state(), "ae": args.ae}, out / STATE)
+
+    return run_loop(trainer, next_batch, rng, torch.Generator(), save, args.steps, args.minutes, args.save_every,
+                    loss_log=out / LOSS_LOG)
+
+
+def export(run: str, out: str, n_eval: int, weights: str = "ema") -> dict[str, Any]:
+    """The tuned autoencoder file (the EMA or raw decoder, the original encoder) and its card, measured on
+    held-out scenes."""
+    from safetensors.torch import load_file, save_file
+
+    from training.data import held_out_seeds
+    from training.evaluate import evaluate_autoencoder, load_autoencoder
+    from training.train_autoencoder import reconstruct
+
+    state = load_state(Path(run) / STATE)
+    source = Path(state["ae"])
+    tensors = load_file(str(source))
+    for key, value in state[weights].items():
+        tensors[AE_PREFIX + key] = value.to(tensors[AE_PREFIX + key].dtype).contiguous()
+    card = json.loads(source.with_suffix(".json").read_text())
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, f"{out}.safetensors", metadata=_metadata(source))
+    card["decoder_tuning"] = {"command": f"python -m training.tune_decoder train --out {run}", "steps": int(state["step"]),
+                              "weights": weights, "why": "border rows of the latents stripped at random (training/tune_decoder.py)"}
+    Path(f"{out}.json").write_text(json.dumps(card, indent=2) + "\n")
+    if n_eval:
+        model, _ = load_autoencoder(f"{out}.safetensors")
+        result = evaluate_autoencoder(lambda images: reconstruct(model, images), held_out_seeds(n_eval))
+        card["evaluation"] = {**result, "command": f"python -m training.evaluate autoencoder --model {out}.safetensors "
+                                                   f"--n {n_eval}"}
+        Path(f"{out}.json").write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def _metadata(path: Path) -> dict[str, str] | None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return f.metadata()
+
+
+def swap(ae_file: str, model: str) -> int:
+    """Put the decoder of `ae_file` into the checkpoint `model` (same architecture); returns tensors replaced."""
+    from safetensors.torch import load_file, save_file
+
+    new, old = load_file(ae_file), load_file(model)
+    prefixes = tuple(AE_PREFIX + p for p in DECODER_KEYS)
+    keys = sorted(k for k in new if k.startswith(prefixes))
+    theirs = sorted(k for k in old if k.startswith(prefixes))
+    if not keys or keys != theirs:
+        raise KilnError(f"{model}: its decoder has other layers than the one in {ae_file}")
+    for key in keys:
+        if old[key].shape != new[key].shape:
+            raise KilnError(f"{model}: its autoencoder does not match {ae_file} at {key}")
+        old[key] = new[key].to(old[key].dtype).contiguous()
+    save_file(old, model, metadata=_metadata(Path(model)))
+    card_path = Path(model).with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    card["decoder"] = f"the decoder of {Path(ae_file).name} (training/tune_decoder.py swap)"
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    return len(keys)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.tune_decoder", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    tr = sub.add_parser("train", help="fine-tune (resumes from OUT/state.pt)")
+    tr.add_argument("--out", default="runs/decoder")
+    tr.add_argument("--ae", default="resources/models/kiln-shapes-ae.safetensors")
+    tr.add_argument("--lr", type=float, default=5e-5)
+    tr.add_argument("--batch", type=int, default=16)
+    tr.add_argument("--pool", type=int, default=2000, help="training scenes rendered and encoded once")
+    tr.add_argument("--steps", type=int, default=1_000_000)
+    tr.add_argument("--minutes", type=float, default=30.0)
+    tr.add_argument("--save-every", type=float, default=300.0)
+    ex = sub.add_parser("export", help="write the tuned autoencoder file and card")
+    ex.add_argument("--run", default="runs/decoder")
+    ex.add_argument("--out", default="resources/models/kiln-shapes-ae")
+    ex.add_argument("--n", type=int, default=500, help="held-out scenes for the PSNR in the card (0: none)")
+    ex.add_argument("--weights", choices=("ema", "weights"), default="ema", help="the EMA or the raw decoder")
+    sw = sub.add_parser("swap", help="put a tuned decoder into a checkpoint file that shares the autoencoder")
+    sw.add_argument("--ae", required=True)
+    sw.add_argument("--model", required=True)
+    for p in (tr, ex, sw):
+        p.add_argument("--threads", type=int, default=2)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        if args.command == "train":
+            train(args)
+        elif args.command == "export":
+            print(json.dumps(export(args.run, args.out, args.n, args.weights).get("evaluation", {}), indent=2))
+        else:
+            print(f"{swap(args.ae, args.model)} decoder tensors replaced in {args.model}")
+    except KilnError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
