@@ -119,7 +119,9 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     if (out / STATE).exists():
         state = load_state(out / STATE)
         trainer.load(state)
-        log(f"resumed at step {trainer.step}")
+        for group in trainer.opt.param_groups:  # the rate given now, not the saved one
+            group["lr"] = args.lr
+        log(f"resumed at step {trainer.step}, learning rate {args.lr:g}")
     (out / "config.json").write_text(json.dumps({"ae": args.ae, "lr": args.lr, "batch": args.batch,
                                                  "pool": args.pool}, indent=2))
     latents, pictures = pool_of_pictures(ae, args.pool, seed=trainer.step)
