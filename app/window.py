@@ -735,7 +735,7 @@ class MainWindow(QMainWindow):
         super().showEvent(event)
         if not getattr(self, "_shown_once", False):
             self._shown_once = True
-            width = max(self.width() * 2 // 5, 340)
+            width = max(self.width() // 3, 340)
             self.resizeDocks([self.viewer_dock], [width], Qt.Orientation.Horizontal)
             height = self.viewer_dock.height() + self.properties_dock.height()
             self.resizeDocks([self.viewer_dock, self.properties_dock], [height * 3 // 5, height * 2 // 5],

@@ -1,6 +1,8 @@
 """The canvas, driven like a user: search, connect, refuse, zoom, frame, backdrops, reroutes, keys."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from gui_support import click, close_window, demo_graph, drag, make_window
 from PySide6.QtCore import QPoint, QPointF, Qt
@@ -289,3 +291,27 @@ def test_the_minimap_steps_aside_on_a_small_canvas_and_follows_the_view_menu(win
     assert not minimap.isVisible()
     window.actions["minimap"].trigger()
     assert minimap.isVisible()
+
+
+def test_the_default_graph_opens_whole_and_legible_in_a_window_of_the_default_size(qtbot, tmp_path):
+    from gui_support import Answers, make_registry, make_settings
+    from PySide6.QtCore import QRectF
+
+    from app.main import DEFAULT_SIZE
+    from app.window import MainWindow
+
+    window = MainWindow(make_registry(), make_settings(tmp_path))
+    window.ask = Answers()
+    qtbot.addWidget(window)
+    window.resize(*DEFAULT_SIZE)
+    window.show()
+    qtbot.waitExposed(window)
+    assert window.open_file(str(Path(__file__).resolve().parents[1] / "resources" / "graphs" / "default.json"))
+    qtbot.wait(50)  # framing waits for the layout
+    view = window.view
+    visible = view.mapToScene(view.viewport().rect()).boundingRect()
+    graph = QRectF()
+    for node in view.graph_scene.nodes.values():
+        graph = graph.united(node.sceneBoundingRect())
+    assert view.zoom() >= 0.6 and visible.contains(graph), (view.zoom(), visible, graph)
+    close_window(window)
