@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from engine.errors import KilnError
@@ -58,11 +57,19 @@ def strip_border_signature(z: torch.Tensor, rng: np.random.Generator, p: float =
     return z
 
 
+def border_weights(size: tuple[int, int], weight: float, width: int = 8) -> torch.Tensor:
+    """(H, W) loss weights: `weight` within `width` pixels (one latent cell) of the edge, 1 inside."""
+    h, w = size
+    out = torch.full((h, w), float(weight))
+    out[width:h - width, width:w - width] = 1.0
+    return out
+
+
 class DecoderTrainer:
     """Adam on the decoder (and post_quant_conv) alone; L1 + L2 against the picture; EMA weights."""
 
-    def __init__(self, ae: nn.Module, lr: float, ema_decay: float = 0.999):
-        self.ae = ae
+    def __init__(self, ae: nn.Module, lr: float, ema_decay: float = 0.999, border_weight: float = 1.0):
+        self.ae, self.border_weight = ae, border_weight
         for name, p in ae.named_parameters():
             p.requires_grad_(name.startswith(DECODER_KEYS))
         self.params = [p for p in ae.parameters() if p.requires_grad]
@@ -76,7 +83,8 @@ class DecoderTrainer:
     def train_step(self, batch: tuple[torch.Tensor, torch.Tensor], gen: torch.Generator) -> float:
         z, x = batch  # (B, C, h, w) latents (signature stripped at random), (B, 3, H, W) pictures in [-1, 1]
         y = self.ae.decode(z)
-        loss = F.l1_loss(y, x) + F.mse_loss(y, x)
+        weight = border_weights(x.shape[-2:], self.border_weight).to(x)  # (H, W): the outer 8 px count more
+        loss = ((y - x).abs() * weight).mean() + ((y - x).square() * weight).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -115,7 +123,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ae, _ = load_autoencoder(args.ae)
-    trainer = DecoderTrainer(ae, args.lr)
+    trainer = DecoderTrainer(ae, args.lr, border_weight=args.border_weight)
     if (out / STATE).exists():
         state = load_state(out / STATE)
         trainer.load(state)
@@ -123,7 +131,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
             group["lr"] = args.lr
         log(f"resumed at step {trainer.step}, learning rate {args.lr:g}")
     (out / "config.json").write_text(json.dumps({"ae": args.ae, "lr": args.lr, "batch": args.batch,
-                                                 "pool": args.pool}, indent=2))
+                                                 "pool": args.pool, "border_weight": args.border_weight}, indent=2))
     latents, pictures = pool_of_pictures(ae, args.pool, seed=trainer.step)
     rng = np.random.default_rng(trainer.step)
 
@@ -204,6 +212,8 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--ae", default="resources/models/kiln-shapes-ae.safetensors")
     tr.add_argument("--lr", type=float, default=5e-5)
     tr.add_argument("--batch", type=int, default=16)
+    tr.add_argument("--border-weight", type=float, default=4.0,
+                    help="loss weight of the pixels within one latent cell of the edge (1 inside)")
     tr.add_argument("--pool", type=int, default=2000, help="training scenes rendered and encoded once")
     tr.add_argument("--steps", type=int, default=1_000_000)
     tr.add_argument("--minutes", type=float, default=30.0)
