@@ -4,8 +4,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from gui_support import click, close_window, demo_graph, drag, make_window
-from PySide6.QtCore import QPoint, QPointF, Qt
+from gui_support import (
+    Answers,
+    click,
+    close_window,
+    demo_graph,
+    drag,
+    make_registry,
+    make_settings,
+    make_window,
+)
+from PySide6.QtCore import QPoint, QPointF, QRectF, Qt
 from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import QApplication
 
@@ -294,9 +303,6 @@ def test_the_minimap_steps_aside_on_a_small_canvas_and_follows_the_view_menu(win
 
 
 def test_the_default_graph_opens_whole_and_legible_in_a_window_of_the_default_size(qtbot, tmp_path):
-    from gui_support import Answers, make_registry, make_settings
-    from PySide6.QtCore import QRectF
-
     from app.main import DEFAULT_SIZE
     from app.window import MainWindow
 

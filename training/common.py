@@ -159,17 +159,8 @@ class ConcatTrainer:
         self.step += 1
         return loss.item()
 
-    @torch.no_grad()
     def _update_ema(self) -> None:
-        decay = min(self.ema_decay, (1 + self.step) / (10 + self.step))
-        floats: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
-        for k, v in self.weights().items():
-            if v.dtype.is_floating_point:
-                floats[0].append(self.ema[k])
-                floats[1].append(v.detach())
-            else:
-                self.ema[k].copy_(v)
-        torch._foreach_lerp_(*floats, 1 - decay)  # one kernel per group of tensors on a GPU, not two per tensor
+        update_ema(self.ema, self.weights(), self.step, self.ema_decay)
 
     def state(self) -> dict[str, Any]:
         """Everything to resume, on the CPU (a run moves between machines)."""
@@ -209,6 +200,21 @@ class ConcatTrainer:
         self.ema = {k: v.to(self.device) for k, v in state["ema"].items()}
         self.opt.load_state_dict(state["opt"])  # moves its tensors to the parameters' device
         self.step = int(state["step"])
+
+
+@torch.no_grad()
+def update_ema(ema: dict[str, torch.Tensor], live: dict[str, torch.Tensor], step: int, decay: float) -> None:
+    """Move `ema` towards the `live` weights; the decay warms up ((1 + step) / (10 + step)) so that a short
+    run's EMA is not stuck at its start. Integer tensors are copied."""
+    decay = min(decay, (1 + step) / (10 + step))
+    floats: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
+    for k, v in live.items():
+        if v.dtype.is_floating_point:
+            floats[0].append(ema[k])
+            floats[1].append(v.detach())
+        else:
+            ema[k].copy_(v)
+    torch._foreach_lerp_(*floats, 1 - decay)  # one kernel per group of tensors on a GPU, not two per tensor
 
 
 def grown_inputs(weights: dict[str, torch.Tensor], model: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

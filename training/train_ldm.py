@@ -177,6 +177,8 @@ def make_batch(cfg: LdmTrainConfig, tokenizer, latents: torch.Tensor, seeds: lis
         scene = scenes[i] if scenes is not None else world.make_scene(seeds[i])
         ids, layout = _tokens_for(cfg, tokenizer, scene, rng)
         mask, hidden = _mask_for(cfg, scene, x.shape[-1], rng)
+        # asking replaces the tokens drawn above, which are still drawn so that runs with p_ask_object 0
+        # (every run before it) draw exactly the batches they drew
         if hidden is not None and cfg.p_ask_object > 0 and rng.random() < cfg.p_ask_object:
             ids, layout = tokenizer.encode_text(_asked_phrase(hidden, rng)), []
         tokens.append(ids)

@@ -28,12 +28,11 @@ import torch
 from torch import nn
 
 from engine.errors import KilnError
-from training.common import LOSS_LOG, atomic_torch_save, load_state, log, run_loop
+from engine.models.keymaps import AE_PREFIX
+from training.common import LOSS_LOG, STATE, atomic_torch_save, load_state, log, run_loop, update_ema
 from training.data import render_batch, to_tensor
 
-STATE = "state.pt"
 DECODER_KEYS = ("decoder.", "post_quant_conv.")
-AE_PREFIX = "first_stage_model."
 
 
 def strip_border_signature(z: torch.Tensor, rng: np.random.Generator, p: float = 0.5) -> torch.Tensor:
@@ -88,10 +87,7 @@ class DecoderTrainer:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        with torch.no_grad():
-            decay = min(self.ema_decay, (1 + self.step) / (10 + self.step))  # short runs: the EMA warms up
-            for k, v in self.decoder_state().items():
-                self.ema[k].mul_(decay).add_(v, alpha=1 - decay)
+        update_ema(self.ema, self.decoder_state(), self.step, self.ema_decay)
         self.step += 1
         return loss.item()
 
