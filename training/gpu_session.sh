@@ -7,6 +7,8 @@
 # both at once on the GPU, the CPU cores rendering scenes and making batches for them:
 #   base: train_ldm on from the shipped base model (--init-from), large batches, bfloat16 forward,
 #         WORKERS processes making batches, a warm-up and a decay over the last DECAY_FROM -> export
+#   decoder: tune_decoder on the base autoencoder's decoder (the top-edge band), DEC_* settings -> export
+#         the tuned autoencoder (not measured there: swap it in and evaluate on the CPU)
 #   sr:   the f=4 autoencoder on from the shipped SR model's autoencoder -> export it ->
 #         the SR UNet on from the shipped SR UNet, on the new latents -> export
 # Into $OUT go the model files (split into 15 MB parts, the most the device tool brings back
@@ -32,6 +34,10 @@ DECAY_FROM=${DECAY_FROM:-0.6}
 ASK_OBJECT=${ASK_OBJECT:-0.3}
 HALF_OBJECT=${HALF_OBJECT:-0.5}
 STEPS=${STEPS:-1000000}
+DEC_LR=${DEC_LR:-1e-4}
+DEC_BATCH=${DEC_BATCH:-64}
+DEC_BORDER=${DEC_BORDER:-8}
+DEC_POOL=${DEC_POOL:-12000}
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=$THREADS
 mkdir -p "$RUNS" "$OUT"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
@@ -58,6 +64,14 @@ base() {
   python3 -m training.train_ldm export --run "$RUNS/ldm" --out "$RUNS/kiln-shapes-base" --threads "$THREADS"
 }
 
+decoder() {
+  python3 -m training.tune_decoder train --out "$RUNS/decoder" --device "$DEVICE" --lr "$DEC_LR" \
+    --batch "$DEC_BATCH" --border-weight "$DEC_BORDER" --pool "$DEC_POOL" --minutes "$MINUTES" \
+    --save-every 120 --threads "$THREADS" &&
+  python3 -m training.tune_decoder export --run "$RUNS/decoder" --out "$RUNS/kiln-shapes-ae-tuned" --n 0 &&
+  cp "$RUNS/decoder/loss.csv" "$OUT/decoder-loss.csv"
+}
+
 sr() {
   python3 -m training.train_sr autoencoder --out "$RUNS/sr-ae" \
     --init-from resources/models/kiln-shapes-sr.safetensors --device "$DEVICE" --batch "$AE_BATCH" \
@@ -75,7 +89,7 @@ for chain in $CHAINS; do
 done
 wait
 cp "$RUNS/ldm/loss.csv" "$OUT/base-loss.csv" 2>/dev/null
-for name in kiln-shapes-base kiln-shapes-sr; do
+for name in kiln-shapes-base kiln-shapes-sr kiln-shapes-ae-tuned; do
   if [ -f "$RUNS/$name.safetensors" ]; then
     split -b 15M -d "$RUNS/$name.safetensors" "$OUT/$name.safetensors.part-"
     cp "$RUNS/$name.json" "$OUT/"

@@ -97,17 +97,19 @@ class DecoderTrainer:
 
     def load(self, state: dict[str, Any]) -> None:
         self.ae.load_state_dict({**self.ae.state_dict(), **state["weights"]})
-        self.ema = state["ema"]
-        self.opt.load_state_dict(state["opt"])
+        device = next(iter(self.ema.values())).device
+        self.ema = {k: v.to(device) for k, v in state["ema"].items()}
+        self.opt.load_state_dict(state["opt"])  # Adam moves its moments to the parameters' device
         self.step = int(state["step"])
 
 
-def pool_of_pictures(ae: nn.Module, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(latents (n, C, h, w) posterior mode, pictures (n, 3, 128, 128) in [-1, 1]) of random training scenes."""
+def pool_of_pictures(ae: nn.Module, n: int, seed: int, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(latents (n, C, h, w) posterior mode, pictures (n, 3, 128, 128) in [-1, 1]) of random training scenes,
+    both on `device`."""
     from training.data import train_seeds
 
     seeds = train_seeds(np.random.default_rng(seed), n)
-    pictures = to_tensor(render_batch(seeds, 128))
+    pictures = to_tensor(render_batch(seeds, 128)).to(device)
     with torch.no_grad():
         latents = torch.cat([ae.encode(pictures[i:i + 64]).mode() for i in range(0, n, 64)])
     return latents, pictures
@@ -119,6 +121,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ae, _ = load_autoencoder(args.ae)
+    ae.to(args.device)
     trainer = DecoderTrainer(ae, args.lr, border_weight=args.border_weight)
     if (out / STATE).exists():
         state = load_state(out / STATE)
@@ -128,11 +131,11 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         log(f"resumed at step {trainer.step}, learning rate {args.lr:g}")
     (out / "config.json").write_text(json.dumps({"ae": args.ae, "lr": args.lr, "batch": args.batch,
                                                  "pool": args.pool, "border_weight": args.border_weight}, indent=2))
-    latents, pictures = pool_of_pictures(ae, args.pool, seed=trainer.step)
+    latents, pictures = pool_of_pictures(ae, args.pool, seed=trainer.step, device=args.device)
     rng = np.random.default_rng(trainer.step)
 
     def next_batch(r: np.random.Generator) -> tuple[tuple[torch.Tensor, torch.Tensor]]:
-        idx = r.integers(0, len(latents), size=args.batch)
+        idx = torch.as_tensor(r.integers(0, len(latents), size=args.batch), device=latents.device)
         return ((strip_border_signature(latents[idx], r), pictures[idx]),)
 
     def save() -> None:
@@ -212,6 +215,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="loss weight of the pixels within one latent cell of the edge (1 inside)")
     tr.add_argument("--pool", type=int, default=2000, help="training scenes rendered and encoded once")
     tr.add_argument("--steps", type=int, default=1_000_000)
+    tr.add_argument("--device", default="cpu", help="cpu or cuda")
     tr.add_argument("--minutes", type=float, default=30.0)
     tr.add_argument("--save-every", type=float, default=300.0)
     ex = sub.add_parser("export", help="write the tuned autoencoder file and card")
