@@ -60,3 +60,31 @@ def test_a_tuned_decoder_replaces_a_checkpoints_own_and_a_mismatch_is_refused(tu
     other = write_tiny_autoencoder(tmp_path / "other.safetensors", ch_mult=(1, 1, 1))
     with pytest.raises(KilnError, match="model.safetensors"):
         td.swap(str(other), str(model))
+
+
+SHIPPED = "resources/models/kiln-shapes-"
+
+
+def test_the_shipped_decoder_draws_the_top_edge_as_well_as_the_inside_even_from_a_flipped_latent():
+    """The band a generated picture used to get along its top edge: a real picture's latent flipped upside
+    down has the encoder's border signature at the wrong edge, as a generated latent may."""
+    from training.data import held_out_seeds, render_batch, to_tensor
+    from training.evaluate import load_autoencoder
+
+    ae, _ = load_autoencoder(SHIPPED + "ae.safetensors")
+    x = to_tensor(render_batch(held_out_seeds(16), 128))  # (16, 3, 128, 128) in [-1, 1]
+    with torch.no_grad():
+        z = ae.encode(x).mode()
+        for latent, picture in ((z, x), (z.flip(-2), x.flip(-2))):
+            levels = (ae.decode(latent).clamp(-1, 1) - picture).abs() * 127.5
+            top, inside = levels[..., :2, :].mean().item(), levels[..., 8:-8, :].mean().item()
+            assert top < max(2.0, 1.5 * inside), (top, inside)
+
+
+def test_the_shipped_base_and_semantic_models_carry_the_shipped_decoder():
+    ae = load_file(SHIPPED + "ae.safetensors")
+    decoder = {k: v for k, v in ae.items() if k.startswith(tuple(td.AE_PREFIX + p for p in td.DECODER_KEYS))}
+    assert len(decoder) > 50
+    for name in ("base", "semantic"):
+        model = load_file(f"{SHIPPED}{name}.safetensors")
+        assert all(torch.equal(model[k], v) for k, v in decoder.items()), name
