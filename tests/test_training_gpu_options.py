@@ -52,6 +52,23 @@ def test_the_loop_follows_the_schedule_and_saves_the_runs_own_rate():
     assert saved == [1e-3]  # a resumed run goes on at its rate, not the decayed one
 
 
+def test_the_log_says_how_much_of_the_time_went_to_waiting_for_batches(capsys):
+    import time
+
+    trainer = _tiny_trainer()
+    batch = _fixed_batch(trainer)
+
+    def slow_batch(_rng):
+        time.sleep(0.2)  # a batch maker far slower than a step of the tiny model
+        return (batch,)
+
+    run_loop(trainer, slow_batch, np.random.default_rng(0), torch.Generator().manual_seed(0), lambda: None,
+             4, 5.0, float("inf"), log_every=4)
+    line = next(x for x in capsys.readouterr().out.splitlines() if "step 4 loss" in x)
+    share = int(line.split("waiting for batches ")[1].split(" %")[0])
+    assert share >= 60, line
+
+
 def _draw(rng: np.random.Generator) -> tuple[torch.Tensor]:
     return (torch.from_numpy(rng.random(3)),)
 

@@ -343,12 +343,13 @@ def run_loop(trainer: ConcatTrainer, next_batch: Callable[[np.random.Generator],
              schedule: LrSchedule | None = None) -> dict[str, float]:
     """Train until `steps` or `minutes`; save every `save_every` seconds and at the end. Returns the speed.
 
-    Every `log_every` steps a line goes to stdout and, given `loss_log`, a row to that CSV
+    Every `log_every` steps a line goes to stdout (with the share of the time spent waiting for
+    batches: on a GPU, whether the batch makers keep up) and, given `loss_log`, a row to that CSV
     file; on a terminal a progress bar on stderr shows the step, the loss and the time left.
     A `schedule` scales the learning rate within this call; saves keep the unscaled rate.
     """
     started = last_save = window_start = time.monotonic()
-    done, losses = 0, []
+    done, losses, waited = 0, [], 0.0
     progress = Progress(trainer.step, steps, minutes * 60, loss_log)
     scaled = schedule is not None and schedule != LrSchedule()
     base_lr = [group["lr"] for group in trainer.opt.param_groups] if scaled else []
@@ -363,15 +364,20 @@ def run_loop(trainer: ConcatTrainer, next_batch: Callable[[np.random.Generator],
         while trainer.step < steps and time.monotonic() - started < minutes * 60 and not stop.asked:
             if scaled:
                 _scale_learning_rate(trainer, base_lr, schedule.factor(done, progress.fraction(trainer.step)))
-            losses.append(trainer.train_step(*next_batch(rng), gen))
+            asked = time.monotonic()
+            batch = next_batch(rng)
+            waited += time.monotonic() - asked
+            losses.append(trainer.train_step(*batch, gen))
             done += 1
             progress.update(trainer.step, losses[-1])
             if trainer.step % log_every == 0:
-                rate = len(losses) / max(time.monotonic() - window_start, 1e-9)
+                window = max(time.monotonic() - window_start, 1e-9)
+                rate = len(losses) / window
                 progress.clear()
-                log(f"step {trainer.step} loss {np.mean(losses):.4f} {rate:.3f} steps/s")
+                log(f"step {trainer.step} loss {np.mean(losses):.4f} {rate:.3f} steps/s "
+                    f"(waiting for batches {100 * waited / window:.0f} %)")
                 progress.record(trainer.step, float(np.mean(losses)), rate)
-                losses, window_start = [], time.monotonic()
+                losses, waited, window_start = [], 0.0, time.monotonic()
             if time.monotonic() - last_save > save_every:
                 save_unscaled()
                 last_save = time.monotonic()
