@@ -12,8 +12,9 @@
 #   sr:   the f=4 autoencoder on from the shipped SR model's autoencoder -> export it ->
 #         the SR UNet on from the shipped SR UNet, on the new latents -> export
 # Into $OUT go the model files (split into 15 MB parts, the most the device tool brings back
-# per file: join with `cat NAME.safetensors.part-* > NAME.safetensors`), their cards and the
-# logs. Evaluate them afterwards on the CPU (python -m training.evaluate ...), not on GPU time.
+# per file: join with `cat NAME.safetensors.part-* > NAME.safetensors`) and notes.tar.gz: their
+# cards, the loss logs and the chains' logs. Evaluate them afterwards on the CPU
+# (python -m training.evaluate ...), not on GPU time.
 # DEVICE, SCENES, POOL and the *_BATCH variables exist for a small smoke test on a CPU.
 set -u
 OUT=${OUT:?set OUT to the folder the results go to}
@@ -68,8 +69,7 @@ decoder() {
   python3 -m training.tune_decoder train --out "$RUNS/decoder" --device "$DEVICE" --lr "$DEC_LR" \
     --batch "$DEC_BATCH" --border-weight "$DEC_BORDER" --pool "$DEC_POOL" --minutes "$MINUTES" \
     --save-every 120 --threads "$THREADS" &&
-  python3 -m training.tune_decoder export --run "$RUNS/decoder" --out "$RUNS/kiln-shapes-ae-tuned" --n 0 &&
-  cp "$RUNS/decoder/loss.csv" "$OUT/decoder-loss.csv"
+  python3 -m training.tune_decoder export --run "$RUNS/decoder" --out "$RUNS/kiln-shapes-ae-tuned" --n 0
 }
 
 sr() {
@@ -88,13 +88,18 @@ for chain in $CHAINS; do
   $chain > "$OUT/$chain.log" 2>&1 &
 done
 wait
-cp "$RUNS/ldm/loss.csv" "$OUT/base-loss.csv" 2>/dev/null
+# the device tool brings back at most 8 files: the model parts alone, and one archive of the cards,
+# the loss logs and the chains' logs (the logs stay loose until here, so a killed call still returns them)
+notes=$(mktemp -d)
+cp "$RUNS/ldm/loss.csv" "$notes/base-loss.csv" 2>/dev/null
+cp "$RUNS/decoder/loss.csv" "$notes/decoder-loss.csv" 2>/dev/null
 for name in kiln-shapes-base kiln-shapes-sr kiln-shapes-ae-tuned; do
   if [ -f "$RUNS/$name.safetensors" ]; then
     split -b 15M -d "$RUNS/$name.safetensors" "$OUT/$name.safetensors.part-"
-    cp "$RUNS/$name.json" "$OUT/"
+    cp "$RUNS/$name.json" "$notes/"
   fi
 done
-cp "$RUNS/sr-ae/kiln-shapes-sr-ae.json" "$OUT/" 2>/dev/null
-for chain in $CHAINS; do tail -n 3 "$OUT/$chain.log"; done
+cp "$RUNS/sr-ae/kiln-shapes-sr-ae.json" "$notes/" 2>/dev/null
+for chain in $CHAINS; do tail -n 3 "$OUT/$chain.log"; mv "$OUT/$chain.log" "$notes/"; done
+tar -czf "$OUT/notes.tar.gz" -C "$notes" .
 ls -la "$OUT"
