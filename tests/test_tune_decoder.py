@@ -46,6 +46,7 @@ def test_only_the_decoder_changes_and_the_card_says_how(tuned):
                            for k in changed)
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["decoder_tuning"]["steps"] == 3 and card["architecture"]
+    assert "evaluation" not in card  # exported unmeasured: no figures of the decoder it replaced
 
 
 def test_a_tuned_decoder_replaces_a_checkpoints_own_and_a_mismatch_is_refused(tuned, tmp_path):

@@ -39,20 +39,15 @@ def strip_border_signature(z: torch.Tensor, rng: np.random.Generator, p: float =
     """z (B, C, h, w) with, for each item and each edge with probability p, the outer 1 or 2 rows
     (or columns) replaced by the next one inwards."""
     z = z.clone()
-    h, w = z.shape[-2:]
-    for i in range(z.shape[0]):
-        for edge in range(4):
-            if rng.random() >= p:
-                continue
-            k = int(rng.integers(1, 3))
-            if edge == 0:
-                z[i, :, :k] = z[i, :, k:k + 1]
-            elif edge == 1:
-                z[i, :, h - k:] = z[i, :, h - k - 1:h - k]
-            elif edge == 2:
-                z[i, :, :, :k] = z[i, :, :, k:k + 1]
-            else:
-                z[i, :, :, w - k:] = z[i, :, :, w - k - 1:w - k]
+    chosen, depth = rng.random((4, z.shape[0])) < p, rng.integers(1, 3, size=(4, z.shape[0]))
+    for edge in range(4):  # top, bottom, left, right
+        lines = z if edge < 2 else z.transpose(-1, -2)  # a view: rows, or columns as rows
+        n = lines.shape[-2]
+        for k in (1, 2):
+            items = torch.from_numpy(np.flatnonzero(chosen[edge] & (depth[edge] == k))).to(z.device)
+            if len(items):
+                source, target = (k, slice(0, k)) if edge % 2 == 0 else (n - k - 1, slice(n - k, n))
+                lines[items, :, target] = lines[items, :, source:source + 1]
     return z
 
 
@@ -75,6 +70,7 @@ class DecoderTrainer:
         self.opt = torch.optim.Adam(self.params, lr=lr)
         self.ema = {k: v.detach().clone() for k, v in self.decoder_state().items()}
         self.ema_decay, self.step = ema_decay, 0
+        self._weight = torch.empty(0)
 
     def decoder_state(self) -> dict[str, torch.Tensor]:
         return {k: v for k, v in self.ae.state_dict().items() if k.startswith(DECODER_KEYS)}
@@ -82,7 +78,9 @@ class DecoderTrainer:
     def train_step(self, batch: tuple[torch.Tensor, torch.Tensor], gen: torch.Generator) -> float:
         z, x = batch  # (B, C, h, w) latents (signature stripped at random), (B, 3, H, W) pictures in [-1, 1]
         y = self.ae.decode(z)
-        weight = border_weights(x.shape[-2:], self.border_weight).to(x)  # (H, W): the outer 8 px count more
+        if self._weight.shape != x.shape[-2:] or self._weight.device != x.device:
+            self._weight = border_weights(x.shape[-2:], self.border_weight).to(x)  # (H, W): outer 8 px count more
+        weight = self._weight
         loss = ((y - x).abs() * weight).mean() + ((y - x).square() * weight).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -162,6 +160,10 @@ def export(run: str, out: str, n_eval: int, weights: str = "ema") -> dict[str, A
     card = json.loads(source.with_suffix(".json").read_text())
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, f"{out}.safetensors", metadata=_metadata(source))
+    card.pop("evaluation", None)  # the source's figures; measured again below when n_eval > 0
+    card["description"] = (card.get("description", "").split(" Decoder fine-tuned")[0]
+                           + " Decoder fine-tuned on latents stripped of the encoder's border signature"
+                           " (training/tune_decoder.py).").strip()
     card["decoder_tuning"] = {"command": f"python -m training.tune_decoder train --out {run}", "steps": int(state["step"]),
                               "weights": weights, "why": "border rows of the latents stripped at random (training/tune_decoder.py)"}
     Path(f"{out}.json").write_text(json.dumps(card, indent=2) + "\n")
