@@ -599,12 +599,24 @@ def test_cpu_threads_leave_the_cores_other_work_keeps_busy(monkeypatch):
 
     monkeypatch.setattr(loader, "_DEFAULT_THREADS", 4)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    for load, expected in ((0.1, 4), (1.4, 3), (2.7, 1), (9.0, 1)):
-        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
-        assert loader.cpu_threads() == expected, load
+    for busy, expected in ((0.0, 4), (1.0, 3), (3.0, 1), (9.0, 1)):
+        monkeypatch.setattr(loader, "busy_cores", lambda busy=busy: busy)
+        assert loader.cpu_threads() == expected, busy
     assert loader.cpu_threads(3) == 3  # asked for: kept, whatever the load
     monkeypatch.setenv("OMP_NUM_THREADS", "4")
     assert loader.cpu_threads() == 4  # the user's own setting wins over the load
+
+
+def test_busy_cores_counts_the_work_running_now_not_the_minute_before(tmp_path, monkeypatch):
+    from engine.models import loader
+
+    stat = tmp_path / "loadavg"
+    stat.write_text("1.90 0.80 0.40 3/210 4242\n")  # a run just ended: a high 1-minute average
+    assert loader.busy_cores(samples=3, path=str(stat)) == 2.0  # 3 runnable, this reader among them
+    stat.write_text("1.90 0.80 0.40 1/210 4242\n")  # only the reader runs now
+    assert loader.busy_cores(samples=3, path=str(stat)) == 0.0
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 1.0, 0.5))
+    assert loader.busy_cores(path=str(tmp_path / "missing")) == 1.5  # no /proc: the load average
 
 
 def test_checkpoint_loader_node_sets_the_cpu_threads_asked_for(tiny):

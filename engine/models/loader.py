@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from engine.models.keymaps import (
     is_ignorable,
     open_diffusers,
 )
+from engine.models.prepacked import prepack_convolutions
 from engine.models.tokenizers import Missing, find_bert_tokenizer, find_clip_tokenizer, tokenizer_dirs
 from engine.models.yaml_config import load_yaml_config
 
@@ -97,17 +99,42 @@ _DEFAULT_THREADS = torch.get_num_threads()  # torch's own choice: OMP_NUM_THREAD
 def cpu_threads(wanted: int = 0) -> int:
     """Torch threads for CPU work: `wanted` when > 0, OMP_NUM_THREADS when set, else the idle cores (>= 1).
 
-    Idle is judged by the 1-minute load average. A thread on a core that other
-    work keeps busy costs more than it brings: OpenMP workers spin waiting for
-    each other, and a step of the built-in 10 M UNet took 4.3 s with 2 threads
-    instead of 0.1 s with 1 on a 2-core machine running two training jobs.
+    A thread on a core that other work keeps busy costs more than it brings:
+    OpenMP workers spin waiting for each other, and a step of the built-in 10 M
+    UNet took 4.3 s with 2 threads instead of 0.1 s with 1 on a 2-core machine
+    running two training jobs.
     """
     if wanted > 0:
         return wanted
-    if os.environ.get("OMP_NUM_THREADS") or not hasattr(os, "getloadavg"):
+    if os.environ.get("OMP_NUM_THREADS"):
         return _DEFAULT_THREADS
-    idle = _DEFAULT_THREADS - os.getloadavg()[0]
-    return max(1, min(_DEFAULT_THREADS, round(idle)))
+    busy = busy_cores()
+    if busy is None:
+        return _DEFAULT_THREADS
+    return max(1, min(_DEFAULT_THREADS, round(_DEFAULT_THREADS - busy)))
+
+
+def busy_cores(samples: int = 9, path: str = "/proc/loadavg") -> float | None:
+    """How many cores other work keeps busy right now; None where that cannot be read.
+
+    Linux: the median, over a few reads 1 ms apart, of the runnable threads in
+    `path` less this reader. Not the 1-minute load average: it trails the
+    present by a minute, so a run that starts after another one has just
+    ended (a benchmark's second run, a quick re-run) would see the finished
+    run's load and halve its threads for nothing (one UNet call of the
+    built-in base model: 56 ms on 1 thread against 41 ms on 2 of a 2-core
+    machine). Elsewhere the 1-minute load average.
+    """
+    counts = []
+    try:
+        for index in range(samples):
+            with open(path, encoding="ascii") as file:
+                counts.append(int(file.read().split()[3].split("/")[0]) - 1)  # "R/T": runnable/total
+            if index < samples - 1:
+                time.sleep(0.001)
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return float(max(0, sorted(counts)[len(counts) // 2]))
 
 
 def use_cpu_threads(wanted: int = 0) -> int:
@@ -445,6 +472,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "auto"
         # 4x SR decoder at 512 px took 2.0 s instead of 2.7 s, the base UNet step 68 ms instead of 88 ms
         for module in (unet, ae):
             module.to(memory_format=torch.channels_last)
+            prepack_convolutions(module)
     name = os.path.basename(path.rstrip("/"))
     model = LatentDiffusionModel(unet, config.diffusion, name).to(dev)
     first_stage = FirstStage(ae, config.diffusion.scale_factor, name=name,
