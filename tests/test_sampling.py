@@ -1,7 +1,9 @@
 """Sampling behaviour a user notices: masks, seeds, img2img, guidance, previews, the Sampler node."""
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,6 +58,8 @@ class RecordingEps(nn.Module):
         if context is not None:
             h = h + self.context(context.mean(dim=1))[:, :, None, None]
         return self.conv_out(torch.tanh(h)) + 0.5 * x[:, : self.conv_out.out_channels]
+
+MODELS = Path(__file__).resolve().parents[1] / "resources" / "models"
 
 
 def tiny_model(prediction: str = "eps", conditional: bool = False, seed: int = 0) -> LatentDiffusionModel:
@@ -183,6 +187,17 @@ def test_same_seed_is_bit_identical_and_batch_items_match_single_runs(sampler):
     other = sample(model, empty(1), cond, uncond, 124, options)
     assert torch.allclose(other.samples[0], first.samples[1], rtol=1e-5, atol=1e-4)
     assert (first.samples[0] - other.samples[0]).abs().max() > 0.1  # seed + 1 is another picture
+
+
+def test_a_second_pass_keeps_the_seed_that_made_the_picture():
+    """Upscale-and-refine graphs: the viewer and the saved PNG name the first sampler's seed, not the refiner's."""
+    model = small_unet_model()
+    cond, uncond = text_cond(3, dim=8, seed=1), text_cond(3, dim=8, seed=2)
+    options = SamplingOptions(sampler="dpmpp_2m", scheduler="karras", steps=3, cfg=3.0)
+    first = sample(model, empty(2), cond, uncond, 8, options)
+    refined = sample(model, first, cond, uncond, 0, SamplingOptions(steps=3, cfg=3.0, denoise=0.5))
+    assert first.seeds == refined.seeds == (8, 9)
+    assert not torch.equal(refined.samples, first.samples)
 
 
 def test_noise_is_drawn_on_the_cpu_per_item():
@@ -366,6 +381,34 @@ def test_latent_preview_uses_the_first_stages_factors():
     assert rgb[0, 0].tolist() == [191, 128, 191]
     fallback = LatentPreviewer(None, 4)(torch.zeros(1, 4, 2, 2))
     assert fallback[0, 0].tolist() == [128, 128, 128]
+
+
+def test_the_super_resolution_preview_shows_the_colours_of_the_picture():
+    """The 4x SR autoencoder's 3 latent channels do not hold colour linearly: its card's fitted network
+    draws each object's palette colour where a linear projection drew purple blue and red brown."""
+    from engine.models.loader import load_checkpoint
+    from training.shapes_world import COLOURS, make_scene, render
+
+    first_stage = load_checkpoint(MODELS / "kiln-shapes-sr.safetensors", "cpu").first_stage
+    card = json.loads((MODELS / "kiln-shapes-sr.json").read_text())
+    palette = np.array(list(COLOURS.values()), dtype=np.float32)
+    scenes = [make_scene(seed) for seed in range(1_000_000, 1_000_012)]
+    with torch.no_grad():
+        latents = [first_stage.encode_pixels(torch.from_numpy(render(s, 256)).permute(2, 0, 1)[None] / 255.0)
+                   for s in scenes]
+
+    def colours_right(previewer: LatentPreviewer) -> float:
+        right = [list(COLOURS)[int(np.argmin(((palette - preview[cy, cx]) ** 2).sum(1)))] == obj.colour
+                 for scene, latent in zip(scenes, latents, strict=True)
+                 for preview in [previewer(latent).astype(np.float32)]  # (64, 64, 3)
+                 for obj in scene.objects
+                 for cx, cy in [(int((obj.box[0] + obj.box[2]) * 32), int((obj.box[1] + obj.box[3]) * 32))]]
+        return sum(right) / len(right)
+
+    network = LatentPreviewer(first_stage.latent_rgb, 3)
+    assert network.network is not None
+    assert colours_right(network) >= 0.8  # 22 of 25 objects; orange is the one it can take for yellow
+    assert colours_right(LatentPreviewer(card["latent_rgb_factors"], 3)) < 0.7  # the linear map: 15 of 25
 
 
 def test_sampler_node_reports_progress_previews_evals_and_seeds():

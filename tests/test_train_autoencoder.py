@@ -17,6 +17,7 @@ from training.train_autoencoder import (
     autoencoder_config,
     export,
     fit_latent_rgb,
+    fit_latent_rgb_network,
     main,
     train_step,
     training_sessions,
@@ -58,7 +59,7 @@ def test_export_writes_original_layout_weights_and_a_card(tmp_path):
     tc = _tiny(tmp_path, max_steps=2)
     Trainer(tc).run()
     out = tmp_path / "models" / "tiny-ae"
-    card = export(tc.out, str(out), n_eval=3, n_stats=8)
+    card = export(tc.out, str(out), n_eval=3, n_stats=8, preview_steps=20)
     with safe_open(f"{out}.safetensors", framework="pt") as f:
         keys = list(f.keys())
         dtype = f.get_tensor("first_stage_model.encoder.conv_in.weight").dtype
@@ -69,6 +70,7 @@ def test_export_writes_original_layout_weights_and_a_card(tmp_path):
     saved = json.loads(out.with_suffix(".json").read_text())
     assert saved["architecture"]["ch_mult"] == [1, 2] and saved["data"] == "shapes world v1"
     assert saved["scale_factor"] > 0 and len(saved["latent_rgb_factors"]) == 5  # 4 channel rows + bias
+    assert len(saved["latent_rgb_network"]["w1"]) == 4 and len(saved["latent_rgb_network"]["b2"]) == 3
     assert "python -m training.evaluate autoencoder" in saved["evaluation"]["command"]
     assert "--crop 16" in saved["training"]["final_config_command"]
     model, _ = load_autoencoder(f"{out}.safetensors")
@@ -85,6 +87,22 @@ def test_latent_rgb_fit_recovers_a_linear_map():
     assert rows[4] == pytest.approx([0.5, 0.4, 0.3], abs=1e-4)
 
 
+def test_preview_network_fits_colours_a_linear_map_cannot():
+    """Colour that folds through the latent (here: a channel's magnitude, not its sign) defeats a linear
+    preview; the fitted network draws it."""
+    from engine.sampling.preview import LatentPreviewer
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, 3)).astype(np.float32)
+    y = np.stack([np.abs(x[:, 0]) / 3, 0.5 + 0.1 * x[:, 1], np.full(len(x), 0.2)], 1).clip(0, 1)
+    linear = np.concatenate([x, np.ones((len(x), 1))], 1) @ np.array(fit_latent_rgb(x, y))
+    network = fit_latent_rgb_network(x, y, steps=600)
+    latent = torch.from_numpy(x[:256].T.reshape(1, 3, 16, 16).copy())
+    drawn = LatentPreviewer(network, 3)(latent).reshape(-1, 3).astype(np.float32) / 255
+    linear_error = np.abs(linear[:256] - y[:256]).mean()
+    assert np.abs(drawn - y[:256]).mean() < linear_error / 3
+
+
 def test_command_line_resume_keeps_the_run_config(tmp_path, capsys):
     out = str(tmp_path / "cli")
     args = ["train", "--out", out, "--ch-mult", "1,2", "--crop", "16", "--batch", "2", "--max-steps", "1",
@@ -99,3 +117,14 @@ def test_command_line_resume_keeps_the_run_config(tmp_path, capsys):
     sessions = training_sessions(out)
     assert [s["from_step"] for s in sessions] == [0, 1]
     assert sessions[1]["command"] == f"python -m training.train_autoencoder train --out {out} --max-steps 2"
+
+
+def test_cards_keep_lists_of_numbers_on_one_line_and_read_back_the_same():
+    from training.common import card_text
+
+    card = {"name": "x", "latent_rgb_factors": [[0.5, -1e-05, 2], [1.25, 0, -3.5]], "tags": ["a", "b"],
+            "nested": {"b1": [0.1, -0.2], "empty": []}}
+    text = card_text(card)
+    assert json.loads(text) == card
+    assert '    [0.5, -1e-05, 2],\n' in text and '"b1": [0.1, -0.2]' in text
+    assert '"tags": [\n    "a",' in text  # words keep one per line

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -531,15 +532,24 @@ def write_checkpoint(out: str | Path, weights: dict[str, torch.Tensor], ae: nn.M
     os.chmod(f"{out}.safetensors", 0o644)  # safetensors writes owner-only; shipped models are for everyone
     card = {**card, "kind": "checkpoint", "dtype": str(dtype).removeprefix("torch."), "data": SPEC_VERSION,
             CARD_CONFIG_KEY: config.to_dict()}
-    Path(f"{out}.json").write_text(json.dumps(card, indent=2) + "\n")
+    Path(f"{out}.json").write_text(card_text(card))
     return card
+
+
+_NUMBER_LIST = re.compile(r"\[\s*(-?[\d.e+-]+(?:,\s*-?[\d.e+-]+)*)\s*\]")
+
+
+def card_text(card: dict[str, Any]) -> str:
+    """A model card as JSON, indented, with each list of numbers on one line (weights stay readable)."""
+    text = json.dumps(card, indent=2)
+    return _NUMBER_LIST.sub(lambda m: "[" + ", ".join(m.group(1).replace(",", " ").split()) + "]", text) + "\n"
 
 
 def update_card(out: str | Path, **entries: Any) -> dict[str, Any]:
     path = Path(f"{out}.json")
     card = json.loads(path.read_text())
     card.update(entries)
-    path.write_text(json.dumps(card, indent=2) + "\n")
+    path.write_text(card_text(card))
     return card
 
 

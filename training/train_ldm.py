@@ -362,6 +362,7 @@ def export(run: str, out: str = DEFAULT_MODEL, ae_path: str | None = None, weigh
             "description": "Text-to-image and layout-to-image (cross-attention on one word/box token stream) and "
                            "inpainting (concat: latent zeroed in the hole, mask) on the f=8 autoencoder's latents.",
             "latent_rgb_factors": ae_card.get("latent_rgb_factors"),
+            "latent_rgb_network": ae_card.get("latent_rgb_network"),
             "training": {"command": f"python -m training.train_ldm train --out {run}",
                          "steps": int(state["step"]), "images_seen": _run_images_seen(meta, int(state["step"]), cfg.batch),
                          "weights": weights, "config": cfg.to_dict(), "autoencoder": str(ae_path or meta["ae"])}}

@@ -203,6 +203,7 @@ def export(run: str, out: str, ae_path: str | None = None, weights: str = "ema",
             "description": "Semantic map (21 shapes-world classes) to 128 px image: SpatialRescaler concat "
                            "conditioning on the base f=8 autoencoder's latents.",
             "latent_rgb_factors": ae_card.get("latent_rgb_factors"),
+            "latent_rgb_network": ae_card.get("latent_rgb_network"),
             "training": {"command": f"python -m training.train_semantic train --out {run}",
                          "steps": int(state["step"]), "images_seen": int(state["step"]) * cfg.batch,
                          "weights": weights, "config": cfg.to_dict(), "autoencoder": str(ae_path or meta["ae"])}}

@@ -269,6 +269,7 @@ def export(run: str, out: str, ae_path: str | None = None, weights: str = "ema",
             "description": "4x latent super-resolution (LDM-SR): the small picture in [-1, 1] concatenated to the "
                            "latent of its own f=4 autoencoder; 32 -> 128 px and 128 -> 512 px.",
             "latent_rgb_factors": ae_card.get("latent_rgb_factors"),
+            "latent_rgb_network": ae_card.get("latent_rgb_network"),
             "training": {"command": f"python -m training.train_sr train --out {run}",
                          "steps": int(state["step"]), "crops_seen": int(state["step"]) * cfg.batch,
                          "weights": weights, "config": cfg.to_dict(), "autoencoder": str(ae_path or meta["ae"])}}

@@ -29,7 +29,16 @@ from torch import nn
 
 from engine.errors import KilnError
 from engine.models.keymaps import AE_PREFIX
-from training.common import LOSS_LOG, STATE, atomic_torch_save, load_state, log, run_loop, update_ema
+from training.common import (
+    LOSS_LOG,
+    STATE,
+    atomic_torch_save,
+    card_text,
+    load_state,
+    log,
+    run_loop,
+    update_ema,
+)
 from training.data import render_batch, to_tensor
 
 DECODER_KEYS = ("decoder.", "post_quant_conv.")
@@ -166,13 +175,13 @@ def export(run: str, out: str, n_eval: int, weights: str = "ema") -> dict[str, A
                            " (training/tune_decoder.py).").strip()
     card["decoder_tuning"] = {"command": f"python -m training.tune_decoder train --out {run}", "steps": int(state["step"]),
                               "weights": weights, "why": "border rows of the latents stripped at random (training/tune_decoder.py)"}
-    Path(f"{out}.json").write_text(json.dumps(card, indent=2) + "\n")
+    Path(f"{out}.json").write_text(card_text(card))
     if n_eval:
         model, _ = load_autoencoder(f"{out}.safetensors")
         result = evaluate_autoencoder(lambda images: reconstruct(model, images), held_out_seeds(n_eval))
         card["evaluation"] = {**result, "command": f"python -m training.evaluate autoencoder --model {out}.safetensors "
                                                    f"--n {n_eval}"}
-        Path(f"{out}.json").write_text(json.dumps(card, indent=2) + "\n")
+        Path(f"{out}.json").write_text(card_text(card))
     return card
 
 
@@ -201,7 +210,7 @@ def swap(ae_file: str, model: str) -> int:
     card_path = Path(model).with_suffix(".json")
     card = json.loads(card_path.read_text())
     card["decoder"] = f"the decoder of {Path(ae_file).name} (training/tune_decoder.py swap)"
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    card_path.write_text(card_text(card))
     return len(keys)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -24,13 +25,13 @@ class FirstStage:
     """An autoencoder plus how its latents are scaled: `latent = scale_factor * z`."""
 
     def __init__(self, model: AutoencoderKL | VQModel, scale_factor: float = 1.0, name: str = "",
-                 latent_rgb: tuple | None = None, upcast: bool = True,
+                 latent_rgb: Any = None, upcast: bool = True,
                  auto_tile_pixels: int = AUTO_TILE_PIXELS, inpaint_convention: str | None = None):
         self.model = model.eval()
         self.inpaint_convention = inpaint_convention  # the model's inpainting concat layout, when its config says
         self.scale_factor = float(scale_factor)
         self.name = name
-        self.latent_rgb = latent_rgb  # (C, 3) factors for a linear latent -> RGB preview
+        self.latent_rgb = latent_rgb  # the live preview's latent -> RGB projection (engine.sampling.preview)
         self.upcast = upcast  # keep weights in fp32 when fp16 is asked for
         self.auto_tile_pixels = auto_tile_pixels
 

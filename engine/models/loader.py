@@ -484,7 +484,11 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "auto"
     return LoadedCheckpoint(model, first_stage, conditioner, config, report)
 
 
-def _latent_rgb(card: dict) -> tuple | None:
+def _latent_rgb(card: dict) -> Any:
+    """The card's preview projection: its fitted network when it has one, else its linear factors."""
+    network = card.get("latent_rgb_network")
+    if isinstance(network, dict) and {"w1", "b1", "w2", "b2"} <= network.keys():
+        return network
     factors = card.get("latent_rgb_factors")
     if isinstance(factors, list) and factors:
         return tuple(tuple(float(v) for v in row) for row in factors)

@@ -132,13 +132,17 @@ def sample(model: LatentDiffusionModel, latent: Latent, positive: Conditioning,
            negative: Conditioning | None, seed: int, options: SamplingOptions,
            step_callback: Callable[[StepInfo], None] | None = None,
            on_model_eval: Callable[[int], None] | None = None) -> Latent:
-    """Denoise `latent` and return the result with each item's seed recorded."""
+    """Denoise `latent` and return the result with each item's seed recorded.
+
+    A latent that already carries seeds (the picture of an earlier pass, upscaled or
+    re-noised) keeps them: the seed that made the picture is the first pass's, and it
+    is the one the viewer and the saved PNG report."""
     _check_options(options)
     denoiser = DiscreteDenoiser(model)
     sigmas = img2img_sigmas(denoiser, options.scheduler, options.steps, options.denoise)
     seeds = batch_seeds(seed, latent.samples.shape[0])
     if len(sigmas) < 2:
-        return Latent(latent.samples.clone(), latent.noise_mask, seeds)
+        return Latent(latent.samples.clone(), latent.noise_mask, latent.seeds or seeds)
     x0 = latent.samples.to(model.device, torch.float32)
     noise = SeededNoise(seeds, x0.shape[1:], x0.device)
     initial_noise = noise.draw()
@@ -155,7 +159,7 @@ def sample(model: LatentDiffusionModel, latent: Latent, positive: Conditioning,
                                        **options.sampler_kwargs())
     if mask is not None:
         out = x0 + (out - x0) * mask
-    return Latent(out.to("cpu", torch.float32), latent.noise_mask, seeds)
+    return Latent(out.to("cpu", torch.float32), latent.noise_mask, latent.seeds or seeds)
 
 
 def _check_options(options: SamplingOptions) -> None:

@@ -5,6 +5,12 @@ Factors follow one convention: `rgb01 = latent_channels @ weights + bias`, with
 carry its own factors as `latent_rgb` (fitted by least squares from its
 latents to downsampled pixels): either C rows of 3 weights optionally followed
 by a bias row, or a mapping {"weights": [[...] * C], "bias": [r, g, b]}.
+
+Where colour is not linear in the latent (the built-in 4x super-resolution
+autoencoder's 3 channels: a linear map showed a purple circle blue and a red
+square brown), `latent_rgb` may instead be a tiny per-cell network fitted the
+same way: {"w1": (C, H), "b1": (H,), "w2": (H, 3), "b2": (3,)} for
+`rgb01 = silu(latent @ w1 + b1) @ w2 + b2`, still far cheaper than a decode.
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 # Stable Diffusion 1.x (KL f8, scaled latents): the widely used 4x3 projection to
 # [-1, 1] (rows: latent channels; columns: R, G, B), halved and shifted to [0, 1].
@@ -61,17 +68,35 @@ def _parse(latent_rgb: Any, channels: int) -> tuple[torch.Tensor, torch.Tensor] 
     return weights, bias
 
 
+def preview_network(latent_rgb: Any, channels: int) -> tuple[torch.Tensor, ...] | None:
+    """(w1 (C, H), b1 (H,), w2 (H, 3), b2 (3,)) from a network-form `latent_rgb`; None if it is not one or
+    does not fit `channels`."""
+    if not isinstance(latent_rgb, Mapping) or not {"w1", "b1", "w2", "b2"} <= latent_rgb.keys():
+        return None
+    w1, b1, w2, b2 = (torch.tensor(latent_rgb[k], dtype=torch.float32) for k in ("w1", "b1", "w2", "b2"))
+    hidden = b1.shape[0] if b1.dim() == 1 else -1
+    if w1.shape != (channels, hidden) or w2.shape != (hidden, 3) or b2.shape != (3,):
+        return None
+    return w1, b1, w2, b2
+
+
 class LatentPreviewer:
     """Projects item 0 of a latent batch to a uint8 (h, w, 3) RGB array."""
 
     def __init__(self, latent_rgb: Any, channels: int):
-        self.weights, self.bias = rgb_factors(latent_rgb, channels)
+        self.network = preview_network(latent_rgb, channels)
+        self.weights, self.bias = rgb_factors(None if self.network else latent_rgb, channels)
 
     def __call__(self, latent: torch.Tensor) -> np.ndarray:
         item = latent[0].detach().to("cpu", torch.float32)  # (C, h, w)
         c, h, w = item.shape
-        rgb = torch.addmm(self.bias, item.reshape(c, h * w).T, self.weights).view(h, w, 3)
-        return (rgb.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        cells = item.reshape(c, h * w).T  # (h*w, C)
+        if self.network is not None:
+            w1, b1, w2, b2 = self.network
+            rgb = torch.addmm(b2, F.silu(torch.addmm(b1, cells, w1)), w2)
+        else:
+            rgb = torch.addmm(self.bias, cells, self.weights)
+        return (rgb.view(h, w, 3).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
 def decoded_preview(pixels01: torch.Tensor) -> np.ndarray:
