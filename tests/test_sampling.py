@@ -389,7 +389,9 @@ def test_the_super_resolution_preview_shows_the_colours_of_the_picture():
     from engine.models.loader import load_checkpoint
     from training.shapes_world import COLOURS, make_scene, render
 
-    first_stage = load_checkpoint(MODELS / "kiln-shapes-sr.safetensors", "cpu").first_stage
+    loaded = load_checkpoint(MODELS / "kiln-shapes-sr.safetensors", "cpu")
+    first_stage = loaded.first_stage
+    assert loaded.model.latent_rgb is first_stage.latent_rgb  # a Sampler without the autoencoder wired uses it
     card = json.loads((MODELS / "kiln-shapes-sr.json").read_text())
     palette = np.array(list(COLOURS.values()), dtype=np.float32)
     scenes = [make_scene(seed) for seed in range(1_000_000, 1_000_012)]
@@ -409,6 +411,15 @@ def test_the_super_resolution_preview_shows_the_colours_of_the_picture():
     assert network.network is not None
     assert colours_right(network) >= 0.8  # 22 of 25 objects; orange is the one it can take for yellow
     assert colours_right(LatentPreviewer(card["latent_rgb_factors"], 3)) < 0.7  # the linear map: 15 of 25
+
+
+def test_sampler_previews_with_the_models_own_projection_when_no_autoencoder_is_wired():
+    model = tiny_model(conditional=True)
+    model.latent_rgb = {"w1": [[0.0]] * 4, "b1": [0.0], "w2": [[0.0, 0.0, 0.0]], "b2": [0.2, 0.6, 0.4]}
+    ctx = FakeContext()
+    inputs = {"model": model, "positive": text_cond(4), "negative": text_cond(4, seed=1), "latent": empty(1)}
+    run_node(SAMPLER, inputs, ctx, seed=1, steps=2, cfg=2.0, sampler="euler")
+    assert all(p[0, 0].tolist() == [51, 153, 102] for _, _, p in ctx.progress_calls)
 
 
 def test_sampler_node_reports_progress_previews_evals_and_seeds():

@@ -7,6 +7,7 @@ embedding) is decided here, once, from the config's conditioning key.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,6 +39,7 @@ class LatentDiffusionModel(nn.Module):
         self.unet = unet
         self.config = config
         self.name = name
+        self.latent_rgb: Any = None  # its latents' live-preview projection (the loader sets it from the card)
         alphas_cumprod = torch.cumprod(1.0 - make_betas(config), dim=0)
         self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)  # (T,) float64
         self._painted_cache: tuple[torch.Tensor, tuple, torch.Tensor] | None = None  # regions, size, painted

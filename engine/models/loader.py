@@ -475,8 +475,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "auto"
             prepack_convolutions(module)
     name = os.path.basename(path.rstrip("/"))
     model = LatentDiffusionModel(unet, config.diffusion, name).to(dev)
-    first_stage = FirstStage(ae, config.diffusion.scale_factor, name=name,
-                             latent_rgb=_latent_rgb(resolved.card),
+    model.latent_rgb = _latent_rgb(resolved.card)  # previews without the autoencoder wired to the sampler
+    first_stage = FirstStage(ae, config.diffusion.scale_factor, name=name, latent_rgb=model.latent_rgb,
                              inpaint_convention=config.conditioner.params.get("inpaint_convention"))
     report.update({"format": resolved.source.format, "config_source": resolved.config_source,
                    "guessed": resolved.guessed, "preset": config.preset, "device": str(dev), "dtype": str(dt),
