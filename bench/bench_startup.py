@@ -1,6 +1,7 @@
 """Start-to-finish time of `main.py run`, as a user sees it: `python3 -m bench.bench_startup`.
 
     python3 -m bench.bench_startup [--base PATH] [--sr PATH] [--random] [--runs 3] [--json]
+                                   [--against CHECKOUT]
 
 Each measurement is a fresh process, model loading included:
 - `main.py run resources/graphs/text_to_image.json --no-disk-cache` (one 128 px
@@ -9,6 +10,12 @@ Each measurement is a fresh process, model loading included:
   super-resolution to 512 px; goal: under 30 s), once;
 - the reference beside them: the seconds `import torch` alone takes in a fresh
   interpreter (median of --runs), which every run pays first.
+
+With --against (another checkout of Kiln, e.g. `git worktree add /tmp/old HEAD~3`),
+text_to_image runs of that checkout's main.py and of this one alternate, each pair
+back to back, and the median of the per-pair ratios (ours / theirs) is reported:
+on a machine whose speed drifts by a third from one minute to the next, only
+runs taken side by side compare.
 
 Models: the built-in ones in resources/models, or --base / --sr, or with
 --random freshly built random-weight checkpoints of the built-in architectures
@@ -29,7 +36,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GRAPHS = ROOT / "resources" / "graphs"
 MODELS = ROOT / "resources" / "models"
 BASE_NAME, SR_NAME = "kiln-shapes-base.safetensors", "kiln-shapes-sr.safetensors"
 
@@ -40,14 +46,14 @@ def torch_import_seconds() -> float:
     return float(out.stdout.strip())
 
 
-def run_graph(graph: str, overrides: list[str], workdir: str) -> dict:
+def run_graph(graph: str, overrides: list[str], workdir: str, root: Path = ROOT) -> dict:
     """Wall seconds of one `main.py run GRAPH --no-disk-cache --json` process and its per-node seconds."""
-    command = [sys.executable, str(ROOT / "main.py"), "run", str(GRAPHS / graph), "--no-disk-cache",
-               "--out", workdir, "--json"]
+    command = [sys.executable, str(root / "main.py"), "run", str(root / "resources" / "graphs" / graph),
+               "--no-disk-cache", "--out", workdir, "--json"]
     for item in overrides:
         command += ["--set", item]
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=1800, cwd=workdir, check=False)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1800, cwd=root, check=False)
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"bench_startup: {graph} failed: {done.stderr.strip()}")
@@ -109,6 +115,30 @@ def bench(args: argparse.Namespace) -> dict:
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "models": {"base": base, "sr": sr}}
 
 
+def paired(args: argparse.Namespace) -> dict:
+    """text_to_image.json alternately on the other checkout and on this one (their own built-in models)."""
+    other = Path(args.against).resolve()
+    if not (other / "main.py").is_file():
+        raise SystemExit(f"bench_startup: {other} is not a Kiln checkout (no main.py)")
+    theirs, ours = [], []
+    with tempfile.TemporaryDirectory(prefix="kiln-bench-startup-") as tmp:
+        for _ in range(args.runs):
+            theirs.append(run_graph("text_to_image.json", [], tmp, other)["wall_s"])
+            ours.append(run_graph("text_to_image.json", [], tmp)["wall_s"])
+    ratios = [o / t for o, t in zip(ours, theirs, strict=True)]
+    return {"against": str(other), "theirs_s": theirs, "ours_s": ours,
+            "theirs_median_s": statistics.median(theirs), "ours_median_s": statistics.median(ours),
+            "median_pair_ratio": round(statistics.median(ratios), 3)}
+
+
+def report_paired(result: dict) -> None:
+    runs = lambda values: ", ".join(f"{v:.2f}" for v in values)
+    print(f"text_to_image.json, {result['against']}: median {result['theirs_median_s']:.2f} s "
+          f"(runs {runs(result['theirs_s'])})")
+    print(f"text_to_image.json, this checkout: median {result['ours_median_s']:.2f} s (runs {runs(result['ours_s'])})")
+    print(f"median of the pair ratios (this / that; lower is faster): {result['median_pair_ratio']}")
+
+
 def report(result: dict) -> None:
     slow = lambda nodes: ", ".join(f"{k} {v:.2f}" for k, v in nodes.items() if v >= 0.05)
     print(f"import torch alone (reference)  {result['torch_import_s']:6.2f} s")
@@ -129,12 +159,14 @@ def main(argv: list[str] | None = None) -> int:
                         "architectures, built in a temporary folder")
     parser.add_argument("--runs", type=int, default=3, help="text_to_image runs and torch imports (median)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--against", metavar="CHECKOUT", help="another Kiln checkout: text_to_image runs of it "
+                        "and of this one alternate, and the median pair ratio is reported")
     args = parser.parse_args(argv)
-    result = bench(args)
+    result = paired(args) if args.against else bench(args)
     if args.json:
         print(json.dumps(result))
     else:
-        report(result)
+        (report_paired if args.against else report)(result)
     return 0
 
 
