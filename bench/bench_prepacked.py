@@ -33,7 +33,7 @@ def _set_prepacked(module: torch.nn.Module, on: bool) -> None:
             layer._prepack_failed = not on
 
 
-def _median_ms(call: Callable[[], torch.Tensor], calls: int) -> float:
+def _mean_ms(call: Callable[[], torch.Tensor], calls: int) -> float:
     started = time.perf_counter()
     for _ in range(calls):
         call()
@@ -50,7 +50,7 @@ def compare(name: str, module: torch.nn.Module, call: Callable[[], torch.Tensor]
         for _ in range(runs):
             for on in (True, False):
                 _set_prepacked(module, on)
-                times[on].append(_median_ms(call, calls))
+                times[on].append(_mean_ms(call, calls))
     _set_prepacked(module, True)
     fast, plain = statistics.median(times[True]), statistics.median(times[False])
     return {"component": name, "prepacked_ms": round(fast, 2), "plain_ms": round(plain, 2),

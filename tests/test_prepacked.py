@@ -36,6 +36,14 @@ def test_prepacked_convolution_matches_the_plain_one(kwargs):
     assert len(packed._packed) == 2  # one packed weight per input shape
 
 
+def test_big_models_keep_plain_convolutions():
+    """A second copy of a Stable Diffusion UNet's convolution weights would cost gigabytes of memory."""
+    model = nn.Sequential(nn.Conv2d(8, 16, 3), nn.Conv2d(16, 16, 3))
+    assert prepack_convolutions(model, max_parameters=16 * 8 * 9 + 16 * 16 * 9 - 1) == 0
+    assert not any(isinstance(m, PrepackedConv2d) for m in model.modules())
+    assert prepack_convolutions(model, max_parameters=16 * 8 * 9 + 16 * 16 * 9) == 2
+
+
 def test_a_changed_weight_is_repacked():
     plain, packed = _pair(padding=1)
     x = torch.randn(1, 8, 8, 8)

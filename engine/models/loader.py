@@ -472,7 +472,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "auto"
         # 4x SR decoder at 512 px took 2.0 s instead of 2.7 s, the base UNet step 68 ms instead of 88 ms
         for module in (unet, ae):
             module.to(memory_format=torch.channels_last)
-            prepack_convolutions(module)
+            prepack_convolutions(module)  # and their weights once (small models: bench.bench_prepacked)
     name = os.path.basename(path.rstrip("/"))
     model = LatentDiffusionModel(unet, config.diffusion, name).to(dev)
     model.latent_rgb = _latent_rgb(resolved.card)  # previews without the autoencoder wired to the sampler

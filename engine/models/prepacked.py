@@ -3,11 +3,13 @@
 A plain `nn.Conv2d` on the CPU hands oneDNN its weight in PyTorch's layout, and
 oneDNN reorders it into its blocked layout on every call. Reordering once and
 keeping the result (what TorchScript freezing and torch.compile do, without
-their seconds of tracing) runs the built-in base UNet's step in about 50 ms
-instead of 57 ms on a 2-core machine, with bit-identical output.
+their seconds of tracing) runs the built-in base UNet's step in 48 ms instead
+of 53 ms on a 2-core machine (`python -m bench.bench_prepacked`), with
+bit-identical output.
 
 `prepack_convolutions(module)` turns a module's `nn.Conv2d`s into
-`PrepackedConv2d`s in place: same parameters, same state-dict keys. They take
+`PrepackedConv2d`s in place (small models only: the packed weights are a
+second copy): same parameters, same state-dict keys. They take
 the fast path only when it applies (CPU, fp32, no autograd, zero padding) and
 otherwise run as the plain convolution, so training and GPU use are unchanged.
 A changed weight (loaded in place, patched) is noticed by its version counter.
@@ -19,7 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
-_MAX_SHAPES = 4  # packed weights kept per layer, one per input shape (batch, channels, h, w)
+_MAX_SHAPES = 2  # packed weights kept per layer, one per input shape (batch, channels, h, w)
+# Packed weights are a second copy. Past this many convolution weights (Stable Diffusion's UNet has
+# about 10 times more) the copy costs gigabytes and the gain is gone anyway: big convolutions spend
+# their time in arithmetic, not in the reorder (the 4x SR decode at 512 px: 749 against 760 ms).
+MAX_PREPACKED_PARAMETERS = 50_000_000
 
 
 def prepacking_available() -> bool:
@@ -73,17 +79,17 @@ class PrepackedConv2d(nn.Conv2d):
             "none", [], "")
 
 
-def prepack_convolutions(module: nn.Module) -> int:
-    """Make every plain nn.Conv2d inside `module` a PrepackedConv2d in place; returns how many."""
-    if not prepacking_available():
+def prepack_convolutions(module: nn.Module, max_parameters: int = MAX_PREPACKED_PARAMETERS) -> int:
+    """Make every plain nn.Conv2d inside `module` a PrepackedConv2d in place; returns how many.
+
+    None when their weights hold more than `max_parameters` values (see MAX_PREPACKED_PARAMETERS)."""
+    layers = [layer for layer in module.modules() if type(layer) is nn.Conv2d]
+    if not prepacking_available() or sum(layer.weight.numel() for layer in layers) > max_parameters:
         return 0
-    count = 0
-    for layer in module.modules():
-        if type(layer) is nn.Conv2d:
-            layer.__class__ = PrepackedConv2d
-            _reset(layer)
-            count += 1
-    return count
+    for layer in layers:
+        layer.__class__ = PrepackedConv2d
+        _reset(layer)
+    return len(layers)
 
 
 def _reset(layer: Any) -> None:
