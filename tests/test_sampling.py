@@ -381,6 +381,9 @@ def test_latent_preview_uses_the_first_stages_factors():
     assert rgb[0, 0].tolist() == [191, 128, 191]
     fallback = LatentPreviewer(None, 4)(torch.zeros(1, 4, 2, 2))
     assert fallback[0, 0].tolist() == [128, 128, 128]
+    network_for_3 = {"w1": [[0.0]] * 3, "b1": [0.0], "w2": [[0.0, 0.0, 0.0]], "b2": [1.0, 1.0, 1.0]}
+    other = LatentPreviewer(network_for_3, 4)  # a network for another channel count: the fallback
+    assert other.network is None and np.array_equal(other(torch.zeros(1, 4, 2, 2)), fallback)
 
 
 def test_the_super_resolution_preview_shows_the_colours_of_the_picture():

@@ -56,6 +56,8 @@ def rgb_factors(latent_rgb: Any, channels: int) -> tuple[torch.Tensor, torch.Ten
 
 def _parse(latent_rgb: Any, channels: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     if isinstance(latent_rgb, Mapping):
+        if "weights" not in latent_rgb:  # a network for another channel count
+            return None
         weights = torch.tensor(latent_rgb["weights"], dtype=torch.float32)
         bias = torch.tensor(latent_rgb.get("bias", [0.0, 0.0, 0.0]), dtype=torch.float32)
     else:
