@@ -30,6 +30,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -74,6 +75,15 @@ def _summary(values: Sequence[float]) -> dict[str, float]:
     return {"mean": float(array.mean()), "median": float(np.median(array)), "min": float(array.min())}
 
 
+def _rate(name: str, hits: Sequence[bool], seeds: Sequence[int]) -> dict[str, Any]:
+    """`name`: the fraction of hits; `name`_stderr: its binomial standard error (200 seeds at 95 %: 0.015),
+    to tell a real gain from noise; `name`_failed_seeds: the seeds that missed, to compare runs seed by seed."""
+    n = len(hits)
+    rate = sum(hits) / n
+    return {name: rate, f"{name}_stderr": float(np.sqrt(rate * (1 - rate) / n)),
+            f"{name}_failed_seeds": [seed for seed, hit in zip(seeds, hits, strict=True) if not hit]}
+
+
 def _capped_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
     return min(psnr(a, b, mask), PSNR_CAP)
 
@@ -112,7 +122,8 @@ def evaluate_text_to_image(generate: Callable[[str, int], np.ndarray], seeds: Se
                            size: int = 128) -> dict:
     """Prompt with each held-out scene's full caption; score what the analyser sees against it."""
     scores: dict[str, list[float]] = {k: [] for k in ("colour", "shape", "size", "position", "object")}
-    count = background = scene = 0
+    count = background = 0
+    scene: list[bool] = []
     for seed in seeds:
         scene_truth = make_scene(seed)
         image = _check_output(generate(caption(scene_truth), seed), size, "text-to-image")
@@ -121,10 +132,10 @@ def evaluate_text_to_image(generate: Callable[[str, int], np.ndarray], seeds: Se
             values.append(match.accuracy(key))
         count += match.count_ok
         background += bool(match.background_ok)
-        scene += match.scene_ok
+        scene.append(bool(match.scene_ok))
     n = len(seeds)
-    result = {"metric": "text_to_image", "n": n, "scene_accuracy": scene / n, "count_accuracy": count / n,
-              "background_accuracy": background / n}
+    result = {"metric": "text_to_image", "n": n, **_rate("scene_accuracy", scene, seeds),
+              "count_accuracy": count / n, "background_accuracy": background / n}
     result.update({f"{k}_accuracy": float(np.mean(v)) for k, v in scores.items()})
     return result
 
@@ -137,16 +148,18 @@ def one_object_prompt(seed: int) -> str:
 
 def evaluate_one_object(generate: Callable[[str, int], np.ndarray], seeds: Sequence[int], size: int = 128) -> dict:
     """Prompts like 'a red circle': right when the analyser sees exactly one object, of that colour and shape."""
-    exact = present = 0
+    exact: list[bool] = []
+    present = 0
     for seed in seeds:
         prompt = one_object_prompt(seed)
         objects = analyse(_check_output(generate(prompt, seed), size, "text-to-image")).objects
         labels = [o.label for o in objects]
         wanted = prompt.removeprefix("a ")
-        exact += labels == [wanted]
+        exact.append(labels == [wanted])
         present += wanted in labels
     n = len(seeds)
-    return {"metric": "one_object_text_to_image", "n": n, "accuracy": exact / n, "object_present": present / n}
+    return {"metric": "one_object_text_to_image", "n": n, **_rate("accuracy", exact, seeds),
+            "object_present": present / n}
 
 
 def evaluate_layout_to_image(generate: Callable[[list[dict], int], np.ndarray], seeds: Sequence[int],
@@ -191,7 +204,7 @@ def evaluate_inpainting(generate: Callable[[np.ndarray, np.ndarray, int, str], n
 
     object_accuracy: the hidden object is whole again, seen with its colour and shape where it was: box IoU >= 0.7
     (the visible half alone reaches at most 0.60 on 200 held-out scenes, and 8 % of them pass at 0.5)."""
-    hole, known, exact, restored = [], [], 0, 0
+    hole, known, exact, restored = [], [], 0, []
     for seed in seeds:
         scene = make_scene(seed)
         truth = render(scene, size)
@@ -203,11 +216,11 @@ def evaluate_inpainting(generate: Callable[[np.ndarray, np.ndarray, int, str], n
         known.append(_capped_psnr(truth, image, 1.0 - mask))
         analysis = analyse(image)
         exact += scene_matches(analysis, scene)
-        restored += any(d.label == obj.label and box_iou(d.box, obj.box) >= 0.7 for d in analysis.objects)
+        restored.append(any(d.label == obj.label and box_iou(d.box, obj.box) >= 0.7 for d in analysis.objects))
     n = len(seeds)
     return {"metric": "inpainting", "n": n, "prompt": "the hidden object's phrase" if ask else "empty",
             "psnr_hole": float(np.mean(hole)), "psnr_known": float(np.mean(known)),
-            "object_accuracy": restored / n, "scene_exact": exact / n}
+            **_rate("object_accuracy", restored, seeds), "scene_exact": exact / n}
 
 
 def evaluate_semantic(generate: Callable[[np.ndarray, int], np.ndarray], seeds: Sequence[int],
@@ -429,7 +442,12 @@ def _print_table(results: list[dict]) -> None:
     for result in results:
         print(result["metric"])
         for key, value in result.items():
-            if key != "metric":
+            if key == "metric":
+                continue
+            if isinstance(value, list):
+                shown = ", ".join(str(v) for v in value[:8]) + (f", ... ({len(value)} in all)" if len(value) > 8 else "")
+                print(f"  {key:<20} {shown or '(none)'}")
+            else:
                 print(f"  {key:<20} {value:.4f}" if isinstance(value, float) else f"  {key:<20} {value}")
 
 
