@@ -446,9 +446,9 @@ def _print_table(results: list[dict]) -> None:
                 continue
             if isinstance(value, list):
                 shown = ", ".join(str(v) for v in value[:8]) + (f", ... ({len(value)} in all)" if len(value) > 8 else "")
-                print(f"  {key:<20} {shown or '(none)'}")
+                print(f"  {key:<28} {shown or '(none)'}")
             else:
-                print(f"  {key:<20} {value:.4f}" if isinstance(value, float) else f"  {key:<20} {value}")
+                print(f"  {key:<28} {value:.4f}" if isinstance(value, float) else f"  {key:<28} {value}")
 
 
 def main(argv: list[str] | None = None) -> int:
