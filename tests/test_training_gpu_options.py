@@ -66,7 +66,9 @@ def test_the_log_says_how_much_of_the_time_went_to_waiting_for_batches(capsys):
              4, 5.0, float("inf"), log_every=4)
     line = next(x for x in capsys.readouterr().out.splitlines() if "step 4 loss" in x)
     share = int(line.split("waiting for batches ")[1].split(" %")[0])
-    assert share >= 60, line
+    rate = float(line.split(" steps/s")[0].split()[-1])
+    slept = 100 * 4 * 0.2 / (4 / rate)  # the sleeps' share of the window the line reports, whatever the load
+    assert slept - 1 <= share <= slept + 5, line
 
 
 def _draw(rng: np.random.Generator) -> tuple[torch.Tensor]:
