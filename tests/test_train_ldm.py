@@ -10,7 +10,7 @@ from test_train_semantic import write_tiny_autoencoder
 
 from engine.drawing import encode_png_b64, write_png
 from engine.models.configs import UNetConfig
-from engine.models.token_conditioner import TokenConditionerConfig
+from engine.models.token_conditioner import EOS, LAYOUT, TokenConditionerConfig
 from engine.models.unet import UNetModel
 from training import shapes_world as world
 from training import train_ldm as tl
@@ -342,3 +342,22 @@ def test_the_inpainting_prompt_shares_are_checked_on_the_command_line(tmp_path, 
     assert tl.main(["train", "--out", str(tmp_path / "run"), "--ask-object", "1.5", "--steps", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--ask-object" in err[0]
+    assert tl.main(["train", "--out", str(tmp_path / "run"), "--text-share", "0.7", "--layout-share", "0.4",
+                    "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--text-share 0.7 and --layout-share 0.4 add up to more than 1" in err[0]
+
+
+def test_a_new_run_can_give_more_of_its_batches_to_captions():
+    """Layout was past its goal while captions were not: a GPU session can shift the batch towards text."""
+    args = tl._parser().parse_args(["train", "--text-share", "0.6", "--layout-share", "0.25"])
+    cfg = tl._with_share_flags(tiny_config(batch=400), args)
+    assert (cfg.p_text, cfg.p_layout) == (0.6, 0.25)
+    tokenizer = Trainer(cfg).conditioner.tokenizer
+    batch = make_batch(cfg, tokenizer, torch.randn(20, 4, 8, 8).half(), list(range(20)), 1.0,
+                       np.random.default_rng(2))
+    second = batch.tokens[:, 1]  # after BOS: LAYOUT for a layout, EOS for the empty prompt, else a word
+    assert 0.18 < float((second == LAYOUT).float().mean()) < 0.32
+    assert 0.52 < float(((second != LAYOUT) & (second != EOS)).float().mean()) < 0.68
+    unchanged = tl._with_share_flags(tiny_config(), tl._parser().parse_args(["train"]))
+    assert (unchanged.p_text, unchanged.p_layout) == (LdmTrainConfig.p_text, LdmTrainConfig.p_layout)

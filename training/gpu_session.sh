@@ -34,6 +34,9 @@ WARMUP=${WARMUP:-300}
 DECAY_FROM=${DECAY_FROM:-0.6}
 ASK_OBJECT=${ASK_OBJECT:-0.3}
 HALF_OBJECT=${HALF_OBJECT:-0.5}
+# the shares of the batch conditioned on captions and on layouts (empty: the shipped model's, 0.45 and 0.40)
+TEXT_SHARE=${TEXT_SHARE:-}
+LAYOUT_SHARE=${LAYOUT_SHARE:-}
 STEPS=${STEPS:-1000000}
 DEC_LR=${DEC_LR:-1e-4}
 DEC_BATCH=${DEC_BATCH:-64}
@@ -50,7 +53,8 @@ base_train() {  # base_train MINUTES [extra flags]
   python3 -m training.train_ldm train --out "$RUNS/ldm" --init-from resources/models/kiln-shapes-base.safetensors \
     --scenes "$SCENES" --device "$DEVICE" --batch "$BASE_BATCH" --lr "$BASE_LR" --minutes "$1" \
     --steps "$STEPS" --warmup "$WARMUP" --decay-from "$DECAY_FROM" \
-    --ask-object "$ASK_OBJECT" --half-object "$HALF_OBJECT" --save-every 120 --threads "$THREADS" "${@:2}"
+    --ask-object "$ASK_OBJECT" --half-object "$HALF_OBJECT" ${TEXT_SHARE:+--text-share "$TEXT_SHARE"} \
+    ${LAYOUT_SHARE:+--layout-share "$LAYOUT_SHARE"} --save-every 120 --threads "$THREADS" "${@:2}"
 }
 
 base() {

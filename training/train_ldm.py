@@ -282,7 +282,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         cfg.position_lr_scale = args.position_lr_scale
         if args.regions and not cfg.region_words:
             cfg = cfg.with_regions(region_vocabulary())
-        cfg = _with_inpaint_asking(cfg, args)
+        cfg = _with_share_flags(cfg, args)
         ae_path = args.ae
     else:
         cfg = LdmTrainConfig(scenes=args.scenes or LdmTrainConfig.scenes, batch=args.batch, lr=args.lr or LdmTrainConfig.lr,
@@ -290,7 +290,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         cfg.unet = with_overrides(cfg.unet, args.unet)
         if args.regions:
             cfg = cfg.with_regions(region_vocabulary())
-        cfg = _with_inpaint_asking(cfg, args)
+        cfg = _with_share_flags(cfg, args)
         ae_path = args.ae
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
     ae, card = load_autoencoder(ae_path)
@@ -314,14 +314,20 @@ def train(args: argparse.Namespace) -> dict[str, float]:
                     args.minutes, args.save_every, loss_log=out / LOSS_LOG, schedule=schedule_of(args))
 
 
-def _with_inpaint_asking(cfg: LdmTrainConfig, args: argparse.Namespace) -> LdmTrainConfig:
-    """A new run's config with --ask-object and --half-object, when given."""
-    for name in ("ask_object", "half_object"):
+def _with_share_flags(cfg: LdmTrainConfig, args: argparse.Namespace) -> LdmTrainConfig:
+    """A new run's config with --ask-object, --half-object, --text-share and --layout-share, when given."""
+    for name in ("ask_object", "half_object", "text_share", "layout_share"):
         value = getattr(args, name)
         if value is not None and not 0.0 <= value <= 1.0:
             raise KilnError(f"--{name.replace('_', '-')} must be between 0 and 1, not {value}")
+    p_text = cfg.p_text if args.text_share is None else args.text_share
+    p_layout = cfg.p_layout if args.layout_share is None else args.layout_share
+    if p_text + p_layout > 1.0:
+        raise KilnError(f"--text-share {p_text} and --layout-share {p_layout} add up to more than 1 "
+                        f"(the rest of the batch is unconditional)")
     return replace(cfg, p_ask_object=cfg.p_ask_object if args.ask_object is None else args.ask_object,
-                   p_half_object=cfg.p_half_object if args.half_object is None else args.half_object)
+                   p_half_object=cfg.p_half_object if args.half_object is None else args.half_object,
+                   p_text=p_text, p_layout=p_layout)
 
 
 def _images_seen(model: str, step: int) -> int:
@@ -534,6 +540,12 @@ def _parser() -> argparse.ArgumentParser:
                          "object's phrase")
     tr.add_argument("--half-object", type=float, default=None, metavar="P",
                     help="a new run: of the inpainting masks that hide an object, the share that hides half of it")
+    tr.add_argument("--text-share", type=float, default=None, metavar="P",
+                    help=f"a new run: the share of the batch conditioned on captions (default "
+                         f"{LdmTrainConfig.p_text}; with --init-from, the model's)")
+    tr.add_argument("--layout-share", type=float, default=None, metavar="P",
+                    help=f"a new run: the share conditioned on layouts (default {LdmTrainConfig.p_layout}; with "
+                         f"--init-from, the model's); the rest is unconditional")
     tr.add_argument("--fp32", action="store_true", help="on a GPU too, run the forward pass in float32 "
                     "(by default bfloat16 there)")
     ex = sub.add_parser("export", help="write the model file and its card from a run")
