@@ -30,7 +30,7 @@ MODELS = Path(__file__).resolve().parents[1] / "resources" / "models"
 def _set_prepacked(module: torch.nn.Module, on: bool) -> None:
     for layer in module.modules():
         if isinstance(layer, PrepackedConv2d):
-            layer._prepack_failed = not on
+            layer.prepacked = on
 
 
 def _mean_ms(call: Callable[[], torch.Tensor], calls: int) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,7 +64,7 @@ def test_a_tuned_decoder_replaces_a_checkpoints_own_and_a_mismatch_is_refused(tu
         td.swap(str(other), str(model))
 
 
-SHIPPED = "resources/models/kiln-shapes-"
+SHIPPED = str(Path(__file__).resolve().parents[1] / "resources" / "models" / "kiln-shapes-")
 
 
 def test_the_shipped_decoder_draws_the_top_edge_as_well_as_the_inside_even_from_a_flipped_latent():

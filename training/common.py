@@ -532,7 +532,7 @@ def write_checkpoint(out: str | Path, weights: dict[str, torch.Tensor], ae: nn.M
     os.chmod(f"{out}.safetensors", 0o644)  # safetensors writes owner-only; shipped models are for everyone
     card = {**card, "kind": "checkpoint", "dtype": str(dtype).removeprefix("torch."), "data": SPEC_VERSION,
             CARD_CONFIG_KEY: config.to_dict()}
-    Path(f"{out}.json").write_text(card_text(card))
+    write_card(out, card)
     return card
 
 
@@ -545,11 +545,15 @@ def card_text(card: dict[str, Any]) -> str:
     return _NUMBER_LIST.sub(lambda m: "[" + ", ".join(m.group(1).replace(",", " ").split()) + "]", text) + "\n"
 
 
+def write_card(out: str | Path, card: dict[str, Any]) -> None:
+    """`card` as `<out>.json` (out: the model file's path without its extension)."""
+    Path(f"{out}.json").write_text(card_text(card))
+
+
 def update_card(out: str | Path, **entries: Any) -> dict[str, Any]:
-    path = Path(f"{out}.json")
-    card = json.loads(path.read_text())
+    card = json.loads(Path(f"{out}.json").read_text())
     card.update(entries)
-    path.write_text(card_text(card))
+    write_card(out, card)
     return card
 
 

@@ -37,7 +37,7 @@ from torch import nn
 
 from engine.models.autoencoder import AutoencoderKL
 from engine.models.configs import AutoencoderConfig
-from training.common import LOSS_LOG, Progress, card_text
+from training.common import LOSS_LOG, Progress, write_card
 from training.data import crop_batch, held_out_seeds, render_batch, to_tensor, to_uint8, train_seeds
 from training.shapes_world import SPEC_VERSION
 
@@ -406,7 +406,7 @@ def export(run: str, out: str = "resources/models/kiln-shapes-ae", n_eval: int =
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     save_file(state_dict_for_file(final, torch.float16 if use_fp16 else torch.float32), f"{out}.safetensors",
               metadata={"kind": "autoencoder", "card": Path(out).name + ".json", "data": SPEC_VERSION})
-    Path(f"{out}.json").write_text(card_text(card))
+    write_card(out, card)
     os.chmod(f"{out}.safetensors", 0o644)  # safetensors writes 0600; the weights ship to everyone
     return card
 

@@ -33,11 +33,12 @@ from training.common import (
     LOSS_LOG,
     STATE,
     atomic_torch_save,
-    card_text,
     load_state,
     log,
     run_loop,
+    update_card,
     update_ema,
+    write_card,
 )
 from training.data import render_batch, to_tensor
 
@@ -175,13 +176,13 @@ def export(run: str, out: str, n_eval: int, weights: str = "ema") -> dict[str, A
                            " (training/tune_decoder.py).").strip()
     card["decoder_tuning"] = {"command": f"python -m training.tune_decoder train --out {run}", "steps": int(state["step"]),
                               "weights": weights, "why": "border rows of the latents stripped at random (training/tune_decoder.py)"}
-    Path(f"{out}.json").write_text(card_text(card))
+    write_card(out, card)
     if n_eval:
         model, _ = load_autoencoder(f"{out}.safetensors")
         result = evaluate_autoencoder(lambda images: reconstruct(model, images), held_out_seeds(n_eval))
         card["evaluation"] = {**result, "command": f"python -m training.evaluate autoencoder --model {out}.safetensors "
                                                    f"--n {n_eval}"}
-        Path(f"{out}.json").write_text(card_text(card))
+        write_card(out, card)
     return card
 
 
@@ -207,10 +208,7 @@ def swap(ae_file: str, model: str) -> int:
             raise KilnError(f"{model}: its autoencoder does not match {ae_file} at {key}")
         old[key] = new[key].to(old[key].dtype).contiguous()
     save_file(old, model, metadata=_metadata(Path(model)))
-    card_path = Path(model).with_suffix(".json")
-    card = json.loads(card_path.read_text())
-    card["decoder"] = f"the decoder of {Path(ae_file).name} (training/tune_decoder.py swap)"
-    card_path.write_text(card_text(card))
+    update_card(Path(model).with_suffix(""), decoder=f"the decoder of {Path(ae_file).name} (training/tune_decoder.py swap)")
     return len(keys)
 
 

@@ -486,8 +486,10 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "auto"
 
 def _latent_rgb(card: dict) -> Any:
     """The card's preview projection: its fitted network when it has one, else its linear factors."""
+    from engine.sampling.preview import is_preview_network
+
     network = card.get("latent_rgb_network")
-    if isinstance(network, dict) and {"w1", "b1", "w2", "b2"} <= network.keys():
+    if is_preview_network(network):
         return network
     factors = card.get("latent_rgb_factors")
     if isinstance(factors, list) and factors:

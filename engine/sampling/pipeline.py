@@ -141,8 +141,9 @@ def sample(model: LatentDiffusionModel, latent: Latent, positive: Conditioning,
     denoiser = DiscreteDenoiser(model)
     sigmas = img2img_sigmas(denoiser, options.scheduler, options.steps, options.denoise)
     seeds = batch_seeds(seed, latent.samples.shape[0])
+    recorded = latent.seeds or seeds
     if len(sigmas) < 2:
-        return Latent(latent.samples.clone(), latent.noise_mask, latent.seeds or seeds)
+        return Latent(latent.samples.clone(), latent.noise_mask, recorded)
     x0 = latent.samples.to(model.device, torch.float32)
     noise = SeededNoise(seeds, x0.shape[1:], x0.device)
     initial_noise = noise.draw()
@@ -159,7 +160,7 @@ def sample(model: LatentDiffusionModel, latent: Latent, positive: Conditioning,
                                        **options.sampler_kwargs())
     if mask is not None:
         out = x0 + (out - x0) * mask
-    return Latent(out.to("cpu", torch.float32), latent.noise_mask, latent.seeds or seeds)
+    return Latent(out.to("cpu", torch.float32), latent.noise_mask, recorded)
 
 
 def _check_options(options: SamplingOptions) -> None:

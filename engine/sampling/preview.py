@@ -70,10 +70,15 @@ def _parse(latent_rgb: Any, channels: int) -> tuple[torch.Tensor, torch.Tensor] 
     return weights, bias
 
 
+def is_preview_network(latent_rgb: Any) -> bool:
+    """Whether `latent_rgb` is in the network form (a card's `latent_rgb_network`)."""
+    return isinstance(latent_rgb, Mapping) and {"w1", "b1", "w2", "b2"} <= latent_rgb.keys()
+
+
 def preview_network(latent_rgb: Any, channels: int) -> tuple[torch.Tensor, ...] | None:
     """(w1 (C, H), b1 (H,), w2 (H, 3), b2 (3,)) from a network-form `latent_rgb`; None if it is not one or
     does not fit `channels`."""
-    if not isinstance(latent_rgb, Mapping) or not {"w1", "b1", "w2", "b2"} <= latent_rgb.keys():
+    if not is_preview_network(latent_rgb):
         return None
     w1, b1, w2, b2 = (torch.tensor(latent_rgb[k], dtype=torch.float32) for k in ("w1", "b1", "w2", "b2"))
     hidden = b1.shape[0] if b1.dim() == 1 else -1
