@@ -104,3 +104,15 @@ def test_a_bfloat16_forward_pass_trains_too():
     losses = [trainer.train_step(batch, torch.Generator().manual_seed(0)) for _ in range(8)]
     assert all(np.isfinite(losses)) and np.mean(losses[-3:]) < np.mean(losses[:3])
     assert all(p.dtype == torch.float32 for p in trainer.unet.parameters())  # the weights stay float32
+
+
+def test_a_compiled_unet_trains_the_same_weights_and_saves_under_the_same_keys():
+    plain, compiled = _tiny_trainer(), _tiny_trainer()
+    compiled.compile_unet(backend="eager")  # dynamo traces the UNet; no code generated: fast
+    batch = _fixed_batch(plain)
+    for _ in range(3):
+        expected = plain.train_step(batch, torch.Generator().manual_seed(0))
+        assert compiled.train_step(batch, torch.Generator().manual_seed(0)) == pytest.approx(expected, rel=1e-4)
+    assert compiled.state()["weights"].keys() == plain.state()["weights"].keys()
+    key = next(iter(plain.ema))
+    torch.testing.assert_close(compiled.ema[key], plain.ema[key], rtol=1e-4, atol=1e-6)

@@ -110,6 +110,15 @@ class ConcatTrainer:
         self.opt = torch.optim.AdamW(self._param_groups(lr, position_lr_scale), lr=lr, weight_decay=0.0)
         self.ema = {k: v.detach().clone() for k, v in self.weights().items()}
         self.step = 0
+        self.forward_unet: Callable[..., torch.Tensor] = self.unet  # compile_unet() swaps in a compiled one
+
+    def compile_unet(self, backend: str = "inductor") -> None:
+        """Run the UNet's training forward and backward through torch.compile (fused kernels: on a GPU far
+        fewer launches per step). The compiled module shares the UNet's parameters, so saved state, EMA and
+        exports are unchanged; the first step pays the compilation (on this 2-core CPU 4 minutes cold,
+        10 s from inductor's cache; steady speed there within the noise of eager)."""
+        self.forward_unet = torch.compile(self.unet, backend=backend)
+        log("the UNet is compiled with torch.compile (the first step compiles it)")
 
     def _parameters(self) -> list[nn.Parameter]:
         modules = [self.unet] + ([self.cond_stage] if self.cond_stage is not None else [])
@@ -150,7 +159,8 @@ class ConcatTrainer:
         a = self.model.alphas_cumprod[t].float().view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
         with torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
-            pred = self.unet(torch.cat([x_t, self.concat(cond_input)], dim=1), t, context=self.context(cond_input))
+            pred = self.forward_unet(torch.cat([x_t, self.concat(cond_input)], dim=1), t,
+                                     context=self.context(cond_input))
         loss = F.mse_loss(pred.float(), training_target(self.model.prediction, x0, noise, a))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()

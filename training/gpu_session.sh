@@ -38,6 +38,9 @@ HALF_OBJECT=${HALF_OBJECT:-0.5}
 TEXT_SHARE=${TEXT_SHARE:-}
 LAYOUT_SHARE=${LAYOUT_SHARE:-}
 STEPS=${STEPS:-1000000}
+# COMPILE=1: the base UNet through torch.compile (--compile); untried on a GPU so far: the first minute or two
+# compile, and the logged steps/s then say whether it beats the 6.3-8 steps/s of the eager runs of sessions 6-7
+COMPILE=${COMPILE:-0}
 DEC_LR=${DEC_LR:-1e-4}
 DEC_BATCH=${DEC_BATCH:-64}
 DEC_BORDER=${DEC_BORDER:-8}
@@ -61,7 +64,9 @@ base() {
   # the worker processes and bfloat16 are new on a GPU: should that fail, the rest of the time goes to
   # a plain float32 run with batches made in the loop (it resumes from the last save, if any)
   local deadline=$(( $(date +%s) + ${MINUTES%.*} * 60 + 60 ))
-  base_train "$MINUTES" --workers "$WORKERS" || {
+  local compile=""
+  [ "$COMPILE" = 1 ] && compile="--compile"
+  base_train "$MINUTES" --workers "$WORKERS" $compile || {
     local left=$(( (deadline - $(date +%s)) / 60 ))
     echo "base: retrying for $left minutes in float32 without workers"
     [ "$left" -ge 1 ] && base_train "$left" --workers 0 --fp32
