@@ -149,14 +149,16 @@ def test_text_and_layout_graphs_run_through_the_real_nodes(exported):
     assert image.shape == (128, 128, 3)
 
 
-def test_inpainting_graph_keeps_every_pixel_outside_the_mask(exported, tmp_path):
+@pytest.mark.parametrize("refine", [0.0, 0.5])
+def test_inpainting_graph_keeps_every_pixel_outside_the_mask(exported, tmp_path, refine):
     picture = world.render(world.make_scene(5), 128)
     path = tmp_path / "scene.png"
     write_png(str(path), picture)
     mask = np.zeros((128, 128), dtype=np.uint8)
     mask[30:70, 40:90] = 255
     executor = engine_executor()
-    graph = tl.inpaint_graph(str(exported), str(path), encode_png_b64(mask), 1, steps=2, feather=4)
+    graph = tl.inpaint_graph(str(exported), str(path), encode_png_b64(mask), 1, steps=2, feather=4, cfg=2.0,
+                             refine=refine, refine_steps=2)
     result = executor.run(graph, targets=["paste", "inpaint"])
     assert result.ok, result.error
     assert result.outputs["inpaint"]["conditioning"].meta["inpaint"] == "kiln"
@@ -165,6 +167,10 @@ def test_inpainting_graph_keeps_every_pixel_outside_the_mask(exported, tmp_path)
     outside = mask == 0
     assert np.array_equal(pasted[outside], picture[outside])
     assert not np.array_equal(pasted[~outside], picture[~outside])  # the hole was regenerated
+    if refine:
+        draft = run_image(executor, graph, target="draft")
+        assert np.array_equal(draft[outside], picture[outside])
+        assert not np.array_equal(draft[~outside], pasted[~outside])  # the second pass reworked the hole
 
 
 def test_evaluator_commands_measure_the_base_model(exported, capsys):
@@ -173,6 +179,7 @@ def test_evaluator_commands_measure_the_base_model(exported, capsys):
     assert evaluate.main(["inpainting", "--model", str(exported), "--n", "1", "--steps", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["metric"] == "inpainting" and result["psnr_known"] == 100.0  # outside the hole: exact
+    assert (result["steps"], result["refine"], result["refine_steps"]) == (1, 0.4, 1)  # as inpainting.json: 2 passes
     assert evaluate.main(["layout-to-image", "--model", str(exported), "--n", "1", "--steps", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["metric"] == "layout_to_image"
 

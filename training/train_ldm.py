@@ -87,6 +87,7 @@ from training.common import (
     with_overrides,
     write_checkpoint,
 )
+from training.evaluate import REFINE_DENOISE, REFINE_STEPS
 
 INPAINT_CONVENTION = "kiln"  # nodes/latent_nodes.inpaint_concat: latent zeroed in the hole, then the 0/1 mask
 DEFAULT_MODEL = "resources/models/kiln-shapes-base"
@@ -395,14 +396,17 @@ def evaluate_model(model: str, n: int, steps: int = 25, cfg: float = 3.0, offset
         evaluate_layout_to_image,
         evaluate_one_object,
         evaluate_text_to_image,
+        inpaint_steps,
     )
 
     seeds = held_out_seeds(n, offset)
     executor = engine_executor()
     text = text_generator(model, steps, cfg, executor=executor)
+    first, refine_steps = inpaint_steps(steps)  # as inpainting.json: the steps shared by its two passes
+    inpaint = inpaint_generator(model, first, executor=executor, cfg=cfg, refine_steps=refine_steps)
     results = [evaluate_one_object(text, seeds), evaluate_text_to_image(text, seeds),
                evaluate_layout_to_image(layout_generator(model, steps, cfg, executor=executor), seeds),
-               evaluate_inpainting(inpaint_generator(model, steps, executor=executor, cfg=cfg), seeds)]
+               evaluate_inpainting(inpaint, seeds)]
     command = f"python -m training.evaluate {{}} --model {model} --n {n} --steps {steps}"
     for result, name in zip(results, ("text-to-image", "text-to-image", "layout-to-image", "inpainting")):
         result["command"] = command.format(name) + f" --cfg {cfg}"
@@ -449,23 +453,44 @@ def layout_graph(model: str, boxes: list[dict], seed: int, steps: int = 25, cfg:
 
 
 def inpaint_graph(model: str, image_path: str, mask_b64: str, seed: int, steps: int = 25, prompt: str = "",
-                  sampler: str = "dpmpp_2m", scheduler: str = "karras", feather: int = 0, cfg: float = 1.0):
+                  sampler: str = "dpmpp_2m", scheduler: str = "karras", feather: int = 0, cfg: float = 1.0,
+                  refine: float = 0.0, refine_steps: int = REFINE_STEPS):
     """LoadImage + MaskPainter -> InpaintConditioning -> Sampler -> decode -> CompositeMasked (target `paste`);
-    with cfg != 1 the empty prompt is the negative (it shares the positive's inpainting channels)."""
+    with cfg != 1 the empty prompt is the negative (it shares the positive's inpainting channels).
+
+    refine > 0 adds resources/graphs/inpainting.json's second pass: the pasted result encoded, noised to that
+    denoise and sampled again (`refine_steps` steps) with the same inpainting conditioning, decoded and pasted
+    into the image: with the whole object in its starting latent, the model lines the new half up with the old."""
+    first = "draft" if refine > 0 else "paste"
     nodes = {"ckpt": ("CheckpointLoader", {"checkpoint": model}), "image": ("LoadImage", {"path": image_path}),
              "mask": ("MaskPainter", {"mask": mask_b64}), "prompt": ("TextEncode", {"text": prompt}),
              "inpaint": ("InpaintConditioning", {"convention": "auto"}),
              "latent": ("EmptyLatentLike", {"scale": 1}),
              "sampler": ("Sampler", _sampler_params(seed, steps, cfg, sampler, scheduler)),
-             "decode": ("AutoencoderDecode", {}), "paste": ("CompositeMasked", {"feather": feather})}
+             "decode": ("AutoencoderDecode", {}), first: ("CompositeMasked", {"feather": feather})}
     links = ["image.image -> mask.image", "ckpt.conditioner -> prompt.conditioner",
              "prompt.conditioning -> inpaint.conditioning", "ckpt.autoencoder -> inpaint.autoencoder",
              "image.image -> inpaint.image", "mask.mask -> inpaint.mask", "image.image -> latent.image",
-             "inpaint.conditioning -> sampler.positive", "image.image -> paste.destination",
-             "decode.image -> paste.source", "mask.mask -> paste.mask"]
+             "inpaint.conditioning -> sampler.positive", f"image.image -> {first}.destination",
+             f"decode.image -> {first}.source", f"mask.mask -> {first}.mask"]
     if cfg != 1.0:
         nodes["negative"] = ("TextEncode", {"text": ""})
         links += ["ckpt.conditioner -> negative.conditioner", "negative.conditioning -> sampler.negative"]
+    if refine > 0:
+        nodes.update({
+            "refine_inpaint": ("InpaintConditioning", {"convention": "auto"}),
+            "refine_latent": ("AutoencoderEncode", {}),
+            "refine": ("Sampler", {**_sampler_params(seed, refine_steps, cfg, sampler, scheduler), "denoise": refine}),
+            "refine_decode": ("AutoencoderDecode", {}), "paste": ("CompositeMasked", {"feather": feather})})
+        links += ["prompt.conditioning -> refine_inpaint.conditioning", "ckpt.autoencoder -> refine_inpaint.autoencoder",
+                  "draft.image -> refine_inpaint.image", "mask.mask -> refine_inpaint.mask",
+                  "ckpt.autoencoder -> refine_latent.autoencoder", "draft.image -> refine_latent.image",
+                  "ckpt.model -> refine.model", "refine_inpaint.conditioning -> refine.positive",
+                  "refine_latent.latent -> refine.latent", "ckpt.autoencoder -> refine_decode.autoencoder",
+                  "refine.latent -> refine_decode.latent", "image.image -> paste.destination",
+                  "refine_decode.image -> paste.source", "mask.mask -> paste.mask"]
+        if cfg != 1.0:
+            links.append("negative.conditioning -> refine.negative")
     return build_graph(nodes, links + _SAMPLE_LINKS)
 
 
@@ -484,10 +509,12 @@ def layout_generator(model: str, steps: int = 25, cfg: float = 3.0, sampler: str
 
 
 def inpaint_generator(model: str, steps: int = 25, sampler: str = "dpmpp_2m", scheduler: str = "karras",
-                      executor: Any = None, workdir: str | None = None, cfg: float = 3.0
+                      executor: Any = None, workdir: str | None = None, cfg: float = 3.0,
+                      refine: float = REFINE_DENOISE, refine_steps: int = REFINE_STEPS
                       ) -> Callable[[np.ndarray, np.ndarray, int, str], np.ndarray]:
     """generate(masked image uint8 (S, S, 3), mask (S, S) 1 = hole, seed, prompt) -> the pasted result, uint8;
-    guided by `cfg` against the empty prompt when there is a prompt."""
+    guided by `cfg` against the empty prompt when there is a prompt; refine > 0: with the example graph's
+    second pass (inpaint_graph)."""
     import tempfile
 
     from engine.drawing import encode_png_b64, write_png
@@ -501,7 +528,7 @@ def inpaint_generator(model: str, steps: int = 25, sampler: str = "dpmpp_2m", sc
         write_png(str(path), np.ascontiguousarray(image, dtype=np.uint8))
         mask_b64 = encode_png_b64((np.asarray(mask) > 0.5).astype(np.uint8) * 255)
         graph = inpaint_graph(model, str(path), mask_b64, seed, steps, prompt, sampler, scheduler,
-                              cfg=cfg if prompt else 1.0)
+                              cfg=cfg if prompt else 1.0, refine=refine, refine_steps=refine_steps)
         return run_image(executor, graph, target="paste")
 
     return generate
