@@ -15,6 +15,7 @@ from engine.models.unet import UNetModel
 from training import shapes_world as world
 from training import train_ldm as tl
 from training.common import STATE, engine_executor, run_image, save_run, training_target
+from training.evaluate import REFINE_DENOISE
 from training.train_ldm import LdmTrainConfig, Trainer, make_batch, vocabulary
 
 
@@ -179,7 +180,7 @@ def test_evaluator_commands_measure_the_base_model(exported, capsys):
     assert evaluate.main(["inpainting", "--model", str(exported), "--n", "1", "--steps", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["metric"] == "inpainting" and result["psnr_known"] == 100.0  # outside the hole: exact
-    assert (result["steps"], result["refine"], result["refine_steps"]) == (1, 0.4, 1)  # as inpainting.json: 2 passes
+    assert (result["steps"], result["refine"], result["refine_steps"]) == (1, REFINE_DENOISE, 1)  # as inpainting.json: 2 passes
     assert evaluate.main(["layout-to-image", "--model", str(exported), "--n", "1", "--steps", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["metric"] == "layout_to_image"
 

@@ -66,7 +66,7 @@ from training.shapes_world import (
 SR_SAMPLER, SR_SCHEDULER, SR_STEPS, SR_MATCH = "euler", "karras", 4, 3
 # the second pass of resources/graphs/inpainting.json over the pasted result: its denoise and steps (of the
 # 25 every base-model metric gets, the first pass takes 15)
-REFINE_DENOISE, REFINE_STEPS = 0.4, 10
+REFINE_DENOISE, REFINE_STEPS = 0.5, 10
 
 
 def inpaint_steps(total: int) -> tuple[int, int]:
