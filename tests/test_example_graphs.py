@@ -113,3 +113,16 @@ def test_super_resolution_graphs_run_the_pipeline_the_evaluator_measures(name, s
     assert (params["sampler"], params["scheduler"], params["steps"]) == (SR_SAMPLER, SR_SCHEDULER, SR_STEPS)
     assert graph.nodes["sr_match"].params["iterations"] == SR_MATCH
     assert graph.incoming("save")["image"].src == "sr_match"
+
+
+def test_inpainting_example_runs_the_two_passes_the_evaluator_measures():
+    from training.evaluate import REFINE_DENOISE, inpaint_steps
+
+    graph = load("inpainting")
+    first, refine = inpaint_steps(25)
+    assert graph.nodes["sampler"].params["steps"] == first
+    assert graph.nodes["refine"].params["steps"] == refine
+    assert graph.nodes["refine"].params["denoise"] == REFINE_DENOISE
+    feeds = {(link.src, link.dst) for link in graph.links}
+    assert {("draft", "refine_latent"), ("draft", "refine_inpaint"), ("refine_decode", "paste"),
+            ("paste", "save")} <= feeds  # the second pass starts from the first pass's pasted result

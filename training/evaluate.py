@@ -67,16 +67,15 @@ SR_SAMPLER, SR_SCHEDULER, SR_STEPS, SR_MATCH = "euler", "karras", 4, 3
 # the second pass of resources/graphs/inpainting.json over the pasted result: its denoise and steps (of the
 # 25 every base-model metric gets, the first pass takes 15)
 REFINE_DENOISE, REFINE_STEPS = 0.5, 10
+PSNR_CAP = 100.0  # identical images: count as 100 dB so means stay finite
+
+Reconstruct = Callable[[np.ndarray], np.ndarray]  # uint8 (N, S, S, 3) -> uint8 (N, S, S, 3)
 
 
 def inpaint_steps(total: int) -> tuple[int, int]:
     """(first pass, refine pass) steps adding up to `total`: 25 -> (15, 10), as inpainting.json runs."""
     refine = min(REFINE_STEPS, total // 2)
     return max(total - refine, 1), refine
-
-PSNR_CAP = 100.0  # identical images: count as 100 dB so means stay finite
-
-Reconstruct = Callable[[np.ndarray], np.ndarray]  # uint8 (N, S, S, 3) -> uint8 (N, S, S, 3)
 
 
 def _summary(values: Sequence[float]) -> dict[str, float]:
