@@ -115,6 +115,25 @@ def test_super_resolution_graphs_run_the_pipeline_the_evaluator_measures(name, s
     assert graph.incoming("save")["image"].src == "sr_match"
 
 
+def test_the_evaluator_measures_the_example_graphs_themselves():
+    """training.evaluate builds its graphs from the example files, changing only parameters."""
+    from training import train_ldm as tl
+    from training import train_semantic, train_sr
+
+    built = {"text_to_image": tl.text_graph("m.safetensors", "a red circle", 3),
+             "layout_to_image": tl.layout_graph("m.safetensors", [{"label": "red circle", "box": [0, 0, 0.2, 0.2]}], 3),
+             "inpainting": tl.inpaint_graph("m.safetensors", "x.png", "", 3, 15, "a red circle", refine=0.5)[0],
+             "semantic_to_image": train_semantic.semantic_graph("m.safetensors", "", 3, 25, 2.0, "euler", "karras"),
+             "super_resolution": train_sr.sr_graph("m.safetensors", "x.png", 3, 4, "euler", "karras",
+                                                   match_iterations=3)[0]}
+    for name, graph in built.items():
+        example = load(name)
+        assert {n: node.type for n, node in graph.nodes.items()} == {n: node.type for n, node in example.nodes.items()}
+        assert set(graph.links) == set(example.links), name
+        checkpoint = "sr_ckpt" if name == "super_resolution" else "ckpt"
+        assert graph.nodes[checkpoint].params["checkpoint"] == "m.safetensors"
+
+
 def test_inpainting_example_runs_the_two_passes_the_evaluator_measures():
     from training.evaluate import REFINE_DENOISE, inpaint_steps
 
@@ -126,3 +145,15 @@ def test_inpainting_example_runs_the_two_passes_the_evaluator_measures():
     feeds = {(link.src, link.dst) for link in graph.links}
     assert {("draft", "refine_latent"), ("draft", "refine_inpaint"), ("refine_decode", "paste"),
             ("paste", "save")} <= feeds  # the second pass starts from the first pass's pasted result
+
+
+@pytest.mark.parametrize("name", ["text_to_image", "default"])
+def test_text_graphs_run_the_sampler_the_evaluator_measures(name):
+    from training.evaluate import TEXT_ETA, TEXT_SAMPLER, TEXT_SCHEDULER, _parser
+
+    params = load(name).nodes["sampler"].params
+    assert (params["sampler"], params["scheduler"], params["eta"]) == (TEXT_SAMPLER, TEXT_SCHEDULER, TEXT_ETA)
+    assert (params["steps"], params["cfg"]) == (25, 3.0)
+    measured = _parser().parse_args(["text-to-image", "--model", "m.safetensors"])
+    assert (measured.sampler, measured.scheduler, measured.eta, measured.cfg) == (
+        TEXT_SAMPLER, TEXT_SCHEDULER, TEXT_ETA, params["cfg"])

@@ -158,12 +158,13 @@ def test_inpainting_graph_keeps_every_pixel_outside_the_mask(exported, tmp_path,
     mask = np.zeros((128, 128), dtype=np.uint8)
     mask[30:70, 40:90] = 255
     executor = engine_executor()
-    graph = tl.inpaint_graph(str(exported), str(path), encode_png_b64(mask), 1, steps=2, feather=4, cfg=2.0,
-                             refine=refine, refine_steps=2)
-    result = executor.run(graph, targets=["paste", "inpaint"])
+    graph, target = tl.inpaint_graph(str(exported), str(path), encode_png_b64(mask), 1, steps=2, feather=4, cfg=2.0,
+                                     refine=refine, refine_steps=2)
+    assert target == ("paste" if refine else "draft")
+    result = executor.run(graph, targets=[target, "inpaint"])
     assert result.ok, result.error
     assert result.outputs["inpaint"]["conditioning"].meta["inpaint"] == "kiln"
-    pasted = run_image(executor, graph, target="paste")
+    pasted = run_image(executor, graph, target=target)
     assert pasted.shape == (128, 128, 3)
     outside = mask == 0
     assert np.array_equal(pasted[outside], picture[outside])
@@ -183,6 +184,12 @@ def test_evaluator_commands_measure_the_base_model(exported, capsys):
     assert (result["steps"], result["refine"], result["refine_steps"]) == (1, REFINE_DENOISE, 1)  # as inpainting.json: 2 passes
     assert evaluate.main(["layout-to-image", "--model", str(exported), "--n", "1", "--steps", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["metric"] == "layout_to_image"
+    assert evaluate.main(["text-to-image", "--model", str(exported), "--n", "1", "--steps", "2", "--json"]) == 0
+    one_object, scene = json.loads(capsys.readouterr().out)
+    assert (one_object["metric"], scene["metric"]) == ("one_object_text_to_image", "text_to_image")
+    for result in (one_object, scene):  # as text_to_image.json samples
+        assert (result["sampler"], result["eta"]) == (f"{evaluate.TEXT_SAMPLER} {evaluate.TEXT_SCHEDULER}",
+                                                      evaluate.TEXT_ETA)
 
 
 def test_export_of_a_missing_run_is_a_one_line_error(tmp_path, capsys):

@@ -5,7 +5,7 @@
 - the resumable loop: run_loop, save_run, resume_run, load_state (atomic `state.pt` in the run folder);
 - write_checkpoint / update_card: the exported single-file model and its JSON card;
 - encode_scenes: shapes-world latents encoded once and cached; load_autoencoder;
-- through the engine: engine_executor, run_image, build_graph.
+- through the engine: engine_executor, run_image, example_graph (the shipped example graphs, parameters set).
 """
 from __future__ import annotations
 
@@ -612,16 +612,22 @@ def encode_scenes(ae: nn.Module, seeds: list[int], cache: Path, batch: int = 64,
 # ---------------------------------------------------------------- through the engine
 
 
-def build_graph(nodes: dict[str, tuple[str, dict[str, Any]]], links: list[str]) -> Any:
-    """A Graph from {id: (type, params)} and links written "src.output -> dst.input"."""
-    from engine.graph import Graph, Link, Node
+EXAMPLE_GRAPHS = Path(__file__).resolve().parents[1] / "resources" / "graphs"
 
-    graph = Graph()
-    for nid, (kind, params) in nodes.items():
-        graph.add_node(Node(nid, kind, params=params))
-    for text in links:
-        src, dst = (part.strip().split(".") for part in text.split("->"))
-        graph.connect(Link(src[0], src[1], dst[0], dst[1]))
+
+def example_graph(name: str, model: str, params: dict[str, Any], checkpoint_node: str = "ckpt") -> Any:
+    """resources/graphs/NAME.json on `model` (its `checkpoint_node`), with `params` ({"node.param": value}) set
+    as `main.py run --set` would: the evaluator measures the shipped example graphs themselves, not copies."""
+    from engine import graph_file
+
+    graph = graph_file.load(EXAMPLE_GRAPHS / f"{name}.json")
+    params = {f"{checkpoint_node}.checkpoint": str(Path(model).resolve()) if Path(model).exists() else model,
+              **params}
+    for key, value in params.items():
+        node, param = key.split(".")
+        if node not in graph.nodes:
+            raise KilnError(f"{name}.json has no node {node!r} (setting {key})")
+        graph.nodes[node].params[param] = value
     return graph
 
 

@@ -66,11 +66,11 @@ from training.common import (
     add_speed_parser,
     add_threads_argument,
     add_train_parser,
-    build_graph,
     dataclass_from,
     dispatch,
     encode_scenes,
     engine_executor,
+    example_graph,
     exported_model,
     load_autoencoder,
     load_state,
@@ -87,7 +87,7 @@ from training.common import (
     with_overrides,
     write_checkpoint,
 )
-from training.evaluate import REFINE_DENOISE, REFINE_STEPS
+from training.evaluate import REFINE_DENOISE, REFINE_STEPS, TEXT_ETA, TEXT_SAMPLER, TEXT_SCHEDULER
 
 INPAINT_CONVENTION = "kiln"  # nodes/latent_nodes.inpaint_concat: latent zeroed in the hole, then the 0/1 mask
 DEFAULT_MODEL = "resources/models/kiln-shapes-base"
@@ -415,99 +415,54 @@ def evaluate_model(model: str, n: int, steps: int = 25, cfg: float = 3.0, offset
 
 # ---------------------------------------------------------------- through the engine
 
-_SAMPLE_LINKS = ["ckpt.model -> sampler.model", "latent.latent -> sampler.latent",
-                 "ckpt.autoencoder -> latent.autoencoder", "ckpt.autoencoder -> decode.autoencoder",
-                 "sampler.latent -> decode.latent"]
+def _sampler_params(node: str, seed: int, steps: int, cfg: float, sampler: str, scheduler: str,
+                    eta: float = 1.0) -> dict[str, Any]:
+    values = {"seed": seed, "steps": steps, "cfg": cfg, "sampler": sampler, "scheduler": scheduler, "eta": eta}
+    return {f"{node}.{name}": value for name, value in values.items()}
 
 
-def _sampler_params(seed: int, steps: int, cfg: float, sampler: str, scheduler: str) -> dict[str, Any]:
-    return {"seed": seed, "steps": steps, "cfg": cfg, "sampler": sampler, "scheduler": scheduler}
-
-
-def text_graph(model: str, prompt: str, seed: int, steps: int = 25, cfg: float = 3.0, sampler: str = "dpmpp_2m",
-               scheduler: str = "karras", negative: str = "", size: int = IMAGE_SIZE):
-    """CheckpointLoader -> TextEncode (prompt, negative) -> Sampler -> AutoencoderDecode."""
-    nodes = {"ckpt": ("CheckpointLoader", {"checkpoint": model}), "prompt": ("TextEncode", {"text": prompt}),
-             "negative": ("TextEncode", {"text": negative}),
-             "latent": ("EmptyLatent", {"width": size, "height": size, "batch_size": 1}),
-             "sampler": ("Sampler", _sampler_params(seed, steps, cfg, sampler, scheduler)),
-             "decode": ("AutoencoderDecode", {})}
-    links = ["ckpt.conditioner -> prompt.conditioner", "ckpt.conditioner -> negative.conditioner",
-             "prompt.conditioning -> sampler.positive", "negative.conditioning -> sampler.negative"]
-    return build_graph(nodes, links + _SAMPLE_LINKS)
+def text_graph(model: str, prompt: str, seed: int, steps: int = 25, cfg: float = 3.0, sampler: str = TEXT_SAMPLER,
+               scheduler: str = TEXT_SCHEDULER, negative: str = "", size: int = IMAGE_SIZE, eta: float = TEXT_ETA):
+    """text_to_image.json (TextEncode prompt and negative -> Sampler -> decode) with this prompt and sampling;
+    the defaults are the example's own."""
+    return example_graph("text_to_image", model, {
+        "prompt.text": prompt, "negative.text": negative, "latent.width": size, "latent.height": size,
+        "latent.batch_size": 1, **_sampler_params("sampler", seed, steps, cfg, sampler, scheduler, eta)})
 
 
 def layout_graph(model: str, boxes: list[dict], seed: int, steps: int = 25, cfg: float = 3.0,
                  sampler: str = "dpmpp_2m", scheduler: str = "karras", size: int = IMAGE_SIZE):
-    """LayoutEditor -> LayoutEncode (negative: the empty prompt) -> Sampler -> AutoencoderDecode."""
-    nodes = {"ckpt": ("CheckpointLoader", {"checkpoint": model}),
-             "layout": ("LayoutEditor", {"boxes": boxes}), "encode": ("LayoutEncode", {}),
-             "negative": ("TextEncode", {"text": ""}),
-             "latent": ("EmptyLatent", {"width": size, "height": size, "batch_size": 1}),
-             "sampler": ("Sampler", _sampler_params(seed, steps, cfg, sampler, scheduler)),
-             "decode": ("AutoencoderDecode", {})}
-    links = ["ckpt.conditioner -> encode.conditioner", "layout.layout -> encode.layout",
-             "ckpt.conditioner -> negative.conditioner", "encode.conditioning -> sampler.positive",
-             "negative.conditioning -> sampler.negative"]
-    return build_graph(nodes, links + _SAMPLE_LINKS)
+    """layout_to_image.json (LayoutEditor -> LayoutEncode, negative the empty prompt -> Sampler -> decode)."""
+    return example_graph("layout_to_image", model, {
+        "layout.boxes": boxes, "latent.width": size, "latent.height": size, "latent.batch_size": 1,
+        **_sampler_params("sampler", seed, steps, cfg, sampler, scheduler)})
 
 
 def inpaint_graph(model: str, image_path: str, mask_b64: str, seed: int, steps: int = 25, prompt: str = "",
                   sampler: str = "dpmpp_2m", scheduler: str = "karras", feather: int = 0, cfg: float = 1.0,
-                  refine: float = 0.0, refine_steps: int = REFINE_STEPS):
-    """LoadImage + MaskPainter -> InpaintConditioning -> Sampler -> decode -> CompositeMasked (target `paste`);
-    with cfg != 1 the empty prompt is the negative (it shares the positive's inpainting channels).
-
-    refine > 0 adds resources/graphs/inpainting.json's second pass: the pasted result encoded, noised to that
-    denoise and sampled again (`refine_steps` steps) with the same inpainting conditioning, decoded and pasted
-    into the image: with the whole object in its starting latent, the model lines the new half up with the old."""
-    first = "draft" if refine > 0 else "paste"
-    nodes = {"ckpt": ("CheckpointLoader", {"checkpoint": model}), "image": ("LoadImage", {"path": image_path}),
-             "mask": ("MaskPainter", {"mask": mask_b64}), "prompt": ("TextEncode", {"text": prompt}),
-             "inpaint": ("InpaintConditioning", {"convention": "auto"}),
-             "latent": ("EmptyLatentLike", {"scale": 1}),
-             "sampler": ("Sampler", _sampler_params(seed, steps, cfg, sampler, scheduler)),
-             "decode": ("AutoencoderDecode", {}), first: ("CompositeMasked", {"feather": feather})}
-    links = ["image.image -> mask.image", "ckpt.conditioner -> prompt.conditioner",
-             "prompt.conditioning -> inpaint.conditioning", "ckpt.autoencoder -> inpaint.autoencoder",
-             "image.image -> inpaint.image", "mask.mask -> inpaint.mask", "image.image -> latent.image",
-             "inpaint.conditioning -> sampler.positive", f"image.image -> {first}.destination",
-             f"decode.image -> {first}.source", f"mask.mask -> {first}.mask"]
-    if cfg != 1.0:
-        nodes["negative"] = ("TextEncode", {"text": ""})
-        links += ["ckpt.conditioner -> negative.conditioner", "negative.conditioning -> sampler.negative"]
+                  refine: float = 0.0, refine_steps: int = REFINE_STEPS) -> tuple[Any, str]:
+    """inpainting.json with this picture, mask, prompt and sampling, and the node that holds its result:
+    `paste` after the second pass (the pasted result encoded, noised to `refine` and sampled again for
+    `refine_steps` steps with the same inpainting conditioning, then pasted into the picture: with the whole
+    object in its starting latent, the model lines the new half up with the old), or with refine 0 `draft`,
+    the first pass pasted. The negative is the empty prompt (cfg 1: no guidance)."""
+    params = {"image.path": image_path, "mask.mask": mask_b64, "prompt.text": prompt, "negative.text": "",
+              "draft.feather": feather, "paste.feather": feather,
+              **_sampler_params("sampler", seed, steps, cfg, sampler, scheduler)}
     if refine > 0:
-        refine_nodes, refine_links = _refine_pass({**_sampler_params(seed, refine_steps, cfg, sampler, scheduler),
-                                                   "denoise": refine}, feather, guided=cfg != 1.0)
-        nodes.update(refine_nodes)
-        links += refine_links
-    return build_graph(nodes, links + _SAMPLE_LINKS)
+        params.update(_sampler_params("refine", seed, refine_steps, cfg, sampler, scheduler))
+        params["refine.denoise"] = refine
+    return example_graph("inpainting", model, params), "paste" if refine > 0 else "draft"
 
 
-def _refine_pass(sampler_params: dict[str, Any], feather: int, guided: bool
-                 ) -> tuple[dict[str, tuple[str, dict[str, Any]]], list[str]]:
-    """inpaint_graph's second pass: `draft` (the first pasted result) -> encode and InpaintConditioning ->
-    Sampler `refine` -> decode -> CompositeMasked `paste` into the original image."""
-    nodes = {"refine_inpaint": ("InpaintConditioning", {"convention": "auto"}),
-             "refine_latent": ("AutoencoderEncode", {}), "refine": ("Sampler", sampler_params),
-             "refine_decode": ("AutoencoderDecode", {}), "paste": ("CompositeMasked", {"feather": feather})}
-    links = ["prompt.conditioning -> refine_inpaint.conditioning", "ckpt.autoencoder -> refine_inpaint.autoencoder",
-             "draft.image -> refine_inpaint.image", "mask.mask -> refine_inpaint.mask",
-             "ckpt.autoencoder -> refine_latent.autoencoder", "draft.image -> refine_latent.image",
-             "ckpt.model -> refine.model", "refine_inpaint.conditioning -> refine.positive",
-             "refine_latent.latent -> refine.latent", "ckpt.autoencoder -> refine_decode.autoencoder",
-             "refine.latent -> refine_decode.latent", "image.image -> paste.destination",
-             "refine_decode.image -> paste.source", "mask.mask -> paste.mask"]
-    if guided:
-        links.append("negative.conditioning -> refine.negative")
-    return nodes, links
-
-
-def text_generator(model: str, steps: int = 25, cfg: float = 3.0, sampler: str = "dpmpp_2m",
-                   scheduler: str = "karras", executor: Any = None) -> Callable[[str, int], np.ndarray]:
-    """generate(prompt, seed) -> uint8 (128, 128, 3), through the real nodes (model loaded once)."""
+def text_generator(model: str, steps: int = 25, cfg: float = 3.0, sampler: str = TEXT_SAMPLER,
+                   scheduler: str = TEXT_SCHEDULER, executor: Any = None, eta: float = TEXT_ETA
+                   ) -> Callable[[str, int], np.ndarray]:
+    """generate(prompt, seed) -> uint8 (128, 128, 3), through the real nodes (model loaded once); by default
+    with text_to_image.json's sampler."""
     executor = executor or engine_executor()
-    return lambda prompt, seed: run_image(executor, text_graph(model, prompt, seed, steps, cfg, sampler, scheduler))
+    return lambda prompt, seed: run_image(executor, text_graph(model, prompt, seed, steps, cfg, sampler, scheduler,
+                                                               eta=eta))
 
 
 def layout_generator(model: str, steps: int = 25, cfg: float = 3.0, sampler: str = "dpmpp_2m",
@@ -523,7 +478,7 @@ def inpaint_generator(model: str, steps: int = 25, sampler: str = "dpmpp_2m", sc
                       ) -> Callable[[np.ndarray, np.ndarray, int, str], np.ndarray]:
     """generate(masked image uint8 (S, S, 3), mask (S, S) 1 = hole, seed, prompt) -> the pasted result, uint8;
     guided by `cfg` against the empty prompt when there is a prompt; refine > 0: with the example graph's
-    second pass (inpaint_graph)."""
+    second pass (inpaint_graph), 0: its first pass alone."""
     import tempfile
 
     from engine.drawing import encode_png_b64, write_png
@@ -536,9 +491,9 @@ def inpaint_generator(model: str, steps: int = 25, sampler: str = "dpmpp_2m", sc
         path = folder / f"image-{calls[0]}.png"
         write_png(str(path), np.ascontiguousarray(image, dtype=np.uint8))
         mask_b64 = encode_png_b64((np.asarray(mask) > 0.5).astype(np.uint8) * 255)
-        graph = inpaint_graph(model, str(path), mask_b64, seed, steps, prompt, sampler, scheduler,
-                              cfg=cfg if prompt else 1.0, refine=refine, refine_steps=refine_steps)
-        return run_image(executor, graph, target="paste")
+        graph, result = inpaint_graph(model, str(path), mask_b64, seed, steps, prompt, sampler, scheduler,
+                                      cfg=cfg if prompt else 1.0, refine=refine, refine_steps=refine_steps)
+        return run_image(executor, graph, target=result)
 
     return generate
 

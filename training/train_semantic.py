@@ -69,6 +69,7 @@ from training.common import (
     dispatch,
     encode_scenes,
     engine_executor,
+    example_graph,
     load_autoencoder,
     load_state,
     log,
@@ -224,27 +225,12 @@ def export(run: str, out: str, ae_path: str | None = None, weights: str = "ema",
 
 
 def semantic_graph(model: str, labels_b64: str, seed: int, steps: int, cfg: float, sampler: str, scheduler: str):
-    """CheckpointLoader -> SemanticPainter -> SemanticEncode -> Sampler -> AutoencoderDecode, as a Graph."""
-    from engine.graph import Graph, Link, Node
-
-    graph = Graph()
-    nodes = {"ckpt": ("CheckpointLoader", {"checkpoint": model}),
-             "map": ("SemanticPainter", {"labels": labels_b64, "num_classes": NUM_CLASSES}),
-             "latent": ("EmptyLatent", {"width": IMAGE_SIZE, "height": IMAGE_SIZE}),
-             "pos": ("SemanticEncode", {}), "neg": ("ConditioningZeroOut", {}),
-             "sampler": ("Sampler", {"seed": seed, "steps": steps, "cfg": cfg, "sampler": sampler,
-                                     "scheduler": scheduler}),
-             "decode": ("AutoencoderDecode", {})}
-    for nid, (kind, params) in nodes.items():
-        graph.add_node(Node(nid, kind, params=params))
-    for text in ("ckpt.conditioner -> pos.conditioner", "map.semantic -> pos.semantic", "latent.latent -> pos.latent",
-                 "pos.conditioning -> neg.conditioning", "ckpt.model -> sampler.model",
-                 "pos.conditioning -> sampler.positive", "neg.conditioning -> sampler.negative",
-                 "ckpt.autoencoder -> latent.autoencoder", "latent.latent -> sampler.latent",
-                 "ckpt.autoencoder -> decode.autoencoder", "sampler.latent -> decode.latent"):
-        src, dst = (part.strip().split(".") for part in text.split("->"))
-        graph.connect(Link(src[0], src[1], dst[0], dst[1]))
-    return graph
+    """semantic_to_image.json (SemanticPainter -> SemanticEncode, negative zeroed -> Sampler -> decode) with
+    this map and sampling."""
+    return example_graph("semantic_to_image", model, {
+        "semantic.labels": labels_b64, "semantic.num_classes": NUM_CLASSES, "latent.width": IMAGE_SIZE,
+        "latent.height": IMAGE_SIZE, "latent.batch_size": 1, "sampler.seed": seed, "sampler.steps": steps,
+        "sampler.cfg": cfg, "sampler.sampler": sampler, "sampler.scheduler": scheduler})
 
 
 def engine_generator(model: str, steps: int = 25, cfg: float = 2.0, sampler: str = "dpmpp_2m",

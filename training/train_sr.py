@@ -61,10 +61,10 @@ from training.common import (
     add_threads_argument,
     add_train_parser,
     atomic_torch_save,
-    build_graph,
     dataclass_from,
     dispatch,
     engine_executor,
+    example_graph,
     exported_model,
     load_autoencoder,
     load_state,
@@ -292,23 +292,16 @@ def export(run: str, out: str, ae_path: str | None = None, weights: str = "ema",
 
 
 def sr_graph(model: str, image_path: str, seed: int, steps: int, sampler: str, scheduler: str, scale: int = 4,
-             match_iterations: int = 0):
-    """LoadImage -> SuperResolutionConditioning (+ EmptyLatentLike) -> Sampler -> AutoencoderDecode
-    [-> MatchLowRes, node `match`, with match_iterations > 0]."""
-    nodes = {"ckpt": ("CheckpointLoader", {"checkpoint": model}), "low": ("LoadImage", {"path": image_path}),
-             "latent": ("EmptyLatentLike", {"scale": scale}), "cond": ("SuperResolutionConditioning", {}),
-             "sampler": ("Sampler", {"seed": seed, "steps": steps, "cfg": 1.0, "sampler": sampler,
-                                     "scheduler": scheduler}),
-             "decode": ("AutoencoderDecode", {})}
-    links = ["low.image -> latent.image", "ckpt.autoencoder -> latent.autoencoder",
-             "ckpt.conditioner -> cond.conditioner", "low.image -> cond.image", "latent.latent -> cond.latent",
-             "ckpt.model -> sampler.model", "cond.conditioning -> sampler.positive",
-             "latent.latent -> sampler.latent", "ckpt.autoencoder -> decode.autoencoder",
-             "sampler.latent -> decode.latent"]
+             match_iterations: int = 0) -> tuple[Any, str]:
+    """super_resolution.json (LoadImage -> SuperResolutionConditioning + EmptyLatentLike -> Sampler -> decode
+    -> MatchLowRes) with this picture and sampling, and the node that holds the result: `sr_match` with
+    match_iterations > 0, else `sr_decode`, the model's own output."""
+    params = {"image.path": image_path, "sr_latent.scale": scale, "sampler.seed": seed, "sampler.steps": steps,
+              "sampler.cfg": 1.0, "sampler.sampler": sampler, "sampler.scheduler": scheduler}
     if match_iterations:
-        nodes["match"] = ("MatchLowRes", {"iterations": match_iterations})
-        links += ["decode.image -> match.image", "low.image -> match.low_res"]
-    return build_graph(nodes, links)
+        params["sr_match.iterations"] = match_iterations
+    graph = example_graph("super_resolution", model, params, checkpoint_node="sr_ckpt")
+    return graph, "sr_match" if match_iterations else "sr_decode"
 
 
 class SrGenerator:
@@ -335,16 +328,16 @@ class SrGenerator:
             return self._last[2]
         path = self.folder / f"low-{seed}-{low.shape[0]}.png"
         write_png(str(path), np.ascontiguousarray(low, dtype=np.uint8))
-        graph = sr_graph(self.model, str(path), seed, self.steps, self.sampler, self.scheduler,
-                         match_iterations=self.match_iterations)
+        graph, _ = sr_graph(self.model, str(path), seed, self.steps, self.sampler, self.scheduler,
+                            match_iterations=self.match_iterations)
         self._last = (low, seed, graph)
         return graph
 
     def __call__(self, low: np.ndarray, seed: int) -> np.ndarray:
-        return run_image(self.executor, self._graph(low, seed), "match" if self.match_iterations else "decode")
+        return run_image(self.executor, self._graph(low, seed), "sr_match" if self.match_iterations else "sr_decode")
 
     def model_only(self, low: np.ndarray, seed: int) -> np.ndarray:
-        return run_image(self.executor, self._graph(low, seed), "decode")
+        return run_image(self.executor, self._graph(low, seed), "sr_decode")
 
 
 def engine_generator(model: str, steps: int = SR_STEPS, sampler: str = SR_SAMPLER, scheduler: str = SR_SCHEDULER,
