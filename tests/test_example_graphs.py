@@ -157,3 +157,15 @@ def test_text_graphs_run_the_sampler_the_evaluator_measures(name):
     measured = _parser().parse_args(["text-to-image", "--model", "m.safetensors"])
     assert (measured.sampler, measured.scheduler, measured.eta, measured.cfg) == (
         TEXT_SAMPLER, TEXT_SCHEDULER, TEXT_ETA, params["cfg"])
+
+
+def test_the_evaluator_s_settings_go_through_the_command_line_s_checks():
+    from engine.errors import KilnError
+    from training.common import example_graph
+
+    first = example_graph("text_to_image", "m.safetensors", {"prompt.text": "a red circle"})
+    assert load("text_to_image").nodes["prompt"].params["text"] != "a red circle"  # the file is untouched
+    assert example_graph("text_to_image", "m.safetensors", {}).nodes["prompt"].params["text"] != "a red circle"
+    assert first.nodes["prompt"].params["text"] == "a red circle"
+    with pytest.raises(KilnError, match="no param 'etaa'"):
+        example_graph("text_to_image", "m.safetensors", {"sampler.etaa": 0.5})
