@@ -22,6 +22,7 @@ def build_registry() -> NodeRegistry:
         layout_nodes,
         mask_nodes,
         match_low_res,
+        plan_layout,
         primitives,
         sampler,
         semantic_conditioning,
@@ -30,7 +31,7 @@ def build_registry() -> NodeRegistry:
     )
 
     modules: list = [primitives, image_basic, image_io, checkpoint_loader, conditioning_nodes,
-                     autoencoder_nodes, mask_nodes, image_utils, layout_nodes, semantic_nodes,
+                     autoencoder_nodes, mask_nodes, image_utils, layout_nodes, plan_layout, semantic_nodes,
                      latent_nodes, sampler, semantic_conditioning, upscale_nodes, match_low_res]
     registry = NodeRegistry()
     for module in modules:

@@ -7,6 +7,7 @@
 # both at once on the GPU, the CPU cores rendering scenes and making batches for them:
 #   base: train_ldm on from the shipped base model (--init-from), large batches, bfloat16 forward,
 #         WORKERS processes making batches, a warm-up and a decay over the last DECAY_FROM -> export
+#         (the shipped model's layout planner copied into it)
 #   decoder: tune_decoder on the base autoencoder's decoder (the top-edge band), DEC_* settings -> export
 #         the tuned autoencoder (not measured there: swap it in and evaluate on the CPU)
 #   sr:   the f=4 autoencoder on from the shipped SR model's autoencoder -> export it ->
@@ -71,7 +72,9 @@ base() {
     echo "base: retrying for $left minutes in float32 without workers"
     [ "$left" -ge 1 ] && base_train "$left" --workers 0 --fp32
   } &&
-  python3 -m training.train_ldm export --run "$RUNS/ldm" --out "$RUNS/kiln-shapes-base" --threads "$THREADS"
+  python3 -m training.train_ldm export --run "$RUNS/ldm" --out "$RUNS/kiln-shapes-base" --threads "$THREADS" &&
+  python3 -m training.train_planner copy --from resources/models/kiln-shapes-base.safetensors \
+    --into "$RUNS/kiln-shapes-base.safetensors"  # the shipped layout planner, into the retrained model
 }
 
 decoder() {

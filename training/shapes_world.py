@@ -255,6 +255,11 @@ def caption(scene: Scene) -> str:
 
 def augmented_caption(scene: Scene, rng: np.random.Generator) -> str:
     """A training caption: size, position and background each dropped with p=0.3, objects shuffled."""
+    return augmented_caption_and_order(scene, rng)[0]
+
+
+def augmented_caption_and_order(scene: Scene, rng: np.random.Generator) -> tuple[str, list[int]]:
+    """augmented_caption() and the order in which it names the scene's objects."""
     with_size = rng.random() >= 0.3
     with_position = rng.random() >= 0.3
     with_background = rng.random() >= 0.3
@@ -262,4 +267,4 @@ def augmented_caption(scene: Scene, rng: np.random.Generator) -> str:
     text = " and ".join(object_phrase(scene.objects[i], with_size, with_position) for i in order)
     if with_background:
         text += f" on a {scene.background} background"
-    return text
+    return text, [int(i) for i in order]

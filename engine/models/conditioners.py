@@ -309,8 +309,14 @@ class TokensConditioner(Conditioner):
             raise KilnError("the built-in token conditioner needs its word list (conditioner.params.words "
                             "in the model card or the file's metadata)")
         allowed = set(TokenConditionerConfig.__dataclass_fields__)
-        self.inner = TokenConditioner(TokenConditionerConfig.from_dict({k: v for k, v in p.items() if k in allowed}))
+        words = TokenConditionerConfig.from_dict({k: v for k, v in p.items() if k in allowed})
+        self.inner = TokenConditioner(words)
         self.region_words = tuple(p.get("region_words") or ())  # layout boxes also as concat channels
+        self.planner = None  # a layout planner (engine.models.layout_planner), where the file has one
+        if p.get("planner"):
+            from engine.models.layout_planner import LayoutPlanner, LayoutPlannerConfig
+
+            self.planner = LayoutPlanner(LayoutPlannerConfig.from_dict(p["planner"]), words)
 
     def source_key(self, module_key: str) -> tuple[str, Transform | None]:
         return module_key.removeprefix("inner."), None
@@ -318,6 +324,12 @@ class TokensConditioner(Conditioner):
     @torch.no_grad()
     def encode(self, texts: Sequence[str]) -> Conditioning:
         return self._wrap(self.inner.encode_texts(list(texts)), prompt=list(texts))
+
+    def plan_layouts(self, texts: Sequence[str], seed: int, temperature: float = 1.0) -> list[list[dict]]:
+        """Boxes for each prompt, drawn by the file's layout planner from `seed`."""
+        if self.planner is None:
+            raise KilnError("this checkpoint has no layout planner (Kiln's built-in base model has one)")
+        return self.planner.plan(list(texts), seed, temperature)
 
     @torch.no_grad()
     def encode_layouts(self, layouts: Sequence[Sequence[dict]]) -> Conditioning:

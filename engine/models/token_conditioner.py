@@ -91,7 +91,9 @@ class Tokenizer:
         return torch.tensor(list(sequences), dtype=torch.long)  # (B, T)
 
 
-class _Block(nn.Module):
+class TransformerBlock(nn.Module):
+    """Pre-norm self-attention and MLP; `blocked` (Q, K) True where a query may not look."""
+
     def __init__(self, width: int, heads: int):
         super().__init__()
         self.norm1 = nn.LayerNorm(width)
@@ -99,9 +101,9 @@ class _Block(nn.Module):
         self.norm2 = nn.LayerNorm(width)
         self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
 
-    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor, blocked: torch.Tensor | None = None) -> torch.Tensor:
         h = self.norm1(x)
-        x = x + self.attn(h, h, h, key_padding_mask=pad_mask, need_weights=False)[0]
+        x = x + self.attn(h, h, h, key_padding_mask=pad_mask, attn_mask=blocked, need_weights=False)[0]
         return x + self.mlp(self.norm2(x))
 
 
@@ -114,7 +116,7 @@ class TokenConditioner(nn.Module):
         self.tokenizer = Tokenizer(config)
         self.token_embedding = nn.Embedding(config.vocab_size, config.width)
         self.position_embedding = nn.Parameter(torch.zeros(config.max_tokens, config.width))
-        self.blocks = nn.ModuleList(_Block(config.width, config.heads) for _ in range(config.layers))
+        self.blocks = nn.ModuleList(TransformerBlock(config.width, config.heads) for _ in range(config.layers))
         self.norm_out = nn.LayerNorm(config.width)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
