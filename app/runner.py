@@ -20,7 +20,7 @@ from PySide6.QtCore import QObject, Signal
 from engine.graph import Graph
 from engine.spec import EngineSettings, NodeRegistry, SocketType
 
-IMAGE_TYPES = (SocketType.IMAGE, SocketType.MASK)
+IMAGE_TYPES = (SocketType.IMAGE, SocketType.MASK, SocketType.LAYOUT)  # a layout is shown as its boxes
 
 
 @dataclass
@@ -234,9 +234,10 @@ class Runner(QObject):
 
 
 def _pictures(outputs: dict[str, Any]) -> tuple[list[Picture], tuple[int, ...]]:
-    """Pictures of the first image-like output (IMAGE or MASK), with the seeds."""
+    """Pictures of the first image-like output (IMAGE or MASK), with the seeds; else of a LAYOUT's boxes."""
     import torch
 
+    layouts = [value for value in outputs.values() if _is_layout(value)]
     for value in outputs.values():
         pixels = getattr(value, "pixels", value)
         if not isinstance(pixels, torch.Tensor) or pixels.ndim != 4 or pixels.shape[1] not in (1, 3):
@@ -246,7 +247,18 @@ def _pictures(outputs: dict[str, Any]) -> tuple[list[Picture], tuple[int, ...]]:
             batch = batch.expand(-1, 3, -1, -1)
         pictures = [_picture(img) for img in batch]
         return pictures, tuple(getattr(value, "seeds", ()) or ())
+    if layouts:
+        from engine.drawing import render_layout
+
+        drawn = torch.from_numpy(render_layout(layouts[0], THUMB_SIDE)).permute(2, 0, 1).float() / 255
+        return [_picture(drawn)], ()
     return [], ()
+
+
+def _is_layout(value: Any) -> bool:
+    """A LAYOUT value: a non-empty list of {"label", "box"} (an empty one has nothing to show)."""
+    return (isinstance(value, list) and bool(value)
+            and all(isinstance(item, dict) and "box" in item for item in value))
 
 
 def _picture(image: Any) -> Picture:
