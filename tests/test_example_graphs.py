@@ -62,17 +62,17 @@ def test_examples_reference_only_shipped_files_and_the_three_built_in_models():
 
 
 def test_graph_ids_users_and_issues_rely_on():
-    expected = {"text_to_image": {"prompt", "negative", "latent", "sampler", "save"},
+    expected = {"text_to_image": {"prompt", "plan", "negative", "latent", "sampler", "save"},
                 "layout_to_image": {"layout", "negative", "latent", "sampler", "save"},
                 "image_to_image": {"image", "prompt", "negative", "sampler", "save"},
                 "inpainting": {"image", "mask", "prompt", "negative", "sampler", "save"},
                 "unconditional": {"prompt", "latent", "sampler", "save"},
                 "semantic_to_image": {"semantic", "latent", "sampler", "save"},
                 "super_resolution": {"image", "sampler", "save"},
-                "default": {"prompt", "negative", "latent", "sampler", "save"}}
+                "default": {"prompt", "plan", "negative", "latent", "sampler", "save"}}
     kinds = {"prompt": "TextEncode", "negative": "TextEncode", "layout": "LayoutEditor", "image": "LoadImage",
              "mask": "MaskPainter", "semantic": "SemanticPainter", "sampler": "Sampler", "latent": "EmptyLatent",
-             "save": "SaveImage"}
+             "save": "SaveImage", "plan": "PlanLayout"}
     for name, ids in expected.items():
         graph = load(name)
         assert ids <= set(graph.nodes), name
@@ -145,6 +145,15 @@ def test_inpainting_example_runs_the_two_passes_the_evaluator_measures():
     feeds = {(link.src, link.dst) for link in graph.links}
     assert {("draft", "refine_latent"), ("draft", "refine_inpaint"), ("refine_decode", "paste"),
             ("paste", "save")} <= feeds  # the second pass starts from the first pass's pasted result
+
+
+@pytest.mark.parametrize("name", ["text_to_image", "default"])
+def test_text_graphs_plan_a_layout_from_the_prompt_before_sampling(name):
+    graph = load(name)
+    assert graph.incoming("plan")["conditioning"].src == "prompt"
+    assert graph.incoming("plan")["conditioner"].src == "ckpt"
+    assert graph.incoming("sampler")["positive"].src == "plan"
+    assert graph.incoming("sampler")["negative"].src == "negative"  # the negative is not planned
 
 
 @pytest.mark.parametrize("name", ["text_to_image", "default"])

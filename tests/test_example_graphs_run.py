@@ -62,19 +62,31 @@ def objects_right(image: np.ndarray, prompt: str) -> list[bool]:
     return [m.colour_ok and m.shape_ok for m in match_caption(analyse(image), prompt).objects]
 
 
-# The assertions below hold for the shipped base model, which mostly gets colours, counts, sizes and
-# backgrounds right, shapes often, positions rarely (see the README's model table); they fail for noise
-# or a broken chain.
+# The assertions below hold for the shipped base model, which with its layout planner draws 88.5 % of
+# held-out full captions entirely right (see the README's model table); they fail for noise or a broken chain.
 
 
-def test_text_to_image_draws_the_caption_s_objects_in_their_colours_on_its_background(executor):
+def test_text_to_image_draws_the_whole_caption(executor):
     (image,) = run_example(executor, "text_to_image")
     assert image.shape == (128, 128, 3)
-    analysis = analyse(image)
-    match = match_caption(analysis, prompt_of("text_to_image"))
-    assert match.count_ok and match.background_ok, match
-    # the colours asked for, each as often as asked (matching objects one to one also weighs position)
-    assert sorted(o.colour for o in analysis.objects) == sorted(m.requested.colour for m in match.objects), match
+    match = match_caption(analyse(image), prompt_of("text_to_image"))
+    assert match.scene_ok, match  # every object's colour, shape, size and place, the count and the background
+
+
+def test_text_to_image_plans_the_caption_s_objects_and_runs_without_its_planner(executor):
+    from nodes.image_io import to_uint8_hwc
+
+    graph = graph_file.load(GRAPHS / "text_to_image.json")
+    graph.nodes["sampler"].params["steps"] = BASE_STEPS
+    result = executor.run(graph, targets=["plan", "decode"])
+    assert result.ok, result.error
+    labels = [item["label"] for item in result.outputs["plan"]["layout"]]
+    assert labels == ["blue triangle", "blue square", "orange triangle"]  # the caption's objects, in its order
+    planned = to_uint8_hwc(result.outputs["decode"]["image"].pixels)[0]
+    graph.nodes["plan"].disabled = True  # bypassed, as in the GUI: the prompt's conditioning passes through
+    result = executor.run(graph, targets=["decode"])
+    assert result.ok, result.error
+    assert not np.array_equal(to_uint8_hwc(result.outputs["decode"]["image"].pixels)[0], planned)
 
 
 def test_layout_to_image_draws_each_object_in_its_box(executor):
@@ -161,4 +173,4 @@ def test_default_graph_makes_a_512px_picture_of_its_prompt(executor):
     assert image.shape == (512, 512, 3)
     small = np.asarray(Image.fromarray(image).resize((128, 128), Image.Resampling.BOX))
     match = match_caption(analyse(small), prompt_of("default"))
-    assert match.count_ok and match.background_ok and all(m.colour_ok for m in match.objects), match
+    assert match.scene_ok, match

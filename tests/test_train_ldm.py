@@ -187,9 +187,10 @@ def test_evaluator_commands_measure_the_base_model(exported, capsys):
     assert evaluate.main(["text-to-image", "--model", str(exported), "--n", "1", "--steps", "2", "--json"]) == 0
     one_object, scene = json.loads(capsys.readouterr().out)
     assert (one_object["metric"], scene["metric"]) == ("one_object_text_to_image", "text_to_image")
-    for result in (one_object, scene):  # as text_to_image.json samples
+    for result in (one_object, scene):  # as text_to_image.json samples; this model has no layout planner
         assert (result["sampler"], result["eta"]) == (f"{evaluate.TEXT_SAMPLER} {evaluate.TEXT_SCHEDULER}",
                                                       evaluate.TEXT_ETA)
+        assert result["layout_planner"] is False
 
 
 def test_export_of_a_missing_run_is_a_one_line_error(tmp_path, capsys):

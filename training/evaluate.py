@@ -401,8 +401,11 @@ def _base_model_command(args: argparse.Namespace) -> list[dict]:
     seeds = held_out_seeds(args.n, args.offset)
     if args.command == "text-to-image":
         generate = train_ldm.text_generator(args.model, args.steps, args.cfg, args.sampler, args.scheduler,
-                                            eta=args.eta)
-        pipeline = {"sampler": f"{args.sampler} {args.scheduler}", "eta": args.eta}
+                                            eta=args.eta, plan=not args.no_plan)
+        from training.train_planner import has_planner
+
+        planned = not args.no_plan and has_planner(args.model)
+        pipeline = {"sampler": f"{args.sampler} {args.scheduler}", "eta": args.eta, "layout_planner": planned}
         return [{**evaluate_one_object(generate, seeds, args.size), **pipeline},
                 {**evaluate_text_to_image(generate, seeds, args.size), **pipeline}]
     if args.command == "layout-to-image":
@@ -442,6 +445,9 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--eta", type=float, default=TEXT_ETA,
                            help=f"fresh noise per step of an SDE or ancestral sampler (default {TEXT_ETA}, as "
                                 "text_to_image.json; 0 = none)")
+            p.add_argument("--no-plan", action="store_true",
+                           help="disable text_to_image.json's Plan Layout node: the prompt alone conditions (the "
+                                "text model's own cross-attention; a checkpoint without a planner always runs so)")
         if name == "inpainting":
             p.add_argument("--ask", choices=("object", "nothing"), default="object",
                            help="prompt with the hidden object's phrase (default), or leave the prompt empty")

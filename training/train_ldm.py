@@ -422,12 +422,17 @@ def _sampler_params(node: str, seed: int, steps: int, cfg: float, sampler: str, 
 
 
 def text_graph(model: str, prompt: str, seed: int, steps: int = 25, cfg: float = 3.0, sampler: str = TEXT_SAMPLER,
-               scheduler: str = TEXT_SCHEDULER, negative: str = "", size: int = IMAGE_SIZE, eta: float = TEXT_ETA):
-    """text_to_image.json (TextEncode prompt and negative -> Sampler -> decode) with this prompt and sampling;
-    the defaults are the example's own."""
-    return example_graph("text_to_image", model, {
+               scheduler: str = TEXT_SCHEDULER, negative: str = "", size: int = IMAGE_SIZE, eta: float = TEXT_ETA,
+               plan: bool = True):
+    """text_to_image.json (TextEncode prompt -> Plan Layout, and the negative -> Sampler -> decode) with this
+    prompt and sampling, the planner drawing from the same seed; plan False disables the Plan Layout node (the
+    prompt alone conditions). The defaults are the example's own."""
+    graph = example_graph("text_to_image", model, {
         "prompt.text": prompt, "negative.text": negative, "latent.width": size, "latent.height": size,
-        "latent.batch_size": 1, **_sampler_params("sampler", seed, steps, cfg, sampler, scheduler, eta)})
+        "latent.batch_size": 1, "plan.seed": seed,
+        **_sampler_params("sampler", seed, steps, cfg, sampler, scheduler, eta)})
+    graph.nodes["plan"].disabled = not plan
+    return graph
 
 
 def layout_graph(model: str, boxes: list[dict], seed: int, steps: int = 25, cfg: float = 3.0,
@@ -456,13 +461,13 @@ def inpaint_graph(model: str, image_path: str, mask_b64: str, seed: int, steps: 
 
 
 def text_generator(model: str, steps: int = 25, cfg: float = 3.0, sampler: str = TEXT_SAMPLER,
-                   scheduler: str = TEXT_SCHEDULER, executor: Any = None, eta: float = TEXT_ETA
+                   scheduler: str = TEXT_SCHEDULER, executor: Any = None, eta: float = TEXT_ETA, plan: bool = True
                    ) -> Callable[[str, int], np.ndarray]:
     """generate(prompt, seed) -> uint8 (128, 128, 3), through the real nodes (model loaded once); by default
-    with text_to_image.json's sampler."""
+    as text_to_image.json runs: its sampler, and its layout planner (plan False: the prompt alone)."""
     executor = executor or engine_executor()
     return lambda prompt, seed: run_image(executor, text_graph(model, prompt, seed, steps, cfg, sampler, scheduler,
-                                                               eta=eta))
+                                                               eta=eta, plan=plan))
 
 
 def layout_generator(model: str, steps: int = 25, cfg: float = 3.0, sampler: str = "dpmpp_2m",
