@@ -41,8 +41,8 @@ PLAN_LAYOUT = NodeSpec(
     help="Plans where each object of a prompt goes (labelled boxes drawn by the checkpoint's layout planner "
          "from the seed), then conditions on the prompt and the boxes together: prompts with several objects "
          "come out with each one's colour, shape, size and place as asked. The boxes also come out as a "
-         "LAYOUT (the first prompt's), to look at or to edit in a Layout Editor. Kiln's built-in base model "
-         "carries a planner; with any other checkpoint the prompt passes through unchanged.",
+         "LAYOUT (the first prompt's; the node's thumbnail draws it), which a Layout Encode can take. Kiln's "
+         "built-in base model carries a planner; with any other checkpoint the prompt passes through unchanged.",
     compute=_plan_layout,
     inputs=(Input("conditioner", SocketType.CONDITIONER, help="from Load Checkpoint"),
             Input("conditioning", SocketType.CONDITIONING, help="from Text Encode: the prompt to plan")),

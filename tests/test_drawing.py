@@ -177,3 +177,17 @@ def test_png_file_written_by_write_png_reads_back(tmp_path):
     assert np.array_equal(drawing.read_label_file(path, 21), labels)
     assert drawing.first_unknown_class(labels, 21) is None
     assert drawing.first_unknown_class(labels, 20) == (20, 4, 2, 3)
+
+
+def test_a_layout_is_drawn_as_outlined_boxes_in_its_labels_colours():
+    from engine.drawing import layout_label_colour, render_layout
+
+    background = (34, 34, 38)
+    picture = render_layout([{"label": "red circle", "box": [0.25, 0.25, 0.75, 0.75]},
+                             {"label": "blue square", "box": [0.0, 0.8, 0.1, 1.0]}], size=64, background=background)
+    red, blue = np.array(layout_label_colour("red circle")), np.array(layout_label_colour("blue square"))
+    assert picture.shape == (64, 64, 3) and picture.dtype == np.uint8
+    assert (picture[16, 16] == red).all() and (picture[16, 40] == red).all()  # the outline
+    assert np.abs(picture[32, 32].astype(int) - (np.array(background) + 0.35 * (red - background))).max() <= 1
+    assert (picture[2, 2] == background).all() and (picture[63, 0] == blue).all()
+    assert (render_layout([], size=8) == np.array(background)).all()
