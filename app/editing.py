@@ -185,6 +185,21 @@ class Editor:
             self._push(cmd.SetParamCommand(self.doc, node_id, param, value))
         self.doc.undo_stack.endMacro()
 
+    def edit_boxes_in_layout_editor(self, node_id: str, boxes: list[dict], pos: tuple[float, float]) -> str:
+        """A new Layout Editor holding `boxes`, wired into the node's `layout` input: one undo step."""
+        from engine.drawing import LAYOUT_LABELS
+
+        labels = "shapes world" if all(item.get("label") in LAYOUT_LABELS for item in boxes) else "free text"
+        self.doc.undo_stack.beginMacro(f"Edit boxes of {self.doc.node_title(node_id)} in a Layout Editor")
+        try:
+            editor = self.add_node("LayoutEditor", pos, {"boxes": [dict(item) for item in boxes], "labels": labels})
+            problem = self.connect(editor, "layout", node_id, "layout")
+        finally:
+            self.doc.undo_stack.endMacro()
+        if problem is not None:
+            raise ValueError(problem)
+        return editor
+
     # --- backdrops -------------------------------------------------------------
     def add_backdrop(self, rect: tuple[float, float, float, float], title: str = "Group",
                      color: str | None = None) -> str:

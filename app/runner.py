@@ -58,6 +58,7 @@ class JobResult:
     issues: dict[str, str] = field(default_factory=dict)  # node id -> validation problem
     statuses: dict[str, tuple[str, float]] = field(default_factory=dict)
     images: dict[str, list[Picture]] = field(default_factory=dict)  # node id -> its pictures
+    layouts: dict[str, list[dict]] = field(default_factory=dict)  # node id -> the boxes of its LAYOUT output
     seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     model_evals: int = 0
@@ -226,6 +227,9 @@ class Runner(QObject):
             result.error_message = run.error.message
             result.error_details = getattr(run.error, "details", "") or ""
         for node_id, outputs in run.outputs.items():
+            layout = next((value for value in outputs.values() if _is_layout(value)), None)
+            if layout is not None:
+                result.layouts[node_id] = [dict(item) for item in layout]
             pictures, seeds = _pictures(outputs)
             if pictures:
                 result.images[node_id] = pictures

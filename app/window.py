@@ -665,6 +665,8 @@ class MainWindow(QMainWindow):
 
             if has_editor(self.doc.graph.nodes[node.node_id].type):
                 menu.addAction("Open Editor…", lambda: self.open_node_editor(node.node_id))
+            if self._planned_boxes(node.node_id):
+                menu.addAction("Edit Boxes in a Layout Editor", lambda: self.edit_planned_boxes(node.node_id))
             for name in ("rename", "disable", "collapse", "duplicate", "delete"):
                 menu.addAction(self.actions[name])
             menu.addMenu(self._color_menu(menu))
@@ -678,6 +680,29 @@ class MainWindow(QMainWindow):
             menu.addSeparator()
             menu.addAction(self.actions["frame_all"])
         menu.exec(global_pos)
+
+    def _planned_boxes(self, node_id: str) -> list[dict]:
+        """The boxes a node with a `layout` input made in the last run (Plan Layout), else none."""
+        result = self.run_control.last_result
+        spec = self.doc.registry.get(self.doc.graph.nodes[node_id].type)
+        if result is None or spec is None or spec.input("layout") is None:
+            return []
+        return result.layouts.get(node_id, [])
+
+    def edit_planned_boxes(self, node_id: str) -> str | None:
+        """Copy a node's last boxes into a new Layout Editor wired into its layout input, and open the editor."""
+        boxes = self._planned_boxes(node_id)
+        if not boxes:
+            return None
+        x, y = self.doc.graph.nodes[node_id].pos
+        place = QRectF(x - 330.0, y, 280.0, 220.0)
+        for _ in range(60):  # below the spot left of the node until nothing is in the way
+            if not any(item.sceneBoundingRect().intersects(place) for item in self.scene.nodes.values()):
+                break
+            place.translate(0.0, 40.0)
+        editor = self.editor.edit_boxes_in_layout_editor(node_id, boxes, (place.x(), place.y()))
+        self.open_node_editor(editor)
+        return editor
 
     def _backdrop_at(self, scene_pos: QPointF) -> Any:
         return next((b for b in self.scene.backdrops.values()

@@ -17,23 +17,50 @@ from engine.spec import Input, NodeSpec, Output, Param, ParamType, SocketType
 
 
 def _plan_layout(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    import torch
-
-    conditioner, cond = inputs["conditioner"], inputs["conditioning"]
-    if getattr(conditioner, "planner", None) is None:  # any checkpoint but Kiln's built-in base model
+    conditioner, cond, given = inputs["conditioner"], inputs["conditioning"], inputs.get("layout")
+    if given is not None:  # boxes drawn or edited by hand take the planner's place
+        layouts = [_checked(given)] * _batch(cond)
+    elif getattr(conditioner, "planner", None) is None:  # any checkpoint but Kiln's built-in base model
         return {"conditioning": cond, "layout": []}
+    else:
+        layouts = conditioner.plan_layouts(_prompts(cond), int(params["seed"]), float(params["temperature"]))
+    if not any(layouts):
+        return {"conditioning": cond, "layout": []}
+    return {"conditioning": _joined(cond, conditioner, layouts), "layout": layouts[0]}
+
+
+def _prompts(cond: Any) -> list[str]:
     prompts = cond.meta.get("prompt")
     if not prompts or not all(isinstance(p, str) for p in prompts):
         raise UserInputError("the conditioning input must come from a Text Encode node: the planner reads its prompt")
-    layouts = conditioner.plan_layouts(prompts, int(params["seed"]), float(params["temperature"]))
-    if not any(layouts):
-        return {"conditioning": cond, "layout": []}
+    return list(prompts)
+
+
+def _batch(cond: Any) -> int:
+    return 1 if cond.crossattn is None else int(cond.crossattn.shape[0])
+
+
+def _checked(layout: Any) -> list[dict]:
+    from engine import drawing
+    from engine.errors import KilnError
+
+    try:
+        return drawing.check_boxes(layout)
+    except KilnError as exc:
+        raise UserInputError(f"the layout input: {exc}") from None
+
+
+def _joined(cond: Any, conditioner: Any, layouts: list[list[dict]]) -> Any:
+    """The prompt's conditioning with the layouts' tokens appended and their boxes as region channels."""
+    import torch
+
+    if not hasattr(conditioner, "encode_layouts"):
+        raise UserInputError("this checkpoint takes no layout boxes; leave the layout input unconnected")
     boxes = conditioner.encode_layouts(layouts)
     if cond.crossattn is None or cond.crossattn.shape[-1] != boxes.crossattn.shape[-1]:
         raise UserInputError("the conditioning input was encoded by another checkpoint's text encoder")
-    joined = cond.with_(crossattn=torch.cat([cond.crossattn, boxes.crossattn.to(cond.crossattn)], dim=1),
-                        regions=boxes.regions, meta={**cond.meta, "layout": layouts})
-    return {"conditioning": joined, "layout": layouts[0]}
+    return cond.with_(crossattn=torch.cat([cond.crossattn, boxes.crossattn.to(cond.crossattn)], dim=1),
+                      regions=boxes.regions, meta={**cond.meta, "layout": layouts})
 
 
 PLAN_LAYOUT = NodeSpec(
@@ -42,10 +69,14 @@ PLAN_LAYOUT = NodeSpec(
          "from the seed), then conditions on the prompt and the boxes together: prompts with several objects "
          "come out with each one's colour, shape, size and place as asked. The boxes also come out as a "
          "LAYOUT (the first prompt's; the node's thumbnail draws it), which a Layout Encode can take. Kiln's "
-         "built-in base model carries a planner; with any other checkpoint the prompt passes through unchanged.",
+         "built-in base model carries a planner; with any other checkpoint the prompt passes through unchanged. "
+         "Boxes wired into the layout input are used instead of planning (right-click the node after a run: "
+         "Edit Boxes in a Layout Editor).",
     compute=_plan_layout,
     inputs=(Input("conditioner", SocketType.CONDITIONER, help="from Load Checkpoint"),
-            Input("conditioning", SocketType.CONDITIONING, help="from Text Encode: the prompt to plan")),
+            Input("conditioning", SocketType.CONDITIONING, help="from Text Encode: the prompt to plan"),
+            Input("layout", SocketType.LAYOUT, optional=True,
+                  help="boxes to use instead of planning (a Layout Editor: the plan, edited)")),
     outputs=(Output("conditioning", SocketType.CONDITIONING, "the prompt and the planned boxes"),
              Output("layout", SocketType.LAYOUT, "the planned boxes")),
     params=(Param("seed", ParamType.SEED, 0, "which of the layouts the prompt allows", inline=True),

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from gui_support import close_window, demo_graph, make_window, wait_idle
 from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QDialog
 
 from engine.graph import Graph, Link, Node
 
@@ -213,3 +214,32 @@ def test_a_job_still_running_when_the_window_closes_finishes_without_harm(qtbot,
     QApplication.processEvents()  # its queued results reach the runner, and no view
     assert not runner._thread.is_alive() and failures == []
     assert len(window.log.lines) == lines and window.scene.nodes["sampler"].state == "running"
+
+
+def test_planned_boxes_open_in_a_layout_editor_wired_back_into_the_plan(window, qtbot):
+    from engine.graph import Graph
+
+    graph = Graph()
+    graph.add_node(Node("ckpt", "CheckpointLoader", params={"checkpoint": "kiln-shapes-base.safetensors"}))
+    graph.add_node(Node("prompt", "TextEncode", params={"text": "a large red circle at the top left and a small "
+                                                                "blue square at the bottom right"}, pos=(330.0, 0.0)))
+    graph.add_node(Node("plan", "PlanLayout", params={"seed": 3}, pos=(660.0, 0.0)))
+    graph.connect(Link("ckpt", "conditioner", "prompt", "conditioner"))
+    graph.connect(Link("ckpt", "conditioner", "plan", "conditioner"))
+    graph.connect(Link("prompt", "conditioning", "plan", "conditioning"))
+    window.doc.set_graph(graph, None)
+    assert window._planned_boxes("plan") == []  # nothing planned yet: no menu entry
+    window.run_graph(["plan"])
+    wait_idle(qtbot, window, timeout=120_000)
+    assert window.run_control.last_result.ok, window.run_control.last_result.error_message
+    planned = window.run_control.last_result.layouts["plan"]
+    assert [item["label"] for item in planned] == ["red circle", "blue square"]
+    assert window.scene.nodes["plan"].thumbnail is not None
+    editor = window.edit_planned_boxes("plan")
+    nodes = window.doc.graph.nodes
+    assert nodes[editor].type == "LayoutEditor" and nodes[editor].params["boxes"] == planned
+    assert window.doc.graph.incoming("plan")["layout"].src == editor
+    for dialog in window.findChildren(QDialog):
+        dialog.reject()
+    window.doc.undo_stack.undo()  # one step takes the editor and its link away
+    assert editor not in window.doc.graph.nodes and "layout" not in window.doc.graph.incoming("plan")

@@ -180,3 +180,27 @@ def test_copy_carries_the_planner_into_another_base_checkpoint(tmp_path):
     prompt = ["a large purple circle at the bottom and a small red square at the top right"]
     copied = load_checkpoint(bare, "cpu").conditioner.planner
     assert copied.plan(prompt, 4) == load_checkpoint(BASE, "cpu").conditioner.planner.plan(prompt, 4)
+
+
+def test_plan_layout_node_uses_boxes_wired_into_its_layout_input(shipped):
+    from engine.errors import UserInputError
+    from nodes.plan_layout import PLAN_LAYOUT
+
+    conditioner = shipped.conditioner
+    cond = conditioner.encode(["a red circle and a blue square"])
+    edited = [{"label": "red circle", "box": [0.6, 0.1, 0.9, 0.4]}, {"label": "blue square", "box": [0.1, 0.6, 0.3, 0.8]}]
+    out = PLAN_LAYOUT.compute(None, {"conditioner": conditioner, "conditioning": cond, "layout": edited},
+                              {"seed": 0, "temperature": 1.0})
+    assert out["layout"] == edited and out["conditioning"].meta["layout"] == [edited]
+    torch.testing.assert_close(out["conditioning"].regions, conditioner.encode_layouts([edited]).regions)
+    with pytest.raises(UserInputError, match="the layout input: box 1 .* needs x0 < x1"):
+        PLAN_LAYOUT.compute(None, {"conditioner": conditioner, "conditioning": cond,
+                                   "layout": [{"label": "red circle", "box": [0.5, 0.5, 0.2, 0.9]}]},
+                            {"seed": 0, "temperature": 1.0})
+
+    class TextOnly:
+        planner = None
+
+    with pytest.raises(UserInputError, match="takes no layout boxes"):
+        PLAN_LAYOUT.compute(None, {"conditioner": TextOnly(), "conditioning": cond, "layout": edited},
+                            {"seed": 0, "temperature": 1.0})
