@@ -694,6 +694,10 @@ class MainWindow(QMainWindow):
         boxes = self._planned_boxes(node_id)
         if not boxes:
             return None
+        wired = self.doc.graph.incoming(node_id).get("layout")
+        if wired is not None and self.doc.graph.nodes[wired.src].type == "LayoutEditor":
+            self.open_node_editor(wired.src)  # the boxes already come from an editor: open that one
+            return wired.src
         x, y = self.doc.graph.nodes[node_id].pos
         place = QRectF(x - 330.0, y, 280.0, 220.0)
         for _ in range(60):  # below the spot left of the node until nothing is in the way

@@ -239,6 +239,8 @@ def test_planned_boxes_open_in_a_layout_editor_wired_back_into_the_plan(window, 
     nodes = window.doc.graph.nodes
     assert nodes[editor].type == "LayoutEditor" and nodes[editor].params["boxes"] == planned
     assert window.doc.graph.incoming("plan")["layout"].src == editor
+    assert window.edit_planned_boxes("plan") == editor  # asked again: the wired editor opens, no second one
+    assert sum(node.type == "LayoutEditor" for node in nodes.values()) == 1
     for dialog in window.findChildren(QDialog):
         dialog.reject()
     window.doc.undo_stack.undo()  # one step takes the editor and its link away
