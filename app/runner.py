@@ -230,18 +230,17 @@ class Runner(QObject):
             layout = next((value for value in outputs.values() if _is_layout(value)), None)
             if layout is not None:
                 result.layouts[node_id] = [dict(item) for item in layout]
-            pictures, seeds = _pictures(outputs)
+            pictures, seeds = _pictures(outputs, layout)
             if pictures:
                 result.images[node_id] = pictures
                 result.seeds[node_id] = seeds
         return result
 
 
-def _pictures(outputs: dict[str, Any]) -> tuple[list[Picture], tuple[int, ...]]:
-    """Pictures of the first image-like output (IMAGE or MASK), with the seeds; else of a LAYOUT's boxes."""
+def _pictures(outputs: dict[str, Any], layout: list[dict] | None = None) -> tuple[list[Picture], tuple[int, ...]]:
+    """Pictures of the first image-like output (IMAGE or MASK), with the seeds; else of `layout`'s boxes."""
     import torch
 
-    layouts = [value for value in outputs.values() if _is_layout(value)]
     for value in outputs.values():
         pixels = getattr(value, "pixels", value)
         if not isinstance(pixels, torch.Tensor) or pixels.ndim != 4 or pixels.shape[1] not in (1, 3):
@@ -251,10 +250,10 @@ def _pictures(outputs: dict[str, Any]) -> tuple[list[Picture], tuple[int, ...]]:
             batch = batch.expand(-1, 3, -1, -1)
         pictures = [_picture(img) for img in batch]
         return pictures, tuple(getattr(value, "seeds", ()) or ())
-    if layouts:
+    if layout:
         from engine.drawing import render_layout
 
-        drawn = torch.from_numpy(render_layout(layouts[0], THUMB_SIDE)).permute(2, 0, 1).float() / 255
+        drawn = torch.from_numpy(render_layout(layout, THUMB_SIDE)).permute(2, 0, 1).float() / 255
         return [_picture(drawn)], ()
     return [], ()
 

@@ -550,6 +550,14 @@ def write_checkpoint(out: str | Path, weights: dict[str, torch.Tensor], ae: nn.M
 _NUMBER_LIST = re.compile(r"\[\s*(-?[\d.e+-]+(?:,\s*-?[\d.e+-]+)*)\s*\]")
 
 
+def safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata in a .safetensors file's header (no tensor is read)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return dict(f.metadata() or {})
+
+
 def card_text(card: dict[str, Any]) -> str:
     """A model card as JSON, indented, with each list of numbers on one line (weights stay readable)."""
     text = json.dumps(card, indent=2)

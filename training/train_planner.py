@@ -34,7 +34,14 @@ from engine.models.keymaps import COND_PREFIX
 from engine.models.layout_planner import LayoutPlanner, LayoutPlannerConfig
 from engine.models.token_conditioner import TokenConditionerConfig
 from training import shapes_world as world
-from training.common import add_threads_argument, resume_run, run_command, run_loop, save_run
+from training.common import (
+    add_threads_argument,
+    resume_run,
+    run_command,
+    run_loop,
+    safetensors_metadata,
+    save_run,
+)
 from training.data import held_out_seeds
 
 STATE = "state.pt"
@@ -58,14 +65,11 @@ class PlannerTrainConfig:
 
 def _conditioner_params(base: str) -> dict[str, Any]:
     """The conditioner params in a Kiln checkpoint's metadata."""
-    from safetensors import safe_open
-
     from engine.models.loader import METADATA_CONFIG_KEY
 
     if not Path(base).is_file():
         raise KilnError(f"{base}: no such checkpoint file")
-    with safe_open(base, "pt") as f:
-        metadata = f.metadata() or {}
+    metadata = safetensors_metadata(base)
     if METADATA_CONFIG_KEY not in metadata:
         raise KilnError(f"{base}: no Kiln config in the file's metadata; the planner needs a built-in base model")
     return json.loads(metadata[METADATA_CONFIG_KEY])["conditioner"].get("params", {})
@@ -251,14 +255,12 @@ def copy(args: argparse.Namespace) -> dict[str, Any]:
 
 def write_planner(base: Path, weights: dict[str, torch.Tensor], config: dict[str, Any], card: dict[str, Any]) -> None:
     """A planner's fp16 weights and config into a checkpoint file (replacing any), and into its card."""
-    from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
     from engine.models.loader import CARD_CONFIG_KEY, METADATA_CONFIG_KEY
     from training.common import update_card
 
-    with safe_open(str(base), "pt") as f:
-        metadata = dict(f.metadata() or {})
+    metadata = safetensors_metadata(base)
     tensors = {k: v for k, v in load_file(str(base)).items() if not k.startswith(PREFIX)}
     tensors.update({PREFIX + k: v.to(torch.float16).contiguous() for k, v in weights.items()})
     checkpoint_config = json.loads(metadata[METADATA_CONFIG_KEY])

@@ -36,6 +36,7 @@ from training.common import (
     load_state,
     log,
     run_loop,
+    safetensors_metadata,
     update_card,
     update_ema,
     write_card,
@@ -169,7 +170,7 @@ def export(run: str, out: str, n_eval: int, weights: str = "ema") -> dict[str, A
         tensors[AE_PREFIX + key] = value.to(tensors[AE_PREFIX + key].dtype).contiguous()
     card = json.loads(source.with_suffix(".json").read_text())
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, f"{out}.safetensors", metadata=_metadata(source))
+    save_file(tensors, f"{out}.safetensors", metadata=safetensors_metadata(source))
     card.pop("evaluation", None)  # the source's figures; measured again below when n_eval > 0
     card["description"] = (card.get("description", "").split(" Decoder fine-tuned")[0]
                            + " Decoder fine-tuned on latents stripped of the encoder's border signature"
@@ -186,13 +187,6 @@ def export(run: str, out: str, n_eval: int, weights: str = "ema") -> dict[str, A
     return card
 
 
-def _metadata(path: Path) -> dict[str, str] | None:
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        return f.metadata()
-
-
 def swap(ae_file: str, model: str) -> int:
     """Put the decoder of `ae_file` into the checkpoint `model` (same architecture); returns tensors replaced."""
     from safetensors.torch import load_file, save_file
@@ -207,7 +201,7 @@ def swap(ae_file: str, model: str) -> int:
         if old[key].shape != new[key].shape:
             raise KilnError(f"{model}: its autoencoder does not match {ae_file} at {key}")
         old[key] = new[key].to(old[key].dtype).contiguous()
-    save_file(old, model, metadata=_metadata(Path(model)))
+    save_file(old, model, metadata=safetensors_metadata(model))
     update_card(Path(model).with_suffix(""), decoder=f"the decoder of {Path(ae_file).name} (training/tune_decoder.py swap)")
     return len(keys)
 
