@@ -9,6 +9,7 @@ from typing import Any
 
 from app import commands as cmd
 from app.document import MISSING, REROUTES_KEY, SEED_CONTROL_KEY, Document, link_key
+from engine import param_links
 from engine.errors import KilnError
 from engine.graph import Backdrop, Graph, Link, Node
 from engine.spec import SEED_MAX
@@ -103,9 +104,14 @@ class Editor:
         if spec_src is None or spec_dst is None:
             return "unknown node type: install the node or remove it"
         output, input_ = spec_src.output(out), spec_dst.input(inp)
-        if output is None or input_ is None:
+        param = param_links.linked_param(spec_dst, self.graph.nodes[dst], inp) if input_ is None else None
+        if output is None or (input_ is None and param is None):
             return f"no socket {out!r} / {inp!r}"
-        if output.type != input_.type:
+        if param is not None:
+            problem = param_links.feed_problem(output.type, param)
+            if problem is not None:
+                return problem
+        elif output.type != input_.type:
             return f"{output.type.value} output cannot feed the {input_.type.value} input {inp!r}"
         if self._reaches(dst, src, ignore=self.graph.incoming(dst).get(inp)):
             return "this link would make a cycle"
@@ -172,8 +178,8 @@ class Editor:
         changes = []
         for key, mode in self.graph.meta.get(SEED_CONTROL_KEY, {}).items():
             node_id, param = key.rsplit(".", 1)
-            if node_id not in self.graph.nodes:
-                continue
+            if node_id not in self.graph.nodes or self._is_linked_param(node_id, param):
+                continue  # a seed fed by a link follows its source (a Seed node advances itself)
             value = self.doc.param_value(node_id, param)
             new = (int(value) + 1) % (SEED_MAX + 1) if mode == "increment" else \
                 (rng or random).randint(0, 2**32 - 1)
@@ -184,6 +190,9 @@ class Editor:
         for node_id, param, value in changes:
             self._push(cmd.SetParamCommand(self.doc, node_id, param, value))
         self.doc.undo_stack.endMacro()
+
+    def _is_linked_param(self, node_id: str, param: str) -> bool:
+        return param in self.graph.nodes[node_id].param_inputs and param in self.graph.incoming(node_id)
 
     def edit_boxes_in_layout_editor(self, node_id: str, boxes: list[dict], pos: tuple[float, float]) -> str:
         """A new Layout Editor holding `boxes`, wired into the node's `layout` input: one undo step."""

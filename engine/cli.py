@@ -180,9 +180,14 @@ def _type_title(type_name: str, registry: NodeRegistry) -> str | None:
 
 
 def apply_overrides(graph: Graph, overrides: list[Override]) -> Graph:
+    """A copy of `graph` with the params set. A param shown as an input takes the value given here
+    instead of its link's (the link is left out of the copy), as a literal input does in ComfyUI."""
     out = graph.copy()
     for o in overrides:
-        out.nodes[o.node_id].params[o.param] = o.value
+        node = out.nodes[o.node_id]
+        node.params[o.param] = o.value
+        if o.param in node.param_inputs:
+            out.links = [lk for lk in out.links if (lk.dst, lk.dst_socket) != (o.node_id, o.param)]
     return out
 
 
@@ -232,7 +237,8 @@ def _run_parser() -> _Parser:
                 "(graph and settings embedded) into --out.")
     p.add_argument("graph", help="graph file (.json) or a PNG written by Kiln")
     p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
-                   help="change a param (NODE is an id or a unique title; VALUE is JSON or text)")
+                   help="change a param (NODE is an id or a unique title; VALUE is JSON or text); "
+                        "a param fed by a link takes VALUE instead, e.g. seed.value=7 for the examples' one seed")
     p.add_argument("--out", metavar="DIR", help="folder for images (default: current folder)")
     p.add_argument("--json", action="store_true", help="print one JSON summary object")
     p.add_argument("--batch", metavar="FILE.jsonl", help='one run per line of {"NODE.PARAM": value}')

@@ -5,6 +5,9 @@ the targets, a node whose outputs are all in the cache (memory or disk) is
 "cached" and its ancestors need not run; everything else that is needed runs
 once, in topological order. Side-effect nodes always run. Disabled nodes pass
 each output through from their first connected input of the same socket type.
+A link may end on a param the node shows as an input (engine.param_links): its
+value replaces the param's own for that node's compute, is checked by the
+param's own rules, and stands in the node's cache key instead of the param.
 
 No torch and no Qt at module level: the GUI calls `Executor.run` on a worker thread.
 """
@@ -21,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from engine import events as E
-from engine import paths
+from engine import param_links, paths
 from engine.cache import ResultCache, file_identity, node_key
 from engine.errors import Cancelled, Issue, KilnError, NodeError, UserInputError, ValidationError
 from engine.graph import Graph, Node
 from engine.model_store import ModelStore
-from engine.spec import FILES_KEY, EngineSettings, NodeRegistry, NodeSpec, ParamType
+from engine.spec import FILES_KEY, EngineSettings, NodeRegistry, NodeSpec, Param, ParamType
 
 _MODELS_DIR = Path(__file__).resolve().parents[1] / "resources" / "models"
 
@@ -84,10 +87,13 @@ class Executor:
         self._cancel.set()
 
     def run(self, graph: Graph, targets: Iterable[str] | None = None,
-            on_event: E.EventCallback | None = None) -> RunResult:
-        """Run what `targets` (default: the output nodes) need. Raises ValidationError first."""
+            on_event: E.EventCallback | None = None, cancel: threading.Event | None = None) -> RunResult:
+        """Run what `targets` (default: the output nodes) need. Raises ValidationError first.
+
+        `cancel`: this run's own stop flag (a caller that queues runs sets it without racing the next
+        run); `Executor.cancel` sets it too."""
         with self._run_lock:
-            self._cancel.clear()
+            self._cancel = cancel if cancel is not None else threading.Event()
             graph = snapshot(graph)  # the GUI may keep editing while this runs
             target_ids = resolve_targets(graph, self.registry, targets)
             from engine.validate import check
@@ -143,7 +149,8 @@ def needed_order(graph: Graph, targets: Iterable[str]) -> list[str]:
 
 def snapshot(graph: Graph) -> Graph:
     """A copy the GUI's later edits cannot reach (faster than deepcopy: params are JSON)."""
-    return Graph(nodes={nid: replace(n, params=_copy_json(n.params)) for nid, n in graph.nodes.items()},
+    return Graph(nodes={nid: replace(n, params=_copy_json(n.params), param_inputs=list(n.param_inputs))
+                        for nid, n in graph.nodes.items()},
                  links=list(graph.links), backdrops={k: replace(b) for k, b in graph.backdrops.items()},
                  meta=_copy_json(graph.meta), base_dir=graph.base_dir)
 
@@ -198,12 +205,22 @@ class _Run:
         for lk in graph.links:
             if lk.dst in self.incoming:
                 self.incoming[lk.dst][lk.dst_socket] = lk
+        self.linked_params: dict[str, dict[str, Param]] = {nid: self._linked_params(nid) for nid in self.order}
         self.keys: dict[str, str] = {}
+        # Nodes whose key waits for a value known only once their producers ran (a file named by a
+        # linked value, and the nodes fed by them): they run, and take their real key just before.
+        self.late_keys: set[str] = set()
         self.refs: dict[str, dict[str, _Ref | _Missing]] = {}  # node id -> output name -> source
         self.values: dict[str, dict[str, Any]] = {}  # key -> outputs, for this run
         self.result = RunResult(ok=True)
         self.model_evals = 0
         self._graph_json: dict | None = None
+
+    def _linked_params(self, nid: str) -> dict[str, Param]:
+        """{param name: param} of the node's params that take their value from a link."""
+        node, spec = self.graph.nodes[nid], self.specs[nid]
+        found = {socket: param_links.linked_param(spec, node, socket) for socket in self.incoming[nid]}
+        return {socket: param for socket, param in found.items() if param is not None}
 
     def emit(self, event: E.Event) -> None:
         if self.on_event is not None:
@@ -211,13 +228,9 @@ class _Run:
 
     def graph_json(self) -> dict:
         if self._graph_json is None:
-            from engine.graph_file import graph_to_dict
+            from engine.provenance import picture_graph
 
-            data = graph_to_dict(self.graph)
-            # The picture records the files that made it: the graph's folder is not beside the picture.
-            for nid, name, value in paths.path_params(self.graph, self.executor.registry):
-                data["nodes"][nid]["params"][name] = os.path.abspath(paths.resolve(value, self.graph.base_dir))
-            self._graph_json = data
+            self._graph_json = picture_graph(self.graph, self.executor.registry)
         return self._graph_json
 
     # --- planning --------------------------------------------------------------
@@ -227,17 +240,35 @@ class _Run:
 
     def compute_keys(self) -> None:
         for nid in self.order:
-            node, spec = self.graph.nodes[nid], self.specs[nid]
-            inputs = self.input_refs(nid)
-            if node.disabled:
-                self.refs[nid] = {o.name: self._pass_through(node, spec, o.type, inputs) for o in spec.outputs}
-                continue
-            key = node_key(spec.type, spec.version, self.params[nid], self._param_files(spec, nid),
-                           {s: _key_part(r) for s, r in inputs.items()})
-            if spec.side_effects:  # never shared, never cached
-                key = node_key("side-effect", 0, {"node": nid, "key": key}, {}, {})
-            self.keys[nid] = key
-            self.refs[nid] = {o.name: _Ref(nid, key, o.name) for o in spec.outputs}
+            self._compute_key(nid)
+
+    def _compute_key(self, nid: str) -> None:
+        node, spec = self.graph.nodes[nid], self.specs[nid]
+        inputs = self.input_refs(nid)
+        if node.disabled:
+            self.refs[nid] = {o.name: self._pass_through(node, spec, o.type, inputs) for o in spec.outputs}
+            return
+        linked = self.linked_params[nid]
+        own_params = {name: value for name, value in self.params[nid].items() if name not in linked}
+        linked_files, unknown = self._linked_files(nid)
+        files = {**self._param_files(spec, nid), **linked_files}
+        key = node_key(spec.type, spec.version, own_params, files, {s: _key_part(r) for s, r in inputs.items()})
+        if spec.side_effects:  # never shared, never cached
+            key = node_key("side-effect", 0, {"node": nid, "key": key}, {}, {})
+        self.keys[nid] = key
+        self.refs[nid] = {o.name: _Ref(nid, key, o.name) for o in spec.outputs}
+        if unknown or any(isinstance(r, _Ref) and r.producer in self.late_keys for r in inputs.values()):
+            self.late_keys.add(nid)
+        else:
+            self.late_keys.discard(nid)
+
+    def _refresh_late_key(self, nid: str) -> None:
+        """Its producers have run: the real key of a node in `late_keys`, after the pass-through
+        refs of the disabled nodes before it (they follow the producers' real keys)."""
+        for other in self.order[:self.order.index(nid)]:
+            if self.graph.nodes[other].disabled:
+                self._compute_key(other)
+        self._compute_key(nid)
 
     def _pass_through(self, node: Node, spec: NodeSpec, type_: Any,
                       inputs: Mapping[str, _Ref | _Missing]) -> _Ref | _Missing:
@@ -251,15 +282,45 @@ class _Run:
         files: dict[str, list] = {}
         for p in spec.params:
             value = self.params[nid].get(p.name)
-            if not isinstance(value, str) or not value:
-                continue
-            if p.type is ParamType.PATH:
-                files[p.name] = file_identity(value)
-            elif p.choices_from is not None:
-                found = self._find_model_file(value)
-                if found is not None:
-                    files[p.name] = file_identity(found)
+            identity = self._file_identity(p, value) if p.name not in self.linked_params[nid] else None
+            if identity is not None:
+                files[p.name] = identity
         return files
+
+    def _file_identity(self, param: Param, value: Any) -> list | None:
+        if not isinstance(value, str) or not value:
+            return None
+        if param.type is ParamType.PATH:
+            return file_identity(value)
+        found = self._find_model_file(value) if param.choices_from is not None else None
+        return file_identity(found) if found is not None else None
+
+    def _linked_files(self, nid: str) -> tuple[dict[str, list], bool]:
+        """File identities for file params that take a linked value, and whether some value is not
+        known yet (its producer has not run and is not cached: the node's key must wait for it)."""
+        files: dict[str, list] = {}
+        unknown = False
+        for name, param in self.linked_params[nid].items():
+            if param.type is not ParamType.PATH and param.choices_from is None:
+                continue
+            link = self.incoming[nid][name]
+            ref = self.refs[link.src].get(link.src_socket)
+            value = self._peek(ref) if isinstance(ref, _Ref) else None
+            unknown = unknown or value is None
+            if param.type is ParamType.PATH and isinstance(value, str):
+                value = paths.resolve(value, self.graph.base_dir)
+            identity = self._file_identity(param, value)
+            if identity is not None:
+                files[name] = identity
+        return files, unknown
+
+    def _peek(self, ref: _Ref) -> Any:
+        """An output's value when this run has it or the cache does, else None."""
+        spec = self.specs[ref.producer]
+        if ref.key in self.values:
+            return self.values[ref.key].get(ref.output)
+        found = None if spec.side_effects else self.executor.cache.get(ref.key, [o.name for o in spec.outputs])
+        return found.get(ref.output) if found else None
 
     def _find_model_file(self, name: str) -> str | None:
         """The file a name stands for, searched like nodes/checkpoint_loader does."""
@@ -297,7 +358,7 @@ class _Run:
 
     def _lookup(self, nid: str) -> bool:
         spec, key = self.specs[nid], self.keys[nid]
-        if spec.side_effects:
+        if spec.side_effects or nid in self.late_keys:
             return False
         if key in self.values:
             return True
@@ -347,15 +408,18 @@ class _Run:
             self._set(nid, "skipped")
 
     def run_node(self, nid: str) -> None:
+        if nid in self.late_keys:
+            self._refresh_late_key(nid)
         spec, key = self.specs[nid], self.keys[nid]
         if self._lookup(nid):  # an identical node earlier in this run computed it
             self._set(nid, "cached")
             self.emit(E.Cached(nid))
             return
         inputs = self.gather_inputs(nid)
+        params = {**self.params[nid], **self._take_linked_params(nid, inputs)}
         self.emit(E.Started(nid))
         t0 = time.perf_counter()
-        raw = _call_compute(spec, _Context(self, nid), inputs, self.params[nid])
+        raw = _call_compute(spec, _Context(self, nid), inputs, params)
         outputs, files = _check_outputs(nid, spec, raw)
         seconds = time.perf_counter() - t0
         self.values[key] = outputs
@@ -375,6 +439,25 @@ class _Run:
                                      f"{ref.type} to pass through")
             inputs[socket] = self.values[ref.key][ref.output]
         return inputs
+
+    def _take_linked_params(self, nid: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Move the values of linked params out of `inputs`, each checked as its param's own value."""
+        values: dict[str, Any] = {}
+        for name, param in self.linked_params[nid].items():
+            value = inputs.pop(name)
+            try:
+                if param.type is ParamType.FLOAT and isinstance(value, int) and not isinstance(value, bool):
+                    value = float(value)  # an INT output feeding a FLOAT param
+                problem = param.check(value)
+            except (TypeError, ValueError, OverflowError):
+                problem = f"cannot use the value {value!r:.40}"
+            if problem:
+                link = self.incoming[nid][name]
+                raise NodeError(nid, f"{problem} (the value linked from {link.src}.{link.src_socket})", name)
+            if param.type is ParamType.PATH and value:
+                value = paths.resolve(value, self.graph.base_dir)
+            values[name] = value
+        return values
 
     def collect_outputs(self) -> None:
         for t in self.targets:

@@ -21,6 +21,9 @@ class Node:
     color: str | None = None  # "#rrggbb"
     collapsed: bool = False
     disabled: bool = False
+    # Params shown as input sockets (engine.param_links): a link may end on such a param's name,
+    # and its value then replaces the param's own for this node.
+    param_inputs: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, order=True)
@@ -28,7 +31,7 @@ class Link:
     src: str  # node id
     src_socket: str  # output name
     dst: str  # node id
-    dst_socket: str  # input name
+    dst_socket: str  # input name, or the name of a param in the destination's param_inputs
 
 
 @dataclass

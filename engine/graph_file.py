@@ -5,13 +5,18 @@ diff well::
 
     {"format": "kiln.graph", "version": 1,
      "nodes": {id: {"type", "title", "params", "pos": [x, y],
-                    "color"?, "collapsed"?, "disabled"?}},
+                    "color"?, "collapsed"?, "disabled"?, "param_inputs"?: [param, ...]}},
      "links": [{"from": [node_id, output], "to": [node_id, input]}, ...],  # sorted
      "backdrops": {id: {"title", "rect": [x, y, w, h], "color"?}},
      "meta": {...}}
 
-Optional fields are omitted when false or null. Unknown keys are ignored, so a
+Optional fields are omitted when false, null or empty. Unknown keys are ignored, so a
 file from a slightly newer Kiln with extra fields still loads.
+
+"param_inputs" (added within version 1, so files without it keep their bytes)
+names the params a node shows as input sockets (engine.param_links); a link's
+"to" may then name such a param instead of an input. A Kiln older than that
+loads the file and reports each such link as one to an input the node lacks.
 
 Version 0 (the first preview releases) had no "format" key::
 
@@ -88,6 +93,8 @@ def _node_to_dict(node: Node) -> dict:
         out["collapsed"] = True
     if node.disabled:
         out["disabled"] = True
+    if node.param_inputs:
+        out["param_inputs"] = list(node.param_inputs)
     return out
 
 
@@ -454,7 +461,19 @@ def _parse_node(node_id: str, raw: Any) -> Node:
         color=_color(raw.get("color"), where),
         collapsed=_optional(raw, "collapsed", bool, where, False),
         disabled=_optional(raw, "disabled", bool, where, False),
+        param_inputs=_param_inputs(raw.get("param_inputs"), where),
     )
+
+
+def _param_inputs(value: Any, where: str) -> list[str]:
+    """The names of the params a node shows as inputs: a list of distinct non-empty names."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(name, str) and name for name in value):
+        raise _Malformed(f'{where}: "param_inputs" is not a list of param names (got {_short(value)})')
+    if len(set(value)) != len(value):
+        raise _Malformed(f'{where}: "param_inputs" names a param twice')
+    return list(value)
 
 
 def _parse_backdrop(backdrop_id: str, raw: Any) -> Backdrop:

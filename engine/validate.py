@@ -4,7 +4,9 @@
 the GUI can badge all of them and the CLI can print them together. Unknown
 params are kept silently (a newer Kiln may have added them); missing params take
 the spec default. Disabled nodes do not run, so their unconnected inputs are not
-reported, but their links' socket types still are.
+reported, but their links' socket types still are. A link may also end on a
+param the node shows as an input (engine.param_links); such a param with no
+link keeps its own value, so it is never "missing".
 """
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ import difflib
 from collections import deque
 from collections.abc import Iterable
 
+from engine import param_links
 from engine.errors import Issue, ValidationError
 from engine.graph import Graph, Link, Node
-from engine.spec import NodeRegistry, NodeSpec
+from engine.spec import NodeRegistry, NodeSpec, Output
 
 
 def validate(graph: Graph, registry: NodeRegistry, targets: Iterable[str] | None = None) -> list[Issue]:
@@ -63,6 +66,11 @@ def _param_issues(node: Node, spec: NodeSpec) -> list[Issue]:
             problem = "has a value that cannot be used"
         if problem:
             issues.append(Issue("bad_param", problem, node_id=node.id, param=param.name))
+    for name in node.param_inputs:
+        param = spec.param(name)
+        if param is not None and not param_links.convertible(spec, param):
+            message = f"is shown as an input, but a {param.type.value} param cannot take a link"
+            issues.append(Issue("bad_param", message, node_id=node.id, param=name))
     return issues
 
 
@@ -95,13 +103,29 @@ def _one_link_issues(graph: Graph, registry: NodeRegistry, link: Link) -> list[I
         issues.append(Issue("bad_link", message, node_id=link.src))
     input_ = dst_spec.input(link.dst_socket) if dst_spec else None
     if dst_spec and input_ is None:
-        names = ", ".join(i.name for i in dst_spec.inputs) or "none"
-        message = f"has no input {link.dst_socket!r} (linked from {_end(link)}); inputs: {names}"
-        issues.append(Issue("bad_link", message, node_id=link.dst, socket=link.dst_socket))
+        return issues + _param_link_issues(graph.nodes[link.dst], dst_spec, link, output)
     if output is not None and input_ is not None and output.type != input_.type:
         message = f"expects {input_.type.value} but is linked to {_end(link)}, which gives {output.type.value}"
         issues.append(Issue("type_mismatch", message, node_id=link.dst, socket=link.dst_socket))
     return issues
+
+
+def _param_link_issues(node: Node, spec: NodeSpec, link: Link, output: Output | None) -> list[Issue]:
+    """A link that ends on no input: it must end on a param shown as an input, of a type it can feed."""
+    param = spec.param(link.dst_socket)
+    if param is None:
+        names = ", ".join(i.name for i in spec.inputs) or "none"
+        message = f"has no input {link.dst_socket!r} (linked from {_end(link)}); inputs: {names}"
+        return [Issue("bad_link", message, node_id=link.dst, socket=link.dst_socket)]
+    if link.dst_socket not in node.param_inputs:
+        message = (f"is linked from {_end(link)} but is not shown as an input "
+                   "(convert it to an input, or remove the link)")
+        return [Issue("bad_link", message, node_id=link.dst, param=param.name)]
+    problem = param_links.feed_problem(output.type, param) if output is not None else None
+    if problem is not None:
+        return [Issue("type_mismatch", f"{problem}; it is linked to {_end(link)}", node_id=link.dst,
+                      param=param.name)]
+    return []
 
 
 def _end(link: Link) -> str:

@@ -21,6 +21,7 @@ def _emit_float(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) 
 
 INTEGER = NodeSpec(
     type="Integer", title="Integer", category="primitives",
+    aliases=("Int", "Primitive"),
     help="A whole number to feed an INT input.",
     compute=_emit_value,
     outputs=(Output("value", SocketType.INT),),
@@ -29,6 +30,7 @@ INTEGER = NodeSpec(
 
 FLOAT = NodeSpec(
     type="Float", title="Float", category="primitives",
+    aliases=("Primitive",),
     help="A number to feed a FLOAT input.",
     compute=_emit_float,
     outputs=(Output("value", SocketType.FLOAT),),
@@ -37,6 +39,7 @@ FLOAT = NodeSpec(
 
 TEXT = NodeSpec(
     type="Text", title="Text", category="primitives",
+    aliases=("String", "Primitive"),
     help="A piece of text (a prompt, a file name) to feed a STRING input.",
     compute=_emit_value,
     outputs=(Output("value", SocketType.STRING),),

@@ -415,22 +415,24 @@ def evaluate_model(model: str, n: int, steps: int = 25, cfg: float = 3.0, offset
 
 # ---------------------------------------------------------------- through the engine
 
-def _sampler_params(node: str, seed: int, steps: int, cfg: float, sampler: str, scheduler: str,
+def _sampler_params(node: str, seed: int | None, steps: int, cfg: float, sampler: str, scheduler: str,
                     eta: float = 1.0) -> dict[str, Any]:
+    """The sampler's settings as overrides; seed None leaves its seed to what feeds it."""
     values = {"seed": seed, "steps": steps, "cfg": cfg, "sampler": sampler, "scheduler": scheduler, "eta": eta}
-    return {f"{node}.{name}": value for name, value in values.items()}
+    return {f"{node}.{name}": value for name, value in values.items() if value is not None}
 
 
 def text_graph(model: str, prompt: str, seed: int, steps: int = 25, cfg: float = 3.0, sampler: str = TEXT_SAMPLER,
                scheduler: str = TEXT_SCHEDULER, negative: str = "", size: int = IMAGE_SIZE, eta: float = TEXT_ETA,
                plan: bool = True):
     """text_to_image.json (TextEncode prompt -> Plan Layout, and the negative -> Sampler -> decode) with this
-    prompt and sampling, the planner drawing from the same seed; plan False disables the Plan Layout node (the
-    prompt alone conditions). The defaults are the example's own."""
+    prompt and sampling; the seed goes to the graph's Seed node `seed`, which drives both the planner and the
+    sampler, as in the example. plan False disables the Plan Layout node (the prompt alone conditions). The
+    defaults are the example's own."""
     graph = example_graph("text_to_image", model, {
         "prompt.text": prompt, "negative.text": negative, "latent.width": size, "latent.height": size,
-        "latent.batch_size": 1, "plan.seed": seed,
-        **_sampler_params("sampler", seed, steps, cfg, sampler, scheduler, eta)})
+        "latent.batch_size": 1, "seed.value": seed,
+        **_sampler_params("sampler", None, steps, cfg, sampler, scheduler, eta)})
     graph.nodes["plan"].disabled = not plan
     return graph
 

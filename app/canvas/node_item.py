@@ -17,9 +17,11 @@ from PySide6.QtWidgets import (
 
 from app.canvas import style
 from app.canvas.port_item import PortItem
+from app.param_inputs import link_source_text, param_link
 from app.param_widgets import ParamEditor, SeedEditor, make_editor
+from engine import param_links
 from engine.graph import Node
-from engine.spec import NodeSpec, ParamType
+from engine.spec import NodeSpec, Param, ParamType
 
 if TYPE_CHECKING:
     from app.canvas.scene import GraphScene
@@ -59,6 +61,41 @@ class NodeItem(QGraphicsItem):
             self.inputs[inp.name] = PortItem(self, inp.name, inp.type.value, False, inp.optional, inp.help)
         for out in self.spec.outputs:
             self.outputs[out.name] = PortItem(self, out.name, out.type.value, True, False, out.help)
+
+    def _sync_param_ports(self, node: Node) -> None:
+        """Sockets for the params shown as inputs, after the node's own inputs; follows `param_inputs`."""
+        spec = self.spec
+        wanted = [p for name in node.param_inputs if spec is not None and (p := spec.param(name)) is not None
+                  and param_links.convertible(spec, p)]
+        if [n for n, port in self.inputs.items() if port.is_param] == [p.name for p in wanted]:
+            return
+        kept = {n: port for n, port in self.inputs.items() if port.is_param and n in {p.name for p in wanted}}
+        for name, port in self.inputs.items():
+            if port.is_param and name not in kept:
+                if port.scene() is not None:
+                    port.scene().removeItem(port)
+                port.setParentItem(None)
+        ports = {n: port for n, port in self.inputs.items() if not port.is_param}
+        for param in wanted:
+            ports[param.name] = kept.get(param.name) or self._param_port(param)
+        self.inputs = ports
+
+    def _param_port(self, param: Param) -> PortItem:
+        accepts = tuple(t.value for t in param_links.accepted_types(param))
+        port = PortItem(self, param.name, accepts[0], False, True, param.help, accepts=accepts, is_param=True)
+        port.connected = param.name in self.graph_scene.doc.graph.incoming(self.node_id)
+        return port
+
+    def param_link_changed(self, name: str) -> None:
+        """A param shown as an input got or lost its link: its widget follows."""
+        editor = self.editors.get(name)
+        if editor is None:
+            return
+        doc = self.graph_scene.doc
+        link = param_link(doc, self.node_id, name) if self.node_id in doc.graph.nodes else None
+        editor.setEnabled(link is None)
+        linked = f"takes its value {link_source_text(doc, link)}" if link else ""
+        editor.setToolTip("\n".join(t for t in (editor.param.help, linked) if t))
 
     def _inline_params(self) -> list:
         return [p for p in self.spec.params if p.inline] if self.spec else []
@@ -109,10 +146,12 @@ class NodeItem(QGraphicsItem):
         self.node = node
         self.setOpacity(0.45 if node.disabled else 1.0)
         doc = self.graph_scene.doc
+        self._sync_param_ports(node)
         for name, editor in self.editors.items():
             editor.set_value(doc.param_value(self.node_id, name))
             if isinstance(editor, SeedEditor):
                 editor.set_mode(doc.seed_mode(self.node_id, name))
+            self.param_link_changed(name)
         self._layout()
         self.update()
 

@@ -17,13 +17,16 @@ class PortItem(QGraphicsItem):
     HIT = 10.0  # grab radius, larger than the drawn dot
 
     def __init__(self, node_item: NodeItem, name: str, type_name: str, is_output: bool,
-                 optional: bool = False, help_text: str = ""):
+                 optional: bool = False, help_text: str = "", accepts: tuple[str, ...] = (),
+                 is_param: bool = False):
         super().__init__(node_item)
         self.node_item = node_item
         self.name = name
         self.type_name = type_name
         self.is_output = is_output
         self.optional = optional
+        self.accepts = accepts or (type_name,)  # the link types it takes (an input) or gives (an output)
+        self.is_param = is_param  # a param shown as an input (engine.param_links)
         self.connected = False
         self.hovered = False
         self.dimmed = False  # while dragging a link this port cannot take
@@ -31,6 +34,9 @@ class PortItem(QGraphicsItem):
         self.setCursor(Qt.CursorShape.CrossCursor)
         kind = "output" if is_output else ("optional input" if optional else "input")
         tip = f"{name}: {type_name} {kind}"
+        if is_param:
+            tip = (f"{name}: param shown as an input, takes {' or '.join(self.accepts)}; "
+                   "unlinked, it uses its own value")
         self.setToolTip(tip + (f"\n{help_text}" if help_text else ""))
         self.setZValue(2)
 
@@ -60,6 +66,8 @@ class PortItem(QGraphicsItem):
         if connected != self.connected:
             self.connected = connected
             self.update()
+            if self.is_param:
+                self.node_item.param_link_changed(self.name)
 
     def set_dimmed(self, dimmed: bool) -> None:
         if dimmed != self.dimmed:
