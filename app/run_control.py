@@ -9,8 +9,12 @@ from PySide6.QtWidgets import QLabel, QProgressBar, QStatusBar
 
 from app.canvas.scene import GraphScene
 from app.log_panel import LogPanel
+from app.run_progress import RunProgress
 from app.runner import Job, JobResult, Picture, Runner
 from app.viewer import ResultEntry, Viewer, to_qimage
+from engine.errors import KilnError
+from engine.executor import needed_order, resolve_targets
+from engine.spec import NodeRegistry
 
 
 class RunControl(QObject):
@@ -21,11 +25,10 @@ class RunControl(QObject):
         super().__init__()
         self.runner, self.scene, self.viewer, self.log = runner, scene, viewer, log
         self.node_images: dict[str, ResultEntry] = {}  # the last picture of every node
+        self.node_batches: dict[str, list[ResultEntry]] = {}  # ... and all of its batch, when it made several
         self.last_result: JobResult | None = None
         self.preferred_node: str | None = None  # show this node's picture after a run, if it has one
-        self._planned = 0
-        self._done = 0
-        self._fraction = 0.0
+        self.tally = RunProgress()
         self.progress = QProgressBar()
         self.progress.setFixedWidth(220)
         self.progress.setRange(0, 1000)
@@ -42,45 +45,41 @@ class RunControl(QObject):
         runner.job_finished.connect(self.on_job_finished)
         runner.queue_changed.connect(self.on_queue_changed)
         runner.device_known.connect(lambda d: self.device_label.setText(f"device: {d}"))
+        scene.doc.node_removed.connect(self._on_node_removed)
 
     # --- engine events -----------------------------------------------------------------
     def on_job_started(self, job: Job) -> None:
         self.status.showMessage(f"{job.label} #{job.id} running…")
 
     def on_event(self, event: Any) -> None:
+        self.tally.update(event)
         handler = getattr(self, f"_on_{event.kind}", None)
         if handler is not None:
             handler(event)
 
     def _on_run_started(self, event: Any) -> None:
-        self._planned, self._done, self._fraction = 0, 0, 0.0
         for node_id in event.nodes:
             self.scene.set_node_state(node_id, "")
         self.progress.setValue(0)
         self.progress.show()
 
     def _on_queued(self, event: Any) -> None:
-        self._planned += 1
         self.scene.set_node_state(event.node_id, "queued")
 
     def _on_cached(self, event: Any) -> None:
         self.scene.set_node_state(event.node_id, "cached")
 
     def _on_started(self, event: Any) -> None:
-        self._fraction = 0.0
         self.scene.set_node_progress(event.node_id, 0.0)
         self._update_bar()
 
     def _on_progress(self, event: Any) -> None:
-        self._fraction = event.step / max(1, event.total)
-        self.scene.set_node_progress(event.node_id, self._fraction)
+        self.scene.set_node_progress(event.node_id, self.tally.step_fraction)
         if event.preview is not None:
             self.scene.set_thumbnail(event.node_id, to_qimage(event.preview))
         self._update_bar()
 
     def _on_finished(self, event: Any) -> None:
-        self._done += 1
-        self._fraction = 0.0
         self.scene.set_node_state(event.node_id, "done", seconds=event.seconds)
         self._update_bar()
 
@@ -91,8 +90,7 @@ class RunControl(QObject):
         self.log.add("ok", f"wrote {event.path}", event.node_id)
 
     def _update_bar(self) -> None:
-        total = max(1, self._planned)
-        self.progress.setValue(int(1000 * min(1.0, (self._done + self._fraction) / total)))
+        self.progress.setValue(int(1000 * self.tally.fraction))
 
     def on_queue_changed(self, count: int) -> None:
         self.queue_label.setText(f"{count} run{'s' if count != 1 else ''} queued" if count > 1 else "")
@@ -115,9 +113,10 @@ class RunControl(QObject):
             self.status.showMessage(text, 8000)
         elif result.cancelled:
             self.log.add("warn", f"{result.job.label} #{result.job.id} cancelled")
-            self.status.showMessage("Cancelled", 5000)
+            self.status.showMessage(f"{result.job.label} #{result.job.id} cancelled", 5000)
         else:
             self._report_failure(result)
+        self._report_deleted_nodes(result)
         for node_id, (status, _) in result.statuses.items():
             if status == "skipped":  # queued but never reached (cancel, failure) or disabled
                 self.scene.set_node_state(node_id, "")
@@ -138,20 +137,60 @@ class RunControl(QObject):
         if not result.images:
             return
         fresh: list[ResultEntry] = []
+        batches: dict[str, list[ResultEntry]] = {}
         for node_id, pictures in result.images.items():
             seeds = result.seeds.get(node_id, ())
             entries = [self._entry(result, node_id, picture, seeds[i] if i < len(seeds) else None)
                        for i, picture in enumerate(pictures)]
-            self.node_images[node_id] = entries[0]
-            self.scene.set_thumbnail(node_id, entries[0].thumbnail)
+            batches[node_id] = entries
+            if self._still_there(node_id, result):  # a deleted node's pictures go to the history only
+                self.node_images[node_id], self.node_batches[node_id] = entries[0], entries
+                self.scene.set_thumbnail(node_id, entries[0].thumbnail)
             if self._is_output(node_id, result):
                 fresh.extend(entries)
-        shown = self._choose_display(fresh, result)
+        shown = self._choose_display(fresh, result, batches)
         for entry in reversed(fresh[:8]):
             if entry is not shown:
                 self.viewer.add_result(entry)
         if shown is not None:
             self.viewer.add_result(shown)
+            batch = batches[shown.node_id]
+            if len(batch) > 1:
+                self.viewer.show_batch(batch)
+
+    def show_node(self, node_id: str) -> None:
+        """Show a node's last picture, or its last batch as a grid."""
+        entry = self.node_images.get(node_id)
+        if entry is None:
+            return
+        batch = self.node_batches.get(node_id, [])
+        if len(batch) > 1 and batch[0] is entry:
+            self.viewer.show_batch(batch, as_new=False)
+        else:
+            self.viewer.show_entry(entry)
+
+    def _still_there(self, node_id: str, result: JobResult) -> bool:
+        """The node the job ran is still in the document (not deleted, nor replaced by another)."""
+        node, ran = self.scene.doc.graph.nodes.get(node_id), result.job.graph.nodes.get(node_id)
+        return node is not None and ran is not None and node.type == ran.type
+
+    def _on_node_removed(self, node_id: str) -> None:
+        for job in self.runner.active_jobs():
+            if _job_needs(job, self.runner.registry, node_id):
+                self.log.add("warn", f"node {node_id} was deleted; {job.label} #{job.id} goes on with its own "
+                                     "copy of the graph (cancel it in the Queue panel, or Esc to cancel all)")
+                return
+
+    def _report_deleted_nodes(self, result: JobResult) -> None:
+        gone = [node_id for node_id, (status, _) in result.statuses.items()
+                if status != "skipped" and not self._still_there(node_id, result)]
+        if not gone:
+            return
+        names = ", ".join(gone[:4]) + (f" and {len(gone) - 4} more" if len(gone) > 4 else "")
+        which = "node" if len(gone) == 1 else "nodes"
+        was = "was" if len(gone) == 1 else "were"
+        self.log.add("warn", f"{which} {names} {was} deleted while {result.job.label} #{result.job.id} ran; "
+                             f"{'its' if len(gone) == 1 else 'their'} results are kept in the history only")
 
     def _is_output(self, node_id: str, result: JobResult) -> bool:
         node = result.job.graph.nodes.get(node_id)
@@ -159,11 +198,12 @@ class RunControl(QObject):
         is_target = result.job.targets is not None and node_id in result.job.targets
         return is_target or (spec is not None and spec.output_node)
 
-    def _choose_display(self, fresh: list[ResultEntry], result: JobResult) -> ResultEntry | None:
+    def _choose_display(self, fresh: list[ResultEntry], result: JobResult,
+                        batches: dict[str, list[ResultEntry]]) -> ResultEntry | None:
         preferred = self.preferred_node
-        if preferred and preferred in result.images:
-            entry = self.node_images[preferred]
-            if entry not in fresh:
+        if preferred and preferred in batches and self._still_there(preferred, result):
+            entry = batches[preferred][0]
+            if not any(e is entry for e in fresh):  # identity: entries hold numpy arrays
                 fresh.insert(0, entry)
             return entry
         return fresh[0] if fresh else None
@@ -177,3 +217,13 @@ class RunControl(QObject):
             info["seed"] = seed
         return ResultEntry(picture.rgb, node_id, title, result.job.graph_dict, info,
                            display=picture.display, thumb=picture.thumb)
+
+
+def _job_needs(job: Job, registry: NodeRegistry, node_id: str) -> bool:
+    """The job's run computes (or reads from the cache) this node."""
+    if node_id not in job.graph.nodes:
+        return False
+    try:
+        return node_id in needed_order(job.graph, resolve_targets(job.graph, registry, job.targets))
+    except KilnError:  # a bad target: the job will fail on its own
+        return False

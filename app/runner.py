@@ -15,7 +15,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Qt, Signal
 
 from engine.graph import Graph
 from engine.spec import EngineSettings, NodeRegistry, SocketType
@@ -23,7 +23,7 @@ from engine.spec import EngineSettings, NodeRegistry, SocketType
 IMAGE_TYPES = (SocketType.IMAGE, SocketType.MASK, SocketType.LAYOUT)  # a layout is shown as its boxes
 
 
-@dataclass
+@dataclass(eq=False)  # a job is itself: compared by identity
 class Job:
     id: int
     graph: Graph  # a snapshot: edits made while it runs do not touch it
@@ -31,7 +31,11 @@ class Job:
     label: str
     graph_dict: dict  # the file document of the snapshot, for the history and saved PNGs (set by the worker)
     watch: list[str] = field(default_factory=list)  # nodes whose images we want back
-    cancelled: bool = False
+    cancel_event: threading.Event = field(default_factory=threading.Event)  # this job's own stop flag
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
 
 
 @dataclass
@@ -83,6 +87,7 @@ def image_nodes(graph: Graph, registry: NodeRegistry, targets: list[str]) -> lis
 
 class Runner(QObject):
     event = Signal(object)  # engine.events.Event, on the UI thread
+    job_queued = Signal(object)  # Job, just submitted
     job_started = Signal(object)  # Job
     job_finished = Signal(object)  # JobResult
     queue_changed = Signal(int)  # jobs waiting or running
@@ -102,7 +107,8 @@ class Runner(QObject):
         self._executor: Any = None
         self._executor_settings: EngineSettings | None = None
         self._outstanding = 0  # submitted jobs whose result the UI has not handled yet (UI thread only)
-        self._delivered.connect(self._deliver)
+        # always queued, so a result never arrives in the middle of the call that cancelled its job
+        self._delivered.connect(self._deliver, Qt.ConnectionType.QueuedConnection)
         self._thread = threading.Thread(target=self._work, name="kiln-engine", daemon=True)
         self._thread.start()
 
@@ -114,12 +120,18 @@ class Runner(QObject):
             self._waiting.append(job)
         self._outstanding += 1
         self._jobs.put(job)
+        self.job_queued.emit(job)
         self.queue_changed.emit(self.pending())
         return job
 
     def pending(self) -> int:
         """Jobs queued or running whose results have not been shown yet."""
         return self._outstanding
+
+    def active_jobs(self) -> list[Job]:
+        """The running job (first) and those waiting, in order. Thread-safe."""
+        with self._lock:
+            return ([self._current] if self._current is not None else []) + list(self._waiting)
 
     @property
     def busy(self) -> bool:
@@ -133,14 +145,28 @@ class Runner(QObject):
     def cancel(self, clear_queue: bool = True) -> None:
         """Stop the running job (within one sampler step) and, by default, drop the queue."""
         with self._lock:
-            if clear_queue:
-                for job in self._waiting:
-                    job.cancelled = True
+            dropped = list(self._waiting) if clear_queue else []
             if self._current is not None:
-                self._current.cancelled = True
-            executor = self._executor
-        if executor is not None:
-            executor.cancel()
+                self._current.cancel_event.set()
+        for job in dropped:
+            self.cancel_job(job.id)
+
+    def cancel_job(self, job_id: int) -> bool:
+        """Cancel one job, from any thread: a waiting one is dropped (and reported cancelled at
+        once), the running one stops within one sampler step and the queue goes on. False when
+        no such job waits or runs."""
+        with self._lock:
+            waiting = next((job for job in self._waiting if job.id == job_id), None)
+            if waiting is not None:
+                self._waiting.remove(waiting)  # the worker skips it
+                waiting.cancel_event.set()
+            elif self._current is not None and self._current.id == job_id:
+                self._current.cancel_event.set()
+                return True
+            else:
+                return False
+        self._delivered.emit(JobResult(waiting, ok=False, cancelled=True))
+        return True
 
     def set_settings(self, settings: EngineSettings) -> None:
         """Takes effect from the next job (a new executor, with an empty memory cache)."""
@@ -150,7 +176,8 @@ class Runner(QObject):
         """Cancel, stop the worker and cut every view off: a job that outlives `timeout` reports to no one."""
         with warnings.catch_warnings():  # PySide warns about a signal that has no connection
             warnings.simplefilter("ignore", RuntimeWarning)
-            for signal in (self.event, self.job_started, self.job_finished, self.queue_changed, self.device_known):
+            for signal in (self.event, self.job_queued, self.job_started, self.job_finished, self.queue_changed,
+                           self.device_known):
                 signal.disconnect()
         self.cancel()
         self._jobs.put(None)
@@ -163,8 +190,9 @@ class Runner(QObject):
             if job is None:
                 return
             with self._lock:
-                if job in self._waiting:
-                    self._waiting.remove(job)
+                if job not in self._waiting:  # cancelled while waiting: already reported
+                    continue
+                self._waiting.remove(job)
                 self._current = job
             try:
                 result = JobResult(job, ok=False, cancelled=True) if job.cancelled else self._run(job)
@@ -192,15 +220,10 @@ class Runner(QObject):
         executor = self._get_executor()
         self.job_started.emit(job)
 
-        def on_event(event: Any) -> None:
-            if job.cancelled and event.kind == "run_started":
-                executor.cancel()  # cancelled before the run cleared its flag
-            self.event.emit(event)
-
         t0 = time.perf_counter()
         try:
             targets = self._prepare(job)
-            run = executor.run(job.graph, targets, on_event=on_event)
+            run = executor.run(job.graph, targets, on_event=self.event.emit, cancel=job.cancel_event)
         except ValidationError as err:
             return JobResult(job, ok=False, error_message=str(err), seconds=time.perf_counter() - t0,
                              issues={i.node_id: i.message for i in err.issues if i.node_id})
@@ -211,9 +234,9 @@ class Runner(QObject):
     def _prepare(self, job: Job) -> list[str]:
         """The graph document for the history, and the targets plus the image nodes to watch."""
         from engine.executor import resolve_targets
-        from engine.graph_file import graph_to_dict
+        from engine.provenance import picture_graph
 
-        job.graph_dict = graph_to_dict(job.graph)
+        job.graph_dict = picture_graph(job.graph, self.registry)
         wanted = resolve_targets(job.graph, self.registry, job.targets)  # ValidationError for a bad target
         job.watch = image_nodes(job.graph, self.registry, wanted)
         return list(dict.fromkeys([*wanted, *job.watch]))

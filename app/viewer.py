@@ -26,11 +26,14 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QMenu,
+    QSizePolicy,
+    QStackedWidget,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
+from app.batch_grid import BatchGrid
 from app.theme import icon
 
 HISTORY_SIZE = 40
@@ -55,7 +58,7 @@ def wrap_rgb32(array: Any) -> QImage:
     return QImage(array.data, w, h, 4 * w, QImage.Format.Format_RGB32).copy()
 
 
-@dataclass
+@dataclass(eq=False)  # entries are compared by identity: their fields hold numpy arrays
 class ResultEntry:
     pixels: Any  # uint8 (H, W, 3)
     node_id: str
@@ -254,8 +257,12 @@ class Viewer(QWidget):
         self.current: ResultEntry | None = None
         self.previous: ResultEntry | None = None
         self.canvas = ImageCanvas()
+        self.grid = BatchGrid()  # a batch's pictures side by side, instead of the canvas
+        self.batch: list[ResultEntry] = []  # the last batch shown as a grid
         self.caption = QLabel("")
         self.caption.setObjectName("helpText")
+        # a long title must not widen the dock: the caption takes the room there is (full text as tooltip)
+        self.caption.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.history = QListWidget()
         self._build()
 
@@ -271,7 +278,11 @@ class Viewer(QWidget):
         self.compare.currentIndexChanged.connect(lambda i: self.canvas.set_mode(COMPARE_MODES[i]))
         self.save_button = _tool("save", "Save as PNG (the graph is embedded)", self._save)
         self.copy_button = _tool("copy", "Copy the picture to the clipboard", self.copy_to_clipboard)
-        for w in (self.fit_button, self.actual_button, self.compare):
+        self.grid_button = _tool("grid", "Show the whole batch as a grid", self._on_grid_button)
+        self.grid_button.setCheckable(True)
+        self.grid_button.hide()
+        self.grid.chosen.connect(self.show_entry)
+        for w in (self.grid_button, self.fit_button, self.actual_button, self.compare):
             bar.addWidget(w)
         bar.addWidget(self.caption, 1)
         bar.addWidget(self.save_button)
@@ -292,8 +303,11 @@ class Viewer(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(4)
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.canvas)
+        self.stack.addWidget(self.grid)
         layout.addLayout(bar)
-        layout.addWidget(self.canvas, 1)
+        layout.addWidget(self.stack, 1)
         layout.addWidget(self.history)
 
     def show_entry(self, entry: ResultEntry | None, as_new: bool = False) -> None:
@@ -308,6 +322,48 @@ class Viewer(QWidget):
         h, w = entry.pixels.shape[:2]
         seed = entry.info.get("seed")
         self.caption.setText(f"{entry.title}  ·  {w}×{h}" + (f"  ·  seed {seed}" if seed is not None else ""))
+        self.caption.setToolTip(self.caption.text())
+        self._show_grid(False)
+
+    def show_batch(self, entries: list[ResultEntry], as_new: bool = True) -> None:
+        """Show a batch as a grid; a click on a cell shows that picture alone."""
+        if not entries:
+            return
+        self.show_entry(entries[0], as_new)
+        self.batch = list(entries)
+        self.grid.set_entries(self.batch)
+        self._show_grid(True)
+
+    def showing_grid(self) -> bool:
+        return self.stack.currentWidget() is self.grid
+
+    def _show_grid(self, on: bool) -> None:
+        in_batch = any(e is self.current for e in self.batch)
+        on = on and in_batch
+        self.stack.setCurrentWidget(self.grid if on else self.canvas)
+        self.grid_button.setVisible(in_batch and len(self.batch) > 1)
+        self.grid_button.setChecked(on)
+        for widget in (self.fit_button, self.actual_button, self.compare):  # they act on one picture
+            widget.setVisible(not on)
+        if on:
+            self.caption.setText(_batch_caption(self.batch))
+            self.caption.setToolTip(self.caption.text() + "\nClick a picture to see it alone")
+
+    def _on_grid_button(self) -> None:
+        if self.grid_button.isChecked():
+            self._show_grid(True)
+        else:
+            self.show_entry(self.current)
+
+    def clear(self) -> None:
+        """Show no picture (another graph was opened); the history strip stays, to restore from."""
+        self.current = self.previous = None
+        self.batch = []
+        self._show_grid(False)
+        self.canvas.set_images(None, None)
+        self.caption.setText("")
+        self.caption.setToolTip("")
+        self.history.clearSelection()
 
     def add_result(self, entry: ResultEntry) -> None:
         self.show_entry(entry, as_new=True)
@@ -342,6 +398,15 @@ class Viewer(QWidget):
         if self.current is not None:
             QGuiApplication.clipboard().setImage(self.current.image)
             self.message.emit("Picture copied to the clipboard")
+
+
+def _batch_caption(batch: list[ResultEntry]) -> str:
+    seeds = [e.info["seed"] for e in batch if "seed" in e.info]
+    if len(seeds) == len(batch) and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        seed_text = f"  ·  seeds {seeds[0]}–{seeds[-1]}"
+    else:
+        seed_text = f"  ·  seeds {', '.join(map(str, seeds))}" if seeds else ""
+    return f"{batch[0].title}  ·  batch of {len(batch)}{seed_text}"
 
 
 def _tool(icon_name: str | None, tip: str, slot, text: str = "") -> QToolButton:

@@ -27,9 +27,9 @@ def _slow(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dic
         time.sleep(params["delay"])
         shade = int(255 * (step + 1) / steps)
         ctx.progress(step + 1, steps, np.full((16, 16, 3), shade, dtype=np.uint8))
-    seed = params["seed"]
-    pixels = torch.full((1, 3, 32, 32), (seed % 255) / 255.0)
-    return {"image": Image(pixels, (seed,))}
+    seed, batch = params["seed"], params["batch"]  # item k uses seed + k, as the sampler does
+    pixels = torch.stack([torch.full((3, 32, 32), ((seed + k) * 40 % 255) / 255.0) for k in range(batch)])
+    return {"image": Image(pixels, tuple(seed + k for k in range(batch)))}
 
 
 def _fail(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict:
@@ -46,7 +46,8 @@ def make_registry() -> NodeRegistry:
         outputs=(Output("image", SocketType.IMAGE),),
         params=(Param("steps", ParamType.INT, 5, min=1, max=10000, inline=True),
                 Param("delay", ParamType.FLOAT, 0.0, min=0.0, max=1.0),
-                Param("seed", ParamType.SEED, 7, inline=True))))
+                Param("seed", ParamType.SEED, 7, inline=True),
+                Param("batch", ParamType.INT, 1, min=1, max=16))))
     registry.register(NodeSpec(
         type="Explode", title="Explode", category="test", help="Fails on purpose.", compute=_fail,
         inputs=(Input("image", SocketType.IMAGE),), outputs=(Output("image", SocketType.IMAGE),),

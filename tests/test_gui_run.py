@@ -245,3 +245,43 @@ def test_planned_boxes_open_in_a_layout_editor_wired_back_into_the_plan(window, 
         dialog.reject()
     window.doc.undo_stack.undo()  # one step takes the editor and its link away
     assert editor not in window.doc.graph.nodes and "layout" not in window.doc.graph.incoming("plan")
+
+
+def test_a_selected_picture_node_that_is_no_output_is_shown_after_every_run(window, qtbot):
+    from gui_support import click
+    from PySide6.QtCore import QPointF, Qt
+
+    window.doc.set_graph(demo_graph(), None)
+    window.view.frame(False)
+    item = window.scene.nodes["invert"]
+    click(window, item.scenePos() + QPointF(item.width / 2, 10))  # its title bar
+    assert window.scene.selected_node_ids() == ["invert"]
+    for run in (1, 2):
+        window.run_control.last_result = None
+        qtbot.keyClick(window.view, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+        wait_idle(qtbot, window)
+        assert any(f"Run #{run} done" in text for _, text in window.log.lines), window.log.lines
+        shown = window.viewer.current
+        assert shown.node_id == "invert" and shown.pixels[0, 0].tolist() == [0xc3, 0x91, 0x57]
+        assert window.viewer.entries()[0] is shown  # the newest history entry
+
+
+def test_deleting_a_node_while_a_run_uses_it_lets_the_run_finish_and_says_so(window, qtbot):
+    from PySide6.QtCore import Qt
+
+    window.doc.set_graph(_slow_graph(steps=60, delay=0.02), None)
+    window.actions["run"].trigger()
+    qtbot.waitUntil(lambda: window.scene.nodes["sampler"].state == "running", timeout=20000)
+    window.scene.select_nodes(["sampler"])
+    window.view.setFocus()
+    qtbot.keyClick(window.view, Qt.Key.Key_Delete)
+    assert "sampler" not in window.doc.graph.nodes
+    assert "cancel it in the Queue panel" in window.log.lines[-1][1]  # said at once, with the way out
+    wait_idle(qtbot, window)
+    assert window.run_control.last_result.ok  # the run finished on its own copy of the graph
+    warnings = [text for level, text in window.log.lines if level == "warn"]
+    assert "node sampler was deleted while Run #1 ran; its results are kept in the history only" in warnings
+    assert window.viewer.entries()[0].node_id == "preview"  # the picture is in the history
+    assert "sampler" not in window.scene.nodes and "sampler" not in window.run_control.node_images
+    window.actions["undo"].trigger()  # the node comes back, without the deleted run's state
+    assert window.scene.nodes["sampler"].state != "done"
