@@ -9,7 +9,7 @@ SHORTCUTS: list[tuple[str, list[tuple[str, str]]]] = [
     ("Canvas", [
         ("Tab / double-click", "Search and add a node at the cursor"),
         ("Wheel", "Zoom around the cursor"),
-        ("Middle-drag", "Pan"),
+        ("Middle-drag / Alt+drag", "Pan (or click the minimap)"),
         ("Drag on empty canvas", "Select with a rubber band"),
         ("F", "Frame the selection (or everything)"),
         ("D", "Disable / enable the selected nodes"),

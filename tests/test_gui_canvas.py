@@ -5,16 +5,13 @@ from pathlib import Path
 
 import pytest
 from gui_support import (
-    Answers,
     click,
     close_window,
     demo_graph,
     drag,
-    make_registry,
-    make_settings,
     make_window,
 )
-from PySide6.QtCore import QPoint, QPointF, QRectF, Qt
+from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import QApplication
 
@@ -120,6 +117,54 @@ def test_picking_up_a_link_by_its_input_and_dropping_it_on_the_canvas_disconnect
     drag(window, end, end + QPointF(0, 250))
     assert "image" not in window.doc.graph.incoming("preview")
     assert window.doc.undo_stack.undoText().startswith("Disconnect")
+
+
+DEFAULT_GRAPH = Path(__file__).resolve().parents[1] / "resources" / "graphs" / "default.json"
+
+
+def _with_default_graph(window):
+    window.doc.open(str(DEFAULT_GRAPH))
+    window.view.resetTransform()
+    window.view.centerOn(window.scene.nodes["sampler"].sceneBoundingRect().center())
+    return window
+
+
+def _on_name(window, node_id, name):
+    """A point on an input's name, well clear of its socket dot."""
+    return _port(window, node_id, name, False) + QPointF(40, 2)
+
+
+def test_a_link_dropped_on_a_taken_input_s_name_goes_there_and_replaces_its_link(window):
+    _with_default_graph(window)
+    stack = window.doc.undo_stack
+    drag(window, _port(window, "negative", "conditioning", True), _on_name(window, "sampler", "negative"))
+    assert window.doc.graph.incoming("sampler")["positive"].src == "plan"  # already linked there: no change
+    assert stack.count() == 0
+    drag(window, _port(window, "prompt", "conditioning", True), _on_name(window, "sampler", "negative"))
+    incoming = window.doc.graph.incoming("sampler")
+    assert (incoming["positive"].src, incoming["negative"].src) == ("plan", "prompt")
+    assert stack.count() == 1 and stack.undoText() == "Connect Text Encode → Sampler.negative"
+    window.actions["undo"].trigger()
+    incoming = window.doc.graph.incoming("sampler")
+    assert (incoming["positive"].src, incoming["negative"].src) == ("plan", "negative")
+
+
+def test_a_link_dropped_on_a_free_input_s_name_goes_there_and_the_body_takes_the_first_free(window):
+    _with_default_graph(window)
+    for socket in ("positive", "negative"):
+        window.editor.disconnect(window.doc.graph.incoming("sampler")[socket])
+    count = window.doc.undo_stack.count()
+    drag(window, _port(window, "negative", "conditioning", True), _on_name(window, "sampler", "negative"))
+    incoming = window.doc.graph.incoming("sampler")
+    assert incoming["negative"].src == "negative" and "positive" not in incoming
+    assert window.doc.undo_stack.count() == count + 1
+    title = window.scene.nodes["sampler"].scenePos() + QPointF(120, 12)
+    drag(window, _port(window, "plan", "conditioning", True), title)
+    assert window.doc.graph.incoming("sampler")["positive"].src == "plan"
+    drag(window, _port(window, "prompt", "conditioning", True), title)  # no free one left: refused
+    incoming = window.doc.graph.incoming("sampler")
+    assert (incoming["positive"].src, incoming["negative"].src) == ("plan", "negative")
+    assert "no free input of type CONDITIONING" in window.scene.last_refusal
 
 
 def test_wheel_zoom_stays_within_limits_and_f_frames(window, qtbot):
@@ -300,24 +345,3 @@ def test_the_minimap_steps_aside_on_a_small_canvas_and_follows_the_view_menu(win
     assert not minimap.isVisible()
     window.actions["minimap"].trigger()
     assert minimap.isVisible()
-
-
-def test_the_default_graph_opens_whole_and_legible_in_a_window_of_the_default_size(qtbot, tmp_path):
-    from app.main import DEFAULT_SIZE
-    from app.window import MainWindow
-
-    window = MainWindow(make_registry(), make_settings(tmp_path))
-    window.ask = Answers()
-    qtbot.addWidget(window)
-    window.resize(*DEFAULT_SIZE)
-    window.show()
-    qtbot.waitExposed(window)
-    assert window.open_file(str(Path(__file__).resolve().parents[1] / "resources" / "graphs" / "default.json"))
-    qtbot.wait(50)  # framing waits for the layout
-    view = window.view
-    visible = view.mapToScene(view.viewport().rect()).boundingRect()
-    graph = QRectF()
-    for node in view.graph_scene.nodes.values():
-        graph = graph.united(node.sceneBoundingRect())
-    assert view.zoom() >= 0.6 and visible.contains(graph), (view.zoom(), visible, graph)
-    close_window(window)

@@ -335,6 +335,8 @@ class GraphScene(QGraphicsScene):
             self._drag_item.set_ends(self._fixed_pos(), pos, self.pending.is_output)
 
     def end_link_drag(self, pos: QPointF, screen_pos: QPoint | None = None) -> None:
+        """Drop the loose end: the socket under the cursor (its dot or label row) takes the link,
+        replacing the link it had; on a node's body away from every row, its first compatible free socket."""
         pending = self.pending
         if pending is None:
             return
@@ -345,8 +347,9 @@ class GraphScene(QGraphicsScene):
             if node is not None and node.node_id != pending.node_id:
                 target = self._first_compatible_port(node, pending)
                 if target is None:
-                    self.refuse(f"{node.title()} has no free {'input' if pending.is_output else 'output'} "
-                                f"of type {pending.type_name}", screen_pos)
+                    side = "input" if pending.is_output else "output"
+                    self.refuse(f"{node.title()} has no free {side} of type {pending.type_name}; "
+                                f"drop on a socket's name to replace its link", screen_pos)
                     return
         if target is not None:
             self._drop_on_port(pending, target, screen_pos)
@@ -397,15 +400,38 @@ class GraphScene(QGraphicsScene):
         self.refused.emit(message)
 
     def port_at(self, pos: QPointF, pending: PendingLink | None = None) -> PortItem | None:
+        """The socket whose dot is nearest `pos`, else the one whose label row `pos` lies on.
+
+        While a link is dragged, rows only count on the side that can take it (inputs for an output)."""
         best, best_d = None, PortItem.HIT * 1.6
-        for item in self.nodes.values():
-            for port in [*item.inputs.values(), *item.outputs.values()]:
-                d = (port.scenePos() - pos).manhattanLength()
-                same_end = pending is not None and port.node_id == pending.node_id \
-                    and port.is_output == pending.is_output
-                if d < best_d and not same_end:
-                    best, best_d = port, d
-        return best
+        for port in self._all_ports():
+            d = (port.scenePos() - pos).manhattanLength()
+            if d < best_d and not self._same_end(port, pending):
+                best, best_d = port, d
+        if best is not None:
+            return best
+        return next((port for port in self._all_ports() if self._on_label_row(port, pos)
+                     and not self._same_end(port, pending)
+                     and (pending is None or port.is_output != pending.is_output)), None)
+
+    def _all_ports(self) -> list[PortItem]:
+        return [port for item in self.nodes.values() for port in [*item.inputs.values(), *item.outputs.values()]]
+
+    @staticmethod
+    def _same_end(port: PortItem, pending: PendingLink | None) -> bool:
+        return pending is not None and port.node_id == pending.node_id and port.is_output == pending.is_output
+
+    @staticmethod
+    def _on_label_row(port: PortItem, pos: QPointF) -> bool:
+        """`pos` is on the socket's row, on its half of the node: where its name is written."""
+        node = port.node_item
+        if node.node.collapsed or not port.isVisible():
+            return False
+        local = node.mapFromScene(pos)
+        half = node.width / 2
+        left, right = (half, node.width + PortItem.HIT) if port.is_output else (-PortItem.HIT, half)
+        top = port.y() - style.ROW_HEIGHT / 2
+        return left <= local.x() <= right and top <= local.y() < top + style.ROW_HEIGHT
 
     def node_at(self, pos: QPointF) -> NodeItem | None:
         for item in self.items(pos):
@@ -416,16 +442,25 @@ class GraphScene(QGraphicsScene):
         return None
 
     def _first_compatible_port(self, node: NodeItem, pending: PendingLink) -> PortItem | None:
+        """For a drop on the body: the first socket of the right type that is free (outputs always are)."""
         ports = node.inputs.values() if pending.is_output else node.outputs.values()
-        candidates = [p for p in ports if p.type_name == pending.type_name]
-        free = [p for p in candidates if not p.connected or p.is_output]
-        return (free or candidates or [None])[0]
+        return next((p for p in ports if self._fits(p, pending)
+                     and (p.is_output or not p.connected)), None)
 
     def _dim_incompatible_ports(self) -> None:
         p = self.pending
         for item in self.nodes.values():
             for port in [*item.inputs.values(), *item.outputs.values()]:
-                port.set_dimmed(port.is_output == p.is_output or port.type_name != p.type_name)
+                port.set_dimmed(not self._fits(port, p))
+
+    def _fits(self, port: PortItem, pending: PendingLink) -> bool:
+        """Whether `port` can take the loose end of `pending` (a FLOAT param shown as an input takes INT too)."""
+        if port.is_output == pending.is_output:
+            return False
+        if pending.is_output:
+            return pending.type_name in port.accepts
+        fixed = self.nodes[pending.node_id].inputs.get(pending.socket)
+        return port.type_name in (fixed.accepts if fixed is not None else (pending.type_name,))
 
     def add_node_from_search(self, type_name: str, pos: QPointF, pending: PendingLink | None) -> str:
         """Add a node picked in the search popup and, after a link drop, connect it: one undo step."""

@@ -1,7 +1,7 @@
 """Sizes and colours of the canvas, in one place."""
 from __future__ import annotations
 
-from PySide6.QtGui import QColor
+from PySide6.QtGui import QColor, QFont, QFontInfo
 from PySide6.QtWidgets import QGraphicsItem
 
 from engine.spec import SocketType
@@ -15,6 +15,7 @@ PADDING = 8.0
 THUMB_MAX_HEIGHT = 180.0
 GRID = 20.0
 ZOOM_MIN, ZOOM_MAX = 0.1, 4.0
+READABLE_TITLE_PX = 9.0  # node titles smaller than this on screen cannot be read without squinting
 _FLAG = QGraphicsItem.GraphicsItemFlag
 MOVABLE_FLAGS = _FLAG.ItemIsMovable | _FLAG.ItemIsSelectable | _FLAG.ItemSendsGeometryChanges
 
@@ -63,3 +64,9 @@ BACKDROP_DEFAULT = "#4a5a6a"
 
 def socket_color(type_name: str) -> QColor:
     return QColor(SOCKET_COLORS.get(type_name, "#cccccc"))
+
+
+def readable_zoom(font: QFont) -> float:
+    """The smallest zoom at which node titles (drawn in `font`, the canvas font) stay legible."""
+    pixels = QFontInfo(font).pixelSize() or 12
+    return min(1.0, max(ZOOM_MIN, READABLE_TITLE_PX / pixels))

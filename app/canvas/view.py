@@ -1,22 +1,26 @@
-"""The canvas view: zoom around the cursor, middle-drag pan, rubber band, framing, keys."""
+"""The canvas view: zoom around the cursor, middle-drag (or Alt+drag) pan, rubber band, framing, keys.
+
+No scrollbars, as in Nuke's node graph: the canvas is boundless; the minimap and the pan gestures move it."""
 from __future__ import annotations
 
 import math
 
-from PySide6.QtCore import QEvent, QLineF, QPoint, QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QKeyEvent, QKeySequence, QMouseEvent, QPainter, QPen, QWheelEvent
+from PySide6.QtCore import QEvent, QLineF, QPoint, QPointF, QRect, QRectF, Qt, Signal
+from PySide6.QtGui import QKeyEvent, QKeySequence, QMouseEvent, QPainter, QPen, QTransform, QWheelEvent
 from PySide6.QtWidgets import QGraphicsProxyWidget, QGraphicsView, QWidget
 
-from app.canvas import style
+from app.canvas import framing, style
 from app.canvas.minimap import Minimap
 from app.canvas.scene import GraphScene
 
 TEXT_KEYS = {Qt.Key.Key_C, Qt.Key.Key_V, Qt.Key.Key_X, Qt.Key.Key_Z, Qt.Key.Key_A, Qt.Key.Key_Y}
+PAN_HINT = ("The graph is larger than the view: middle-drag or Alt+drag to pan, "
+            "click the minimap to jump, Home to see it all")
 
 
 class GraphView(QGraphicsView):
     search_requested = Signal(QPointF)  # Tab / double-click on empty canvas, in scene coordinates
-    files_dropped = Signal(list)
+    files_dropped = Signal(list, QPointF)  # local paths, scene position of the drop
     key_action = Signal(str)  # "delete", "disable", "rename", "frame", "help", "collapse"
     context_menu = Signal(QPointF, QPoint)  # scene position, global position
 
@@ -36,6 +40,7 @@ class GraphView(QGraphicsView):
         self.setAcceptDrops(True)
         self.setObjectName("graphView")
         self.minimap = Minimap(self)
+        scene.changed.connect(self.minimap.update)  # nodes added, moved, deleted, pasted, undone
         self.centerOn(0, 0)
 
     # --- zoom & pan --------------------------------------------------------------------
@@ -47,21 +52,38 @@ class GraphView(QGraphicsView):
         target = min(style.ZOOM_MAX, max(style.ZOOM_MIN, current * factor))
         if not math.isclose(target, current):
             self.scale(target / current, target / current)
+            self.minimap.show_again()
             self.minimap.update()
 
     def wheelEvent(self, event: QWheelEvent) -> None:
-        if self._proxy_under(event.position().toPoint()):
-            super().wheelEvent(event)  # let spin boxes and text boxes scroll
+        if self._focused_widget_under(event.position().toPoint()):
+            super().wheelEvent(event)  # the box being edited scrolls its value or text
             return
         steps = event.angleDelta().y() / 120.0
         self.zoom_by(1.15 ** steps)
         event.accept()
 
+    def _focused_widget_under(self, pos: QPoint) -> bool:
+        """An inline box under `pos` that has keyboard focus: the wheel is for it, not for zooming."""
+        for item in self.items(pos):
+            if isinstance(item, QGraphicsProxyWidget) and item.widget() is not None:
+                focus = item.widget().focusWidget() if item.hasFocus() else None
+                under = item.widget().childAt(item.mapFromScene(self.mapToScene(pos)).toPoint())
+                if focus is None or under is None:
+                    return False
+                return under is focus or under.isAncestorOf(focus) or focus.isAncestorOf(under)
+        return False
+
     def _proxy_under(self, pos) -> bool:
         return any(isinstance(i, QGraphicsProxyWidget) for i in self.items(pos))
 
+    def _starts_pan(self, event: QMouseEvent) -> bool:
+        alt_left = event.button() == Qt.MouseButton.LeftButton \
+            and event.modifiers() & Qt.KeyboardModifier.AltModifier
+        return event.button() == Qt.MouseButton.MiddleButton or bool(alt_left)
+
     def mousePressEvent(self, event: QMouseEvent) -> None:
-        if event.button() == Qt.MouseButton.MiddleButton:
+        if self._starts_pan(event):
             self._pan_from = event.position()
             self.viewport().setCursor(Qt.CursorShape.ClosedHandCursor)
             event.accept()
@@ -81,10 +103,11 @@ class GraphView(QGraphicsView):
         """Scroll by dx, dy view pixels."""
         self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() + round(dx))
         self.verticalScrollBar().setValue(self.verticalScrollBar().value() + round(dy))
+        self.minimap.show_again()
         self.minimap.update()
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:
-        if event.button() == Qt.MouseButton.MiddleButton and self._pan_from is not None:
+        if self._pan_from is not None and event.button() in (Qt.MouseButton.MiddleButton, Qt.MouseButton.LeftButton):
             self._pan_from = None
             self.viewport().unsetCursor()
             event.accept()
@@ -97,32 +120,69 @@ class GraphView(QGraphicsView):
             return
         super().mouseDoubleClickEvent(event)
 
-    def frame(self, selection_only: bool = True, min_zoom: float = style.ZOOM_MIN) -> None:
-        """F: fit the selection (or everything) in view, within the zoom limits.
+    def reset_view(self) -> None:
+        """Zoom 1, centred on the origin, the minimap back in its corner: how a new graph starts."""
+        self.resetTransform()
+        self.centerOn(0, 0)
+        self.minimap.reset()
 
-        `min_zoom` keeps text legible when a big graph is framed on opening."""
+    def frame_for_reading(self) -> bool:
+        """Frame the whole graph on opening, never smaller than legible; False when only part fits."""
+        return self.frame(False, min_zoom=style.readable_zoom(self.viewport().font()))
+
+    def frame(self, selection_only: bool = True, min_zoom: float = style.ZOOM_MIN) -> bool:
+        """F: fit the selection (or everything) in view, clear of the minimap, within the zoom limits.
+
+        Below `min_zoom` it shows the top-left part at `min_zoom` instead and returns False."""
+        rect = self._framing_rect(selection_only)
+        if rect is None:
+            self.reset_view()
+            return True
+        viewport = QRectF(self.viewport().rect())
+        min_zoom = min(style.ZOOM_MAX, max(min_zoom, style.ZOOM_MIN))
+        zoom = framing.fit_zoom(rect, viewport)
+        whole = zoom >= min_zoom
+        if whole:
+            self._look(zoom, framing.centre_in_area(rect, viewport, viewport, zoom))
+            self._leave_room_for_minimap(rect, min_zoom)
+        else:  # too big to fit legibly: show its top-left part
+            self._look(min_zoom, framing.centre_on_top_left(rect, viewport, min_zoom))
+        self.minimap.settle(self.node_rects())
+        return whole
+
+    def _framing_rect(self, selection_only: bool) -> QRectF | None:
         scene = self.graph_scene
         items = scene.selectedItems() if selection_only else []
         items = items or [*scene.nodes.values(), *scene.backdrops.values()]
         if not items:
-            self.resetTransform()
-            self.centerOn(0, 0)
-            return
+            return None
         rect = QRectF()
         for item in items:
             rect = rect.united(item.sceneBoundingRect())
-        rect.adjust(-60, -60, 60, 60)
-        self.fitInView(rect, Qt.AspectRatioMode.KeepAspectRatio)
-        zoom = self.zoom()
-        clamped = min(style.ZOOM_MAX, max(min_zoom, style.ZOOM_MIN, min(zoom, 1.25)))
-        if not math.isclose(zoom, clamped):
-            self.scale(clamped / zoom, clamped / zoom)
-        if clamped > zoom + 1e-9:  # too big to fit legibly: show its top-left part
-            visible = self.mapToScene(self.viewport().rect()).boundingRect()
-            self.centerOn(rect.left() + visible.width() / 2, rect.top() + visible.height() / 2)
-        else:
-            self.centerOn(rect.center())
+        m = framing.MARGIN
+        return rect.adjusted(-m, -m, m, m)
+
+    def _leave_room_for_minimap(self, rect: QRectF, min_zoom: float) -> None:
+        """Nodes under the minimap: refit beside it (the larger of the two ways) if that stays legible."""
+        self.minimap.show_again()
+        covered = self.minimap.area_in_viewport()
+        if covered is None or not any(covered.intersects(n) for n in self.node_rects()):
+            return
+        viewport = QRectF(self.viewport().rect())
+        fits = [(framing.fit_zoom(rect, area), area) for area in framing.areas_beside(viewport, covered)]
+        zoom, area = max(fits, key=lambda fit: fit[0], default=(0.0, viewport))
+        if zoom >= min_zoom:
+            self._look(zoom, framing.centre_in_area(rect, area, viewport, zoom))
+
+    def _look(self, zoom: float, centre: QPointF) -> None:
+        self.setTransform(QTransform.fromScale(zoom, zoom))
+        self.centerOn(centre)
         self.minimap.update()
+
+    def node_rects(self) -> list[QRect]:
+        """Where the nodes are on screen, in viewport pixels."""
+        return [self.mapFromScene(item.sceneBoundingRect()).boundingRect()
+                for item in self.graph_scene.nodes.values()]
 
     def cursor_scene_pos(self) -> QPointF:
         pos = self.mapFromGlobal(self.cursor().pos())
@@ -215,7 +275,7 @@ class GraphView(QGraphicsView):
     def dropEvent(self, event) -> None:
         urls = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
         if urls:
-            self.files_dropped.emit(urls)
+            self.files_dropped.emit(urls, self.mapToScene(event.position().toPoint()))
             event.acceptProposedAction()
         else:
             super().dropEvent(event)
