@@ -16,7 +16,9 @@ from PySide6.QtWidgets import (
 )
 
 from app.document import Document
+from app.drawing_param import DrawingParamView, holds_drawing
 from app.editing import Editor
+from app.param_inputs import link_source_text, param_link
 from app.param_widgets import ParamEditor, SeedEditor, make_editor
 from app.theme import icon
 
@@ -31,7 +33,10 @@ class PropertiesPanel(QScrollArea):
         self.choices_provider = choices_provider
         self.node_id: str | None = None
         self.editors: dict[str, ParamEditor] = {}
+        self.linked_labels: dict[str, QLabel] = {}  # params that take their value from a link
+        self._shown_links: tuple = ()
         self.resets: dict[str, QToolButton] = {}
+        self.refusal_lines: dict[str, QLabel] = {}  # under each field: why a typed value was refused
         self.setWidgetResizable(True)
         self.setFrameShape(QScrollArea.Shape.NoFrame)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # rows shrink to fit
@@ -40,6 +45,8 @@ class PropertiesPanel(QScrollArea):
         doc.node_removed.connect(lambda n: self.show_node(None) if n == self.node_id else None)
         doc.graph_reset.connect(self._on_graph_reset)
         doc.meta_changed.connect(self._on_meta_changed)
+        doc.link_added.connect(self._on_link_changed)
+        doc.link_removed.connect(self._on_link_changed)
         self.show_node(None)
 
     def _on_graph_reset(self) -> None:
@@ -49,6 +56,9 @@ class PropertiesPanel(QScrollArea):
         self.node_id = node_id
         self.editors.clear()
         self.resets.clear()
+        self.refusal_lines.clear()
+        self.linked_labels.clear()
+        self._shown_links = self._param_links(node_id)
         body = QWidget()
         layout = QVBoxLayout(body)
         layout.setContentsMargins(10, 10, 10, 10)
@@ -99,12 +109,23 @@ class PropertiesPanel(QScrollArea):
         layout.addLayout(form)
 
     def _param_row(self, node_id: str, param) -> QWidget:
+        link = param_link(self.doc, node_id, param.name)
+        if link is not None:  # read only: the value arrives on the param's socket
+            label = QLabel(link_source_text(self.doc, link))
+            label.setObjectName("linkedParam")
+            label.setToolTip(f"{param.help}\nShown as an input and linked; convert it to a widget to edit it here")
+            self.linked_labels[param.name] = label
+            return label
         row = QWidget()
-        box = QHBoxLayout(row)
-        box.setContentsMargins(0, 0, 0, 0)
-        editor = make_editor(param, compact=False, choices_provider=self.choices_provider,
-                             graph_folder=lambda: self.doc.graph.base_dir)
-        editor.setToolTip(param.help)
+        lines = QVBoxLayout(row)
+        lines.setContentsMargins(0, 0, 0, 0)
+        lines.setSpacing(2)
+        box = QHBoxLayout()
+        lines.addLayout(box)
+        editor = self._drawing_view(node_id, param) or make_editor(
+            param, compact=False, choices_provider=self.choices_provider, graph_folder=lambda: self.doc.graph.base_dir)
+        as_input = param.name in self.doc.graph.nodes[node_id].param_inputs
+        editor.setToolTip(param.help + ("\nShown as an input with no link: this value is used" if as_input else ""))
         editor.committed.connect(lambda value, merge, name=param.name:
                                  self.editor.set_param(node_id, name, value, merge))
         if isinstance(editor, SeedEditor):
@@ -118,10 +139,32 @@ class PropertiesPanel(QScrollArea):
         reset.clicked.connect(lambda _=False, name=param.name: self.editor.reset_param(node_id, name))
         box.addWidget(editor, 1)
         box.addWidget(reset, 0, Qt.AlignmentFlag.AlignTop)
+        lines.addWidget(self._refusal_line(param.name, editor))
         self.editors[param.name] = editor
         self.resets[param.name] = reset
         self._update_reset(param.name)
         return row
+
+    def _drawing_view(self, node_id: str, param) -> DrawingParamView | None:
+        """A painted mask or label map shows as a picture with an Open Editor… button, never as base64."""
+        from app.editors import has_editor
+
+        node_type = self.doc.graph.nodes[node_id].type
+        if not holds_drawing(node_type, param, self.doc.param_value(node_id, param.name)):
+            return None
+        view = DrawingParamView(param, node_type, can_open=has_editor(node_type))
+        view.open_requested.connect(lambda: self.editor_requested.emit(node_id))
+        return view
+
+    def _refusal_line(self, name: str, editor: ParamEditor) -> QLabel:
+        """Under the field: why a typed value was refused, while the field shows it."""
+        line = QLabel()
+        line.setObjectName("refusal")
+        line.setWordWrap(True)
+        line.hide()
+        editor.refused.connect(lambda message: (line.setText(message), line.setVisible(bool(message))))
+        self.refusal_lines[name] = line
+        return line
 
     def _update_reset(self, name: str) -> None:
         spec = self.doc.registry.get(self.doc.graph.nodes[self.node_id].type)
@@ -135,8 +178,22 @@ class PropertiesPanel(QScrollArea):
             self._update_reset(name)
 
     def _on_node_changed(self, node_id: str) -> None:
-        if node_id == self.node_id and hasattr(self, "header"):
+        if node_id == self.node_id and self._param_links(node_id) != self._shown_links:
+            self.show_node(node_id)
+        elif node_id == self.node_id and hasattr(self, "header"):
             self.header.setText(self.doc.node_title(node_id))
+
+    def _on_link_changed(self, link) -> None:
+        if link.dst == self.node_id and self._param_links(self.node_id) != self._shown_links:
+            self.show_node(self.node_id)
+
+    def _param_links(self, node_id: str | None) -> tuple:
+        """What decides which params show as read-only "from <node>" rows: converted params and their links."""
+        node = self.doc.graph.nodes.get(node_id) if node_id is not None else None
+        if node is None:
+            return ()
+        incoming = self.doc.graph.incoming(node_id)
+        return tuple((name, incoming.get(name)) for name in node.param_inputs)
 
     def _on_meta_changed(self, key: str) -> None:
         if key == "seed_control" and self.node_id is not None:

@@ -13,11 +13,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.errors import KilnError, UserInputError
-from engine.spec import EngineSettings, NodeSpec, Output, Param, ParamType, SocketType
+from engine import model_geometry
+from engine.errors import Issue, KilnError, UserInputError
+from engine.graph import Graph
+from engine.spec import EngineSettings, NodeRegistry, NodeSpec, Output, Param, ParamType, SocketType
 
 BUILTIN_MODELS_DIR = Path(__file__).resolve().parents[1] / "resources" / "models"
 CHECKPOINT_EXTS = (".safetensors", ".ckpt", ".pt", ".pth")
+# A new Load Checkpoint starts on the first built-in model (the first name list_checkpoints gives).
+DEFAULT_CHECKPOINT = "kiln-shapes-base.safetensors"
 
 
 def model_dirs(settings: EngineSettings | None) -> list[Path]:
@@ -72,6 +76,20 @@ def resolve_checkpoint_path(name: str, settings: EngineSettings | None = None) -
     raise UserInputError(f"checkpoint {name!r} not found (looked in {searched})", param="checkpoint")
 
 
+def find_checkpoint(name: str, settings: EngineSettings | None = None) -> str | None:
+    """The file a checkpoint param names, or None when there is none (for checks that must not fail)."""
+    try:
+        return resolve_checkpoint_path(name, settings)
+    except UserInputError:
+        return None
+
+
+def model_size_issues(graph: Graph, registry: NodeRegistry, settings: EngineSettings | None) -> list[Issue]:
+    """Picture sizes a sampler's checkpoint cannot take, on the Empty Latent (or the like) that sets them;
+    read from the checkpoint files without loading them (engine.model_geometry)."""
+    return model_geometry.size_issues(graph, registry, lambda name: find_checkpoint(name, settings))
+
+
 def _load(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     from engine.models.loader import load_checkpoint, resolve_device, resolve_dtype, use_cpu_threads
 
@@ -89,6 +107,7 @@ def _load(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dic
         raise
     except KilnError as exc:
         raise UserInputError(str(exc), param="checkpoint") from exc
+    model_geometry.remember(path, model_geometry.rule_from_config(loaded.config))  # for the editor's size check
     return {"model": _with_prediction(loaded.model, params["prediction"]), "autoencoder": loaded.first_stage,
             "conditioner": loaded.conditioner}
 
@@ -106,13 +125,14 @@ def _with_prediction(model: Any, prediction: str) -> Any:
 
 CHECKPOINT_LOADER = NodeSpec(
     type="CheckpointLoader", title="Load Checkpoint", category="loaders",
+    aliases=("Checkpoint Loader", "CheckpointLoaderSimple", "Load Model", "Stable Diffusion checkpoint"),
     help="Loads a latent diffusion checkpoint (.safetensors, .ckpt or a diffusers folder): the denoiser, "
          "its autoencoder and its conditioner. Built-in models are listed first.",
     compute=_load,
     outputs=(Output("model", SocketType.MODEL, "the UNet denoiser with its noise schedule"),
              Output("autoencoder", SocketType.AUTOENCODER, "encodes images to latents and back"),
              Output("conditioner", SocketType.CONDITIONER, "turns prompts, classes or layouts into conditioning")),
-    params=(Param("checkpoint", ParamType.CHOICE, "", "a model from the model folders, or a path",
+    params=(Param("checkpoint", ParamType.CHOICE, DEFAULT_CHECKPOINT, "a model from the model folders, or a path",
                   choices_from="checkpoints", inline=True),
             Param("use_ema", ParamType.BOOL, False, "use the EMA weights when the file has them"),
             Param("prediction", ParamType.CHOICE, "auto", "what the UNet predicts: auto (from the file), "

@@ -172,14 +172,15 @@ _SIZE_HELP = "in pixels; a multiple of the autoencoder's downsampling factor (8 
 
 EMPTY_LATENT = NodeSpec(
     type="EmptyLatent", title="Empty Latent", category="latent",
+    aliases=("Empty Latent Image", "EmptyLatentImage"),
     help="A blank latent to sample from (text to image). Connect the autoencoder (or the model) so that "
          "the latent has the right channels and size; without either it is SD's 4 channels at 1/8 size.",
     compute=_empty_latent,
     inputs=(Input("autoencoder", SocketType.AUTOENCODER, optional=True, help="gives channels and factor"),
             Input("model", SocketType.MODEL, optional=True, help="gives channels (factor 8)")),
     outputs=(Output("latent", SocketType.LATENT),),
-    params=(Param("width", ParamType.INT, 128, _SIZE_HELP, min=8, max=8192, step=8, inline=True),
-            Param("height", ParamType.INT, 128, _SIZE_HELP, min=8, max=8192, step=8, inline=True),
+    params=(Param("width", ParamType.INT, 128, _SIZE_HELP, min=8, max=8192, step=8, inline=True, multiple=8),
+            Param("height", ParamType.INT, 128, _SIZE_HELP, min=8, max=8192, step=8, inline=True, multiple=8),
             Param("batch_size", ParamType.INT, 1, "pictures made at once; item k uses seed + k",
                   min=1, max=64, inline=True)),
 )
@@ -195,6 +196,7 @@ SET_LATENT_NOISE_MASK = NodeSpec(
 
 INPAINT_CONDITIONING = NodeSpec(
     type="InpaintConditioning", title="Inpaint Conditioning", category="conditioning",
+    aliases=("VAE Encode (for Inpainting)", "InpaintModelConditioning", "Inpaint"),
     help="For inpainting models: adds the encoded masked image and the mask (at latent size) as concat "
          "channels (the sampler gives the negative the positive's when it has none). Stable Diffusion "
          "inpainting: mask then masked-image latent, hole grey. LDM inpainting_big: masked-image latent then "
@@ -211,6 +213,7 @@ INPAINT_CONDITIONING = NodeSpec(
 
 COMPOSITE_MASKED = NodeSpec(
     type="CompositeMasked", title="Paste Inpainted Result", category="latent",
+    aliases=("ImageCompositeMasked", "Image Composite Masked"),
     help="Pastes the decoded result onto the original through the mask, feathered inwards only, so every "
          "pixel outside the mask is exactly the original (the autoencoder round trip never touches it).",
     compute=_composite_masked,

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.errors import UserInputError
+from engine.model_geometry import nearest_multiples, unet_downsampling
 from engine.sampling.names import SAMPLER_NAMES, SCHEDULER_NAMES
 from engine.spec import SEED_MAX, Input, NodeSpec, Output, Param, ParamType, SocketType
 from engine.values import Latent
@@ -30,6 +31,47 @@ def _check_inputs(model: Any, latent: Latent, negative: Any, cfg: float) -> None
     if negative is None and cfg != 1.0 and conditional:
         raise UserInputError(f"cfg {cfg:g} needs a 'negative' conditioning (an empty prompt is the usual one); "
                              f"connect one or set cfg to 1", "cfg")
+
+
+def _check_latent_size(ctx: Any, model: Any, latent: Latent, autoencoder: Any) -> None:
+    """Refuse a latent the UNet cannot halve evenly at every level, naming the node and param that set
+    its size, before any step (else it fails inside the UNet with "Sizes of tensors must match")."""
+    unet_cfg = getattr(getattr(model, "unet", None), "cfg", None)
+    if unet_cfg is None:
+        return
+    down = unet_downsampling(unet_cfg.channel_mult)
+    h, w = (int(n) for n in latent.samples.shape[-2:])
+    if h % down == 0 and w % down == 0:
+        return
+    source = _latent_source(ctx)
+    side, size = ("width", w) if w % down else ("height", h)
+    params = source[1].get("params", {}) if source else {}
+    factor = getattr(autoencoder, "downsample_factor", None) or _factor_from(params.get(side), size)
+    where = f" of node {source[0]!r} ({source[1].get('type')})" if source else ""
+    if not factor:
+        raise UserInputError(f"the latent{where} is {w}x{h}, not a multiple of {down}, which model "
+                             f"{model.name!r} needs (its UNet halves the latent {down.bit_length() - 1} times)")
+    multiple = int(factor) * down
+    lower, upper = nearest_multiples(size * int(factor), multiple)
+    raise UserInputError(f"{side} {size * int(factor)}{where} is not a multiple of {multiple}, which model "
+                         f"{model.name!r} needs: use {lower} or {upper}")
+
+
+def _latent_source(ctx: Any) -> tuple[str, dict] | None:
+    """(id, node dict) of the node feeding the latent input, from the run's graph; None if unknown."""
+    try:
+        graph = ctx.graph_json
+        src = next(lk["from"][0] for lk in graph["links"] if lk["to"] == [ctx.node_id, "latent"])
+        return src, graph["nodes"][src]
+    except (AttributeError, KeyError, IndexError, TypeError, StopIteration):
+        return None
+
+
+def _factor_from(pixels: Any, latent_size: int) -> int | None:
+    """The autoencoder factor a width/height param implies (136 px made 17 latent pixels: 8)."""
+    if isinstance(pixels, int) and not isinstance(pixels, bool) and latent_size and pixels % latent_size == 0:
+        return pixels // latent_size
+    return None
 
 
 def _preview_fn(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any], channels: int):
@@ -58,6 +100,7 @@ def _sample(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> d
     model, latent = inputs["model"], inputs["latent"]
     negative = inputs.get("negative")
     _check_inputs(model, latent, negative, params["cfg"])
+    _check_latent_size(ctx, model, latent, inputs.get("autoencoder"))
     options = SamplingOptions(sampler=params["sampler"], scheduler=params["scheduler"], steps=params["steps"],
                               cfg=params["cfg"], denoise=params["denoise"], eta=params["eta"],
                               ddim_eta=params["ddim_eta"])
@@ -73,6 +116,7 @@ def _sample(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> d
 
 SAMPLER = NodeSpec(
     type="Sampler", title="Sampler", category="sampling",
+    aliases=("KSampler", "KSampler (Advanced)", "SamplerCustom", "txt2img", "img2img", "Sampling method"),
     help="Denoises the latent step by step. denoise < 1 keeps part of the input (image to image); a latent "
          "noise mask limits the change to the masked region. cfg > 1 pushes the result towards the positive "
          "and away from the negative conditioning (one batched UNet call per step; cfg 1 skips the negative).",

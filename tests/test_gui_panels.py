@@ -110,9 +110,10 @@ def test_int_params_wider_than_a_spin_box_get_a_text_entry():
     wide.committed.connect(lambda v, merge: values.append(v))
     wide.edit.setText("500000000000")
     wide.edit.editingFinished.emit()
-    wide.edit.setText("5000000000000")  # above the maximum: clamped
+    wide.edit.setText("5000000000000")  # above the maximum: refused with the reason, the old value shown again
     wide.edit.editingFinished.emit()
-    assert values == [500_000_000_000, 2**40]
+    assert values == [500_000_000_000]
+    assert wide.refusal == "big must be at most 1099511627776" and wide.edit.text() == "500000000000"
 
 
 def _entry(pixels, title="x"):

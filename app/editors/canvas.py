@@ -352,15 +352,48 @@ class EditorDialog(QDialog):
         else:
             pixmap = QPixmap(width, height)
             pixmap.fill(QColor(BLANK_CANVAS))
-        item = QGraphicsPixmapItem(pixmap)
-        item.setTransformationMode(Qt.TransformationMode.FastTransformation)  # crisp pixels when zoomed
-        self.scene.addItem(item)
+        self.background = QGraphicsPixmapItem(pixmap)
+        self.background.setTransformationMode(Qt.TransformationMode.FastTransformation)  # crisp when zoomed
+        self.scene.addItem(self.background)
         rect = QRectF(0, 0, pixmap.width(), pixmap.height())
         self.scene.setSceneRect(rect)
         edge = QPen(QColor("#4a5058"), 1.0)
         edge.setCosmetic(True)  # one screen pixel at any zoom: shows where a dark picture ends
-        frame = self.scene.addRect(rect, edge)
-        frame.setZValue(20)
+        self.canvas_frame = self.scene.addRect(rect, edge)
+        self.canvas_frame.setZValue(20)
+
+    def canvas_size(self) -> tuple[int, int]:
+        rect = self.scene.sceneRect()
+        return round(rect.width()), round(rect.height())
+
+    def set_picture(self, image: np.ndarray) -> None:
+        """Put the picture to draw over under the drawing, when it arrives after the editor opened.
+
+        A picture of another size resizes the canvas when the editor's drawing can follow
+        (`resize_canvas`); otherwise it is scaled to the canvas."""
+        height, width = image.shape[:2]
+        if (width, height) != self.canvas_size() and self.resize_canvas(width, height):
+            self.set_canvas_rect(width, height)
+        pixmap = QPixmap.fromImage(to_qimage(image))
+        size = self.canvas_size()
+        if (pixmap.width(), pixmap.height()) != size:
+            pixmap = pixmap.scaled(*size, Qt.AspectRatioMode.IgnoreAspectRatio,
+                                   Qt.TransformationMode.SmoothTransformation)
+        self.background.setPixmap(pixmap)
+        self.picture_arrived()
+
+    def set_canvas_rect(self, width: int, height: int) -> None:
+        rect = QRectF(0, 0, width, height)
+        self.scene.setSceneRect(rect)
+        self.canvas_frame.setRect(rect)
+        self.view.fit()
+
+    def resize_canvas(self, width: int, height: int) -> bool:
+        """Fit the drawing to a canvas of a new size; False when the editor keeps its size."""
+        return False
+
+    def picture_arrived(self) -> None:
+        """The picture is now under the drawing (editors lighten their overlay)."""
 
     def result_params(self) -> dict:
         """The node's params with the drawing in them."""

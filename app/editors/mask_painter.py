@@ -81,6 +81,24 @@ class MaskPainterDialog(EditorDialog):
                             f"{width}x{height} image: starting from an empty mask.")
         return empty
 
+    def resize_canvas(self, width: int, height: int) -> bool:
+        """The picture arrived in another size: the painting follows it (same shape) or starts again."""
+        old = self.mask
+        if old.any() and drawing.same_aspect((old.shape[1], old.shape[0]), (width, height)):
+            self.mask = drawing.resize_mask(old, width, height)
+        else:
+            self.mask = self._initial_mask(width, height)
+        self.scene.removeItem(self.overlay)
+        self.overlay = ArrayImageItem(width, height)
+        self.overlay.rgba[..., :3] = OVERLAY_RGB
+        self.scene.addItem(self.overlay)
+        self.undo_stack.clear()  # its snapshots have the old size
+        self._refresh()
+        return True
+
+    def picture_arrived(self) -> None:
+        self.opacity_slider.setValue(55)
+
     def set_mask(self, mask: np.ndarray) -> None:
         self.mask[...] = mask
         self._refresh()

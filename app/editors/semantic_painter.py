@@ -89,6 +89,23 @@ class SemanticPainterDialog(EditorDialog):
                             f"{width}x{height} canvas: not used.")
         return fallback
 
+    def resize_canvas(self, width: int, height: int) -> bool:
+        """The picture arrived in another size: the map follows it (same shape) or starts again."""
+        old = self.labels
+        if old.any() and drawing.same_aspect((old.shape[1], old.shape[0]), (width, height)):
+            self.labels = drawing.resize_labels(old, width, height)
+        else:
+            self.labels = self._initial_labels(width, height)
+        self.scene.removeItem(self.overlay)
+        self.overlay = ArrayImageItem(width, height)
+        self.scene.addItem(self.overlay)
+        self.undo_stack.clear()  # its snapshots have the old size
+        self._refresh()
+        return True
+
+    def picture_arrived(self) -> None:
+        self.opacity_slider.setValue(60)
+
     def set_labels(self, labels: np.ndarray) -> None:
         self.labels[...] = labels
         self._refresh()
