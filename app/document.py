@@ -59,12 +59,14 @@ class Document(QObject):
     changed = Signal()  # any edit, undo or redo
     dirty_changed = Signal(bool)
     path_changed = Signal(str)
+    replaced = Signal()  # another document: opened, new or recovered (set_graph)
 
     def __init__(self, registry: NodeRegistry, parent: QObject | None = None):
         super().__init__(parent)
         self.registry = registry
         self.graph = Graph()
         self.path: str | None = None
+        self.template: str | None = None  # the shipped example this unsaved graph was opened from
         self.undo_stack = QUndoStack(self)
         self.undo_stack.cleanChanged.connect(self._on_clean_changed)
         self.undo_stack.indexChanged.connect(self._on_index_changed)
@@ -81,13 +83,17 @@ class Document(QObject):
         return not self.undo_stack.isClean()
 
     def display_name(self) -> str:
-        return os.path.basename(self.path) if self.path else "untitled"
+        if self.path:
+            return os.path.basename(self.path)
+        return f"{os.path.basename(self.template)} (example)" if self.template else "untitled"
 
     def new(self) -> None:
         self.set_graph(Graph(), None)
 
-    def open(self, path: str) -> None:
-        """Load a .json graph or a Kiln PNG; raises GraphFileError (KilnError) with a clear line."""
+    def open(self, path: str, as_template: bool = False) -> None:
+        """Load a .json graph or a Kiln PNG; raises GraphFileError (KilnError) with a clear line.
+
+        `as_template`: a shipped example, opened as an unsaved copy (Save asks for a new name)."""
         from engine import graph_file
 
         if not os.path.exists(path):
@@ -95,7 +101,9 @@ class Document(QObject):
         graph = graph_file.load(path)
         is_png = path.lower().endswith(".png")
         # A PNG holds a picture, not an editable graph file: saving must ask for a new name.
-        self.set_graph(graph, None if is_png else os.path.abspath(path))
+        own_file = not (is_png or as_template)
+        self.set_graph(graph, os.path.abspath(path) if own_file else None,
+                       template=os.path.abspath(path) if as_template else None)
 
     def save(self, path: str | None = None) -> str:
         target = path or self.path
@@ -103,6 +111,7 @@ class Document(QObject):
             raise KilnError("choose a file name first (Save As)")
         self._save_rebased(target)
         self.path = os.path.abspath(target)
+        self.template = None
         self.undo_stack.setClean()
         self.path_changed.emit(self.path)
         return self.path
@@ -121,12 +130,13 @@ class Document(QObject):
             self.graph.nodes[node_id].params[name] = saved.nodes[node_id].params[name]
             self.param_changed.emit(node_id, name)
 
-    def set_graph(self, graph: Graph, path: str | None, clean: bool = True) -> None:
+    def set_graph(self, graph: Graph, path: str | None, clean: bool = True, template: str | None = None) -> None:
         """Replace the document (open/new/recover); not undoable, clears the history."""
         self.graph = graph
-        self.path = path
+        self.path, self.template = path, template
         self.undo_stack.clear()
         self.graph_reset.emit()
+        self.replaced.emit()
         if clean:
             self.undo_stack.setClean()
         else:

@@ -20,6 +20,11 @@ def _needs_offscreen() -> bool:
     return False
 
 
+NO_DISPLAY = ("kiln: no display to open the editor on (neither DISPLAY nor WAYLAND_DISPLAY is set); "
+              "run a graph headless with `python3 main.py run GRAPH.json`, or picture the editor with "
+              "`python3 main.py [GRAPH.json] --screenshot OUT.png`")
+
+
 def make_application():
     """The QApplication (created once), themed."""
     if _needs_offscreen():
@@ -64,9 +69,7 @@ def load_initial(window, graph_path: str | None) -> bool:
     if graph_path:
         return window.load_path(graph_path)
     if DEFAULT_GRAPH.exists() and window.load_path(str(DEFAULT_GRAPH)):
-        window.doc.path = None  # never overwrite the shipped example by Ctrl+S
-        window.doc.path_changed.emit("")
-        return True
+        return True  # an example: it opens as a template, so Ctrl+S never overwrites it
     graph = demo_graph()
     if all(n.type in window.registry for n in graph):
         window.doc.set_graph(graph, None)
@@ -109,7 +112,12 @@ async def _screenshot_session(app, window, path: str, run: bool) -> int:
 
 def run_app(graph_path: str | None = None, screenshot: str | None = None, run: bool = False,
             size: tuple[int, int] | None = None) -> int:
-    """Open the editor; with `screenshot`, save a PNG of the window and exit (after the run if `run`)."""
+    """Open the editor; with `screenshot`, save a PNG of the window and exit (after the run if `run`).
+
+    2, with one line on stderr, when there is no display for the window (and no screenshot asked)."""
+    if not screenshot and _needs_offscreen():
+        print(NO_DISPLAY, file=sys.stderr)  # an invisible window would wait for ever
+        return 2
     app = make_application()
     import qasync
 

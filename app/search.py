@@ -1,6 +1,7 @@
 """Fuzzy node search (Tab / double-click): type a few letters, Enter places the node."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from PySide6.QtCore import QEvent, QObject, QPoint, Qt, Signal
@@ -33,25 +34,49 @@ def subsequence_score(query: str, text: str) -> float:
     return score
 
 
+EXACT_NAME_BONUS = 100.0  # the query is a node's whole title, type or alias: it comes first
+
+
 def match_score(query: str, spec: NodeSpec) -> float:
-    """Score of a node type for the query; every word must match the title, type, category or help."""
+    """Score of a node type for the query; every word must match its title, an alias (what ComfyUI or
+    A1111 call it), its type, category or help."""
+    words = query.lower().split()
+    if not words:
+        return 1.0
+    fields = [(spec.title, 3.0), *((alias, 2.8) for alias in spec.aliases), (spec.type, 2.5),
+              (spec.category, 1.0)]
     total = 0.0
-    for word in query.lower().split():
-        best = 0.0
-        for field, weight in ((spec.title, 3.0), (spec.type, 2.5), (spec.category, 1.0)):
-            low = field.lower()
-            if low.startswith(word):
-                best = max(best, weight * (10 + len(word)))
-            elif word in low:
-                best = max(best, weight * (6 + len(word)))
-            else:
-                best = max(best, weight * subsequence_score(word, low) * 0.8)
+    for word in words:
+        best = max(_field_score(word, text, weight) for text, weight in fields)
         if best == 0.0 and word in spec.help.lower():
             best = 2.0 + len(word) * 0.1
         if best == 0.0:
             return 0.0
         total += best
-    return total or 1.0
+    wanted = _squashed(query)
+    if any(_squashed(name) == wanted for name in (spec.title, spec.type, *spec.aliases)):
+        total += EXACT_NAME_BONUS
+    return total
+
+
+def _field_score(word: str, text: str, weight: float) -> float:
+    low = text.lower()
+    if low.startswith(word):
+        return weight * (10 + len(word))
+    if any(part.startswith(word) for part in _name_words(text)):
+        return weight * (8 + len(word))
+    if word in low:
+        return weight * (6 + len(word))
+    return weight * subsequence_score(word, low) * 0.8
+
+
+def _name_words(text: str) -> list[str]:
+    """"Autoencoder Decode (Tiled)" -> autoencoder, decode, tiled; "KSampler" -> k, sampler."""
+    return [w.lower() for w in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+", text)]
+
+
+def _squashed(text: str) -> str:
+    return "".join(ch for ch in text.lower() if ch.isalnum())
 
 
 def accepts(spec: NodeSpec, flt: TypeFilter | None) -> bool:
@@ -114,6 +139,8 @@ class NodeSearchPopup(QFrame):
         elif self.filter is not None:
             self.hint.setText(f"No node takes {self.filter.type_name} "
                               f"{'input' if self.filter.needs_input else 'output'} matching this")
+        else:
+            self.hint.setText(f"No node matches {self.query.text().strip()!r}")
 
     def _show_help(self, item: QListWidgetItem | None) -> None:
         spec = self.registry.get(item.data(Qt.ItemDataRole.UserRole)) if item else None

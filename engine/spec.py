@@ -80,6 +80,8 @@ class Param:
     choices_from: str | None = None
     # Show this param as a widget inside the node on the canvas (the main knobs).
     inline: bool = False
+    # INT params: the value must be a multiple of this (pixel sizes that the autoencoder divides).
+    multiple: int | None = None
 
     def check(self, value: Any) -> str | None:
         """Return a one-line problem with `value`, or None when it is acceptable."""
@@ -107,6 +109,8 @@ class Param:
                 return f"{_short(value)} is below the minimum {self.min:g}"
             if self.max is not None and value > self.max:
                 return f"{_short(value)} is above the maximum {self.max:g}"
+        if self.multiple and t is ParamType.INT and value % self.multiple:
+            return f"{value} is not a multiple of {self.multiple}"
         return None
 
 
@@ -171,6 +175,7 @@ class NodeSpec:
     version: int = 1  # bump when compute changes meaning: it is part of the cache key
     output_node: bool = False  # a sink: runs when the whole graph is run
     side_effects: bool = False  # writes files etc.: never served from the cache
+    aliases: tuple[str, ...] = ()  # what other tools (ComfyUI, A1111) call it, for node search
 
     def input(self, name: str) -> Input | None:
         return next((i for i in self.inputs if i.name == name), None)
@@ -238,7 +243,7 @@ def describe_spec(spec: NodeSpec) -> dict[str, Any]:
 
 def _describe_param(p: Param) -> dict[str, Any]:
     out: dict[str, Any] = {"name": p.name, "type": p.type.value, "default": p.default, "help": p.help}
-    for key in ("min", "max", "step", "choices_from"):
+    for key in ("min", "max", "step", "multiple", "choices_from"):
         if getattr(p, key) is not None:
             out[key] = getattr(p, key)
     if p.choices:

@@ -91,6 +91,7 @@ _OVERLAP = Param("overlap", ParamType.INT, 64, "pixels shared by neighbouring ti
 
 AUTOENCODER_DECODE = NodeSpec(
     type="AutoencoderDecode", title="Autoencoder Decode", category="latent",
+    aliases=("VAE Decode", "VAEDecode"),
     help="Latent to image with the model's autoencoder. Large images are decoded in tiles.",
     compute=_decode_auto,
     inputs=(_AE_IN, Input("latent", SocketType.LATENT)),
@@ -100,6 +101,7 @@ AUTOENCODER_DECODE = NodeSpec(
 
 AUTOENCODER_ENCODE = NodeSpec(
     type="AutoencoderEncode", title="Autoencoder Encode", category="latent",
+    aliases=("VAE Encode", "VAEEncode"),
     help="Image to latent (the posterior mode). Sides are centre-cropped to a multiple of the "
          "autoencoder's downsampling factor.",
     compute=_encode_auto,
@@ -110,6 +112,7 @@ AUTOENCODER_ENCODE = NodeSpec(
 
 AUTOENCODER_DECODE_TILED = NodeSpec(
     type="AutoencoderDecodeTiled", title="Autoencoder Decode (Tiled)", category="latent",
+    aliases=("VAE Decode (Tiled)", "VAEDecodeTiled"),
     help="Latent to image in overlapping tiles blended with feathered edges: big images in little memory.",
     compute=_decode_tiled,
     inputs=(_AE_IN, Input("latent", SocketType.LATENT)),
@@ -119,6 +122,7 @@ AUTOENCODER_DECODE_TILED = NodeSpec(
 
 AUTOENCODER_ENCODE_TILED = NodeSpec(
     type="AutoencoderEncodeTiled", title="Autoencoder Encode (Tiled)", category="latent",
+    aliases=("VAE Encode (Tiled)", "VAEEncodeTiled"),
     help="Image to latent in overlapping tiles blended with feathered edges.",
     compute=_encode_tiled,
     inputs=(_AE_IN, Input("image", SocketType.IMAGE)),

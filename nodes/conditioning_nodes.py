@@ -73,6 +73,7 @@ _CONDITIONING_OUT = Output("conditioning", SocketType.CONDITIONING)
 
 TEXT_ENCODE = NodeSpec(
     type="TextEncode", title="Text Encode", category="conditioning",
+    aliases=("CLIP Text Encode", "CLIP Text Encode (Prompt)", "CLIPTextEncode", "Prompt", "Negative prompt"),
     help="Encodes a prompt with the model's text encoder (CLIP, OpenCLIP, the paper's BERT, or the built-in "
          "word model). CLIP prompts longer than 75 tokens are encoded in chunks and joined.",
     compute=_text_encode, inputs=(_CONDITIONER_IN,), outputs=(_CONDITIONING_OUT,),
@@ -89,6 +90,7 @@ CLASS_ENCODE = NodeSpec(
 
 LAYOUT_ENCODE = NodeSpec(
     type="LayoutEncode", title="Layout Encode", category="conditioning",
+    aliases=("GLIGEN Textbox Apply", "GLIGEN"),
     help="Encodes labelled boxes for a layout-to-image model: as tokens for cross-attention and, for a model "
          "with region channels (the built-in base model), also painted at the latent's size. Boxes come from "
          "the LAYOUT input or, when it is not connected, from the `boxes` param.",

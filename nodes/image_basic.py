@@ -78,6 +78,7 @@ def _scale(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> di
 
 SOLID_IMAGE = NodeSpec(
     type="SolidImage", title="Solid Image", category="image",
+    aliases=("Empty Image", "EmptyImage"),
     help="An image of one colour.",
     compute=_solid,
     outputs=(Output("image", SocketType.IMAGE),),
@@ -99,6 +100,7 @@ IMAGE_INVERT = NodeSpec(
 
 IMAGE_BLEND = NodeSpec(
     type="ImageBlend", title="Blend Images", category="image",
+    aliases=("Image Blend",),
     help="Mix two images: a * (1 - factor) + b * factor. b is resized to a's size.",
     compute=_blend,
     inputs=(Input("a", SocketType.IMAGE), Input("b", SocketType.IMAGE)),
@@ -108,6 +110,7 @@ IMAGE_BLEND = NodeSpec(
 
 IMAGE_SCALE = NodeSpec(
     type="ImageScale", title="Scale Image", category="image",
+    aliases=("Upscale Image", "Upscale Image By", "ImageScaleBy", "Resize Image", "Hires fix"),
     help="Resize by a factor, or to width/height when those are not 0.",
     compute=_scale,
     inputs=(Input("image", SocketType.IMAGE),),

@@ -139,6 +139,7 @@ def _preview(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> 
 
 LOAD_IMAGE = NodeSpec(
     type="LoadImage", title="Load Image", category="image",
+    aliases=("LoadImage", "Open Image"),
     help="Read a PNG/JPEG/WebP file. MASK is 1 where the image is transparent (to regenerate).",
     compute=_load,
     outputs=(Output("image", SocketType.IMAGE), Output("mask", SocketType.MASK, "1 = transparent")),
@@ -147,6 +148,7 @@ LOAD_IMAGE = NodeSpec(
 
 SAVE_IMAGE = NodeSpec(
     type="SaveImage", title="Save Image", category="image",
+    aliases=("SaveImage",),
     help="Write each image as {prefix}_NNNNN.png in the output folder, with the graph embedded.",
     compute=_save,
     inputs=(Input("image", SocketType.IMAGE),),
@@ -159,6 +161,7 @@ SAVE_IMAGE = NodeSpec(
 
 PREVIEW_IMAGE = NodeSpec(
     type="PreviewImage", title="Preview Image", category="image",
+    aliases=("PreviewImage",),
     help="Show the image in the viewer without writing a file.",
     compute=_preview,
     inputs=(Input("image", SocketType.IMAGE),),

@@ -80,6 +80,7 @@ _IMAGE_MASK_IN = (Input("image", SocketType.IMAGE),
 
 CROP_TO_MULTIPLE = NodeSpec(
     type="CropToMultiple", title="Crop To Multiple", category="image",
+    aliases=("Crop Image",),
     help="Trim the image (and mask) so that width and height are multiples of `multiple`.",
     compute=_crop,
     inputs=_IMAGE_MASK_IN,
@@ -90,6 +91,7 @@ CROP_TO_MULTIPLE = NodeSpec(
 
 PAD_TO_MULTIPLE = NodeSpec(
     type="PadToMultiple", title="Pad To Multiple", category="image",
+    aliases=("Pad Image",),
     help="Extend the image (and mask) so that width and height are multiples of `multiple`. "
          "The new border is 1 in the mask, so inpainting can fill it.",
     compute=_pad,

@@ -28,6 +28,7 @@ def _layout(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> d
 
 LAYOUT_EDITOR = NodeSpec(
     type="LayoutEditor", title="Layout Editor", category="conditioning",
+    aliases=("Bounding boxes", "Regional prompter"),
     help="Labelled boxes for layout-to-image models; double-click to draw them. "
          "Coordinates are fractions of the picture, origin top-left.",
     compute=_layout,

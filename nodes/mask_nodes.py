@@ -192,6 +192,7 @@ _MASK_OUT = Output("mask", SocketType.MASK, "1 = regenerate")
 
 MASK_PAINTER = NodeSpec(
     type="MaskPainter", title="Mask Painter", category="mask",
+    aliases=("Mask Editor", "Inpaint sketch"),
     help="Paint the region to regenerate (white) over the input image or a blank canvas; "
          "double-click to open the painter. The painting is saved in the graph. A mask file "
          "(white = regenerate, or transparency) replaces the painting when `path` is set.",
@@ -213,6 +214,7 @@ MASK_PAINTER = NodeSpec(
 
 MASK_FROM_COLOR = NodeSpec(
     type="MaskFromColor", title="Mask From Colour", category="mask",
+    aliases=("Image Color To Mask", "ImageColorToMask", "Mask From Color"),
     help="1 where a pixel is within `tolerance` (0..255 per channel) of the colour.",
     compute=_from_color,
     inputs=(Input("image", SocketType.IMAGE),),
@@ -224,6 +226,7 @@ MASK_FROM_COLOR = NodeSpec(
 
 MASK_THRESHOLD = NodeSpec(
     type="MaskThreshold", title="Mask Threshold", category="mask",
+    aliases=("ThresholdMask", "Threshold Mask"),
     help="1 where the chosen channel (or luma) is at least the threshold.",
     compute=_threshold,
     inputs=(Input("image", SocketType.IMAGE),),
@@ -235,6 +238,7 @@ MASK_THRESHOLD = NodeSpec(
 
 MASK_COMBINE = NodeSpec(
     type="MaskCombine", title="Combine Masks", category="mask",
+    aliases=("MaskComposite", "Mask Composite"),
     help="union (either), intersect (both), subtract (a but not b) or difference (one, not both). "
          "b is resized to a when only the scale differs.",
     compute=_combine,
@@ -246,6 +250,7 @@ MASK_COMBINE = NodeSpec(
 
 MASK_GROW_FEATHER = NodeSpec(
     type="MaskGrowFeather", title="Grow / Feather Mask", category="mask",
+    aliases=("Grow Mask", "GrowMask", "Feather Mask", "FeatherMask"),
     help="Grow (or shrink) the region by a round kernel, then soften its edge.",
     compute=_grow_feather,
     inputs=(Input("mask", SocketType.MASK),),
@@ -263,6 +268,7 @@ INVERT_MASK = NodeSpec(
 
 MASK_TO_IMAGE = NodeSpec(
     type="MaskToImage", title="Mask To Image", category="mask",
+    aliases=("Convert Mask to Image",),
     help="Show a mask as a grey image (white = regenerate), e.g. to preview it.",
     compute=_to_image,
     inputs=(Input("mask", SocketType.MASK),),

@@ -51,6 +51,7 @@ def _empty_latent_like(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str,
 
 SR_CONDITIONING = NodeSpec(
     type="SuperResolutionConditioning", title="Super-Resolution Conditioning", category="conditioning",
+    aliases=("Upscale Image (using Model)", "Upscaler", "SR"),
     help="Conditions a super-resolution model on a small picture: the picture, in [-1, 1] and resized "
          "(bicubic) to the latent's size when it differs, is concatenated to the latent. Sample with cfg 1.",
     compute=_sr_conditioning,
