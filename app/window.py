@@ -1,16 +1,14 @@
 """The main window: canvas, viewer, properties, log and undo history, wired to the runner."""
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from PySide6.QtCore import QMimeData, QPoint, QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
-    QFileDialog,
     QLineEdit,
     QMainWindow,
     QMenu,
@@ -22,19 +20,21 @@ from PySide6.QtWidgets import (
 from app import theme
 from app.canvas import style
 from app.canvas.scene import GraphScene, PendingLink
-from app.canvas.view import GraphView
-from app.commands import ReplaceGraphCommand
-from app.document import Autosaver, Document, read_recovery
+from app.canvas.view import PAN_HINT, GraphView
+from app.document import Autosaver, Document
 from app.editing import CLIPBOARD_MIME, Editor
+from app.failure_marks import FailureMarks
+from app.file_controller import FileController
 from app.log_panel import LogPanel
+from app.node_editors import NodeEditors
 from app.properties import PropertiesPanel
+from app.queue_panel import QueuePanel
 from app.run_control import RunControl
 from app.runner import Runner
 from app.search import NodeSearchPopup, TypeFilter
 from app.settings import AppSettings, SettingsDialog
 from app.shortcuts import ShortcutOverlay
 from app.viewer import ResultEntry, Viewer
-from engine import paths
 from engine.errors import KilnError
 from engine.spec import NodeRegistry
 
@@ -68,6 +68,8 @@ class MainWindow(QMainWindow):
         self.search = NodeSearchPopup(registry, self)
         self.overlay = ShortcutOverlay(self)
         self.autosaver = Autosaver(self.doc, self.settings.recovery_path())
+        self.files = FileController(self)
+        self.failure_marks = FailureMarks(self.doc.undo_stack, self.scene)
         self.actions: dict[str, QAction] = {}
         self._search_target: tuple[QPointF, PendingLink | None] = (QPointF(), None)
         self._rename_field: QLineEdit | None = None
@@ -79,6 +81,7 @@ class MainWindow(QMainWindow):
         self._closed = False
         self._build_layout()
         self.run_control = RunControl(self.runner, self.scene, self.viewer, self.log, self.statusBar())
+        self.node_editors = NodeEditors(self.doc, self.editor, self.runner, self.run_control, self)
         self._build_actions()
         self._build_menus()
         self._build_toolbar()
@@ -99,7 +102,10 @@ class MainWindow(QMainWindow):
         self.undo_view = QUndoView(self.doc.undo_stack)
         self.undo_view.setEmptyLabel("<file opened>")
         self.history_dock = self._dock("Undo history", self.undo_view, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.queue_panel = QueuePanel(self.runner, self.registry)
+        self.queue_dock = self._dock("Queue", self.queue_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.log_dock, self.history_dock)
+        self.tabifyDockWidget(self.log_dock, self.queue_dock)
         self.log_dock.raise_()
         self.viewer_dock.setMinimumWidth(320)
         self.resizeDocks([self.log_dock], [140], Qt.Orientation.Vertical)
@@ -132,10 +138,10 @@ class MainWindow(QMainWindow):
     def _build_actions(self) -> None:
         a, K = self._action, QKeySequence.StandardKey
         a("new", "&New", self.new_graph, K.New, "new")
-        a("open", "&Open…", lambda: self.open_file(), K.Open, "open")
-        a("save", "&Save", lambda: self.save(), K.Save, "save")
-        a("save_as", "Save &As…", lambda: self.save_as(), K.SaveAs)
-        a("save_image", "Save &Image…", lambda: self.save_image(self.viewer.current))
+        a("open", "&Open…", lambda: self.files.open_file(), K.Open, "open")
+        a("save", "&Save", lambda: self.files.save(), K.Save, "save")
+        a("save_as", "Save &As…", lambda: self.files.save_as(), K.SaveAs)
+        a("save_image", "Save &Image…", lambda: self.files.save_image(self.viewer.current))
         a("settings", "Se&ttings…", self.open_settings)
         a("quit", "&Quit", self.close, K.Quit)
         undo = self.doc.undo_stack.createUndoAction(self, "&Undo")
@@ -187,7 +193,9 @@ class MainWindow(QMainWindow):
         for name in ("new", "open"):
             file_menu.addAction(self.actions[name])
         self.recent_menu = file_menu.addMenu("Open &Recent")
-        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        self.recent_menu.aboutToShow.connect(lambda: self.files.fill_recent(self.recent_menu))
+        self.examples_menu = file_menu.addMenu("Open &Example")
+        self.examples_menu.aboutToShow.connect(lambda: self.files.fill_examples(self.examples_menu))
         for name in ("save", "save_as", "save_image", None, "settings", None, "quit"):
             file_menu.addSeparator() if name is None else file_menu.addAction(self.actions[name])
         edit = bar.addMenu("&Edit")
@@ -199,7 +207,7 @@ class MainWindow(QMainWindow):
         for name in ("frame", "frame_all", "zoom_in", "zoom_out", None, "snap", "minimap"):
             view.addSeparator() if name is None else view.addAction(self.actions[name])
         view.addSeparator()
-        for dock in (self.viewer_dock, self.properties_dock, self.log_dock, self.history_dock):
+        for dock in (self.viewer_dock, self.properties_dock, self.log_dock, self.history_dock, self.queue_dock):
             view.addAction(dock.toggleViewAction())
         run = bar.addMenu("&Run")
         for name in ("run", "run_selected", "cancel", None, "auto_run"):
@@ -245,11 +253,11 @@ class MainWindow(QMainWindow):
         self.properties.editor_requested.connect(self.open_node_editor)
         self.view.search_requested.connect(self.open_search)
         self.view.key_action.connect(self._on_key_action)
-        self.view.files_dropped.connect(self.open_dropped)
+        self.view.files_dropped.connect(self.files.open_dropped)
         self.view.context_menu.connect(self._context_menu)
         self.search.chosen.connect(self._on_search_chosen)
-        self.viewer.restore_requested.connect(self.restore_from_history)
-        self.viewer.save_requested.connect(self.save_image)
+        self.viewer.restore_requested.connect(self.files.restore_from_history)
+        self.viewer.save_requested.connect(self.files.save_image)
         self.viewer.message.connect(lambda m: self.statusBar().showMessage(m, 4000))
         self.log.node_clicked.connect(self.focus_node)
         self.runner.queue_changed.connect(lambda n: self.actions["cancel"].setEnabled(n > 0))
@@ -259,15 +267,11 @@ class MainWindow(QMainWindow):
 
     # --- prompts ---------------------------------------------------------------------------
     def _ask_with_dialog(self, kind: str, question: str) -> str:
+        if kind == "unsaved":
+            return self.files.ask_unsaved(question)
         box = QMessageBox(self)
         box.setWindowTitle("Kiln")
         box.setText(question)
-        if kind == "unsaved":
-            box.setStandardButtons(QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
-                                   | QMessageBox.StandardButton.Cancel)
-            answer = box.exec()
-            answers = {QMessageBox.StandardButton.Save: "save", QMessageBox.StandardButton.Discard: "discard"}
-            return answers.get(QMessageBox.StandardButton(answer), "cancel")
         box.setStandardButtons(QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
         return "yes" if box.exec() == QMessageBox.StandardButton.Yes else "no"
 
@@ -281,133 +285,37 @@ class MainWindow(QMainWindow):
         star = "*" if self.doc.dirty else ""
         self.setWindowTitle(f"{self.doc.display_name()}{star} — Kiln")
 
+    # file handling lives in app.file_controller; these delegations are what tests and app.main call
     def confirm_discard(self) -> bool:
-        """True when the current graph may be replaced (saved, discarded or unchanged)."""
-        if not self.doc.dirty:
-            return True
-        answer = self.ask("unsaved", f"Save the changes to {self.doc.display_name()}?")
-        if answer == "save":
-            return self.save()
-        return answer == "discard"
+        return self.files.confirm_discard()
 
     def new_graph(self) -> None:
         if self.confirm_discard():
             self.doc.new()
+            self.view.reset_view()
 
     def open_file(self, path: str | None = None) -> bool:
-        if path is None:
-            if not self.confirm_discard():
-                return False
-            path, _ = QFileDialog.getOpenFileName(self, "Open graph", self.settings.last_dir(),
-                                                  "Kiln graphs (*.json *.png);;All files (*)")
-            if not path:
-                return False
-        elif not self.confirm_discard():
-            return False
-        return self.load_path(path)
+        return self.files.open_file(path)
 
     def load_path(self, path: str) -> bool:
-        try:
-            self.doc.open(path)
-        except KilnError as err:
-            self.notify_error(str(err))
-            return False
-        self.settings.add_recent(path)
-        self.settings.set_last_dir(path)
-        self.log.info(f"opened {path}")
-        QTimer.singleShot(0, self.frame_on_open)
-        return True
+        return self.files.load_path(path)
 
     def frame_on_open(self) -> None:
-        self.view.frame(False, min_zoom=0.6)
-
-    def open_dropped(self, paths: list[str]) -> None:
-        graphs = [p for p in paths if p.lower().endswith((".json", ".png"))]
-        if not graphs:
-            self.notify_error(f"{paths[0]}: not a Kiln graph (.json) or a Kiln PNG")
-            return
-        self.open_file(graphs[0])
-
-    def save(self) -> bool:
-        if not self.doc.path:
-            return self.save_as()
-        return self._save_to(self.doc.path)
+        """Frame the opened graph legibly; when only part of it fits, say how to see the rest."""
+        if not self.view.frame_for_reading():
+            self.statusBar().showMessage(PAN_HINT, 12000)
 
     def save_as(self, path: str | None = None) -> bool:
-        if path is None:
-            start = self.doc.path or os.path.join(self.settings.last_dir(), "untitled.json")
-            path, _ = QFileDialog.getSaveFileName(self, "Save graph", start, "Kiln graphs (*.json)")
-            if not path:
-                return False
-            if not path.lower().endswith(".json"):
-                path += ".json"
-        return self._save_to(path)
-
-    def _save_to(self, path: str) -> bool:
-        try:
-            saved = self.doc.save(path)
-        except KilnError as err:
-            self.notify_error(str(err))
-            return False
-        self.autosaver.discard()
-        self.settings.add_recent(saved)
-        self.settings.set_last_dir(saved)
-        self.statusBar().showMessage(f"Saved {saved}", 4000)
-        return True
-
-    def _fill_recent(self) -> None:
-        self.recent_menu.clear()
-        for path in self.settings.recent_files():
-            self.recent_menu.addAction(path, lambda p=path: self.open_file(p))
-        if self.recent_menu.isEmpty():
-            self.recent_menu.addAction("(none)").setEnabled(False)
+        return self.files.save_as(path)
 
     def offer_recovery(self) -> bool:
-        """After a crash: offer the autosaved graph. True when it was restored."""
-        self.autosaver.timer.stop()  # an idle save while asking would find a clean graph and drop the file
-        path = self.autosaver.recovery_path
-        if not os.path.exists(path):
-            return False
-        found = read_recovery(path)
-        if found is None:
-            self.autosaver.discard()
-            return False
-        graph, original = found
-        name = os.path.basename(original) if original else "an unsaved graph"
-        question = f"Kiln did not close properly. Restore the autosaved copy of {name}?"
-        if self.ask("recover", question) != "yes":
-            self.autosaver.discard()
-            return False
-        self.doc.set_graph(graph, original, clean=False)
-        self.log.add("warn", f"restored the autosaved copy of {name}; save it to keep it")
-        QTimer.singleShot(0, self.frame_on_open)
-        return True
+        return self.files.offer_recovery()
 
     def save_image(self, entry: ResultEntry | None, path: str | None = None) -> bool:
-        if entry is None:
-            self.notify_error("no picture to save yet: run the graph first")
-            return False
-        if path is None:
-            start = os.path.join(self.settings.last_dir(), f"{entry.node_id}.png")
-            path, _ = QFileDialog.getSaveFileName(self, "Save image", start, "PNG images (*.png)")
-            if not path:
-                return False
-        from engine.pngmeta import write_png
+        return self.files.save_image(entry, path)
 
-        try:
-            write_png(path, entry.pixels, entry.graph_dict, dict(entry.info))
-        except KilnError as err:
-            self.notify_error(str(err))
-            return False
-        self.statusBar().showMessage(f"Saved {path} (the graph is embedded)", 5000)
-        return True
-
-    def restore_from_history(self, entry: ResultEntry) -> None:
-        from engine.graph_file import graph_from_dict
-
-        graph = graph_from_dict(entry.graph_dict, "history")
-        self.doc.undo_stack.push(ReplaceGraphCommand(self.doc, graph, f"Restore graph of {entry.title}"))
-        self.viewer.show_entry(entry)
+    def restore_from_history(self, entry: ResultEntry) -> bool:
+        return self.files.restore_from_history(entry)
 
     def open_settings(self) -> None:
         if SettingsDialog(self.settings, self).exec():
@@ -433,12 +341,14 @@ class MainWindow(QMainWindow):
             return
         self._validation_rev += 1
         rev, graph, registry = self._validation_rev, self.doc.graph.copy(), self.registry
+        settings = self.settings.engine_settings()
 
         def check() -> None:
             from engine.validate import validate
+            from nodes.checkpoint_loader import model_size_issues
 
             issues: dict[str, str] = {}
-            for issue in validate(graph, registry):
+            for issue in [*validate(graph, registry), *model_size_issues(graph, registry, settings)]:
                 if issue.node_id and issue.node_id not in issues:
                     issues[issue.node_id] = issue.message
             self.issues_found.emit(rev, issues)
@@ -454,9 +364,7 @@ class MainWindow(QMainWindow):
         self.properties.show_node(ids[0] if len(ids) == 1 else None)
         if len(ids) == 1:
             self.run_control.preferred_node = ids[0]
-            entry = self.run_control.node_images.get(ids[0])
-            if entry is not None:
-                self.viewer.show_entry(entry)
+            self.run_control.show_node(ids[0])
 
     def _on_key_action(self, action: str) -> None:
         {"delete": self.delete_selection, "disable": self.toggle_disabled, "rename": self.rename_selected,
@@ -521,10 +429,9 @@ class MainWindow(QMainWindow):
             self._to_clipboard(self.editor.cut(ids, bds))
 
     def _to_clipboard(self, text: str) -> None:
-        mime = QMimeData()
-        mime.setText(text)
-        mime.setData(CLIPBOARD_MIME, text.encode("utf-8"))
-        QGuiApplication.clipboard().setMimeData(mime)
+        # Plain text only: a QMimeData made in Python and left on the clipboard is deleted by Qt after the
+        # interpreter has gone, which crashes the application on quit (tests/test_gui_quit.py).
+        QGuiApplication.clipboard().setText(text)
 
     def paste(self, at: QPointF | None = None) -> list[str]:
         mime = QGuiApplication.clipboard().mimeData()
@@ -609,38 +516,10 @@ class MainWindow(QMainWindow):
         """Open the drawing editor of a mask/layout/semantic node; OK applies it as one undo step.
 
         Returns the (window-modal, not blocking) dialog, or None when the node has no editor."""
-        from app.editors import create_editor, has_editor
-
-        node = self.doc.graph.nodes.get(node_id)
-        if node is None or not has_editor(node.type):
-            return None
-        spec = self.registry[node.type]
-        # a mask or label file is read where the graph says it is
-        params = paths.resolve_params(spec, {**spec.default_params(), **node.params}, self.doc.graph.base_dir)
-        dialog = create_editor(node.type, params, self._input_picture(node_id), self)
-        dialog.accepted.connect(lambda: self._apply_editor(node_id, dialog.result_params()))
-        dialog.finished.connect(dialog.deleteLater)
-        dialog.open()
-        self.active_editor = dialog
+        dialog = self.node_editors.open(node_id)
+        if dialog is not None:
+            self.active_editor = dialog
         return dialog
-
-    def _input_picture(self, node_id: str) -> Any:
-        """The last picture of whatever feeds the node's image input (None: a blank canvas)."""
-        link = self.doc.graph.incoming(node_id).get("image")
-        entry = self.run_control.node_images.get(link.src) if link else None
-        return entry.pixels if entry is not None else None
-
-    def _apply_editor(self, node_id: str, params: dict) -> None:
-        if node_id not in self.doc.graph.nodes:
-            return
-        changed = {k: v for k, v in params.items() if self.doc.param_value(node_id, k) != v}
-        if not changed:
-            return
-        stack = self.doc.undo_stack
-        stack.beginMacro(f"Edit {self.doc.node_title(node_id)}")
-        for name, value in changed.items():
-            self.editor.set_param(node_id, name, value)
-        stack.endMacro()
 
     def focus_node(self, node_id: str) -> None:
         if node_id in self.scene.nodes:
@@ -670,6 +549,9 @@ class MainWindow(QMainWindow):
             for name in ("rename", "disable", "collapse", "duplicate", "delete"):
                 menu.addAction(self.actions[name])
             menu.addMenu(self._color_menu(menu))
+            from app.param_inputs import add_convert_actions
+
+            add_convert_actions(menu, self.editor, node.node_id)
             menu.addSeparator()
             menu.addAction(self.actions["run_selected"])
         else:
@@ -786,7 +668,7 @@ class MainWindow(QMainWindow):
     def dropEvent(self, event) -> None:
         paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
         if paths:
-            self.open_dropped(paths)
+            self.files.open_dropped(paths)
             event.acceptProposedAction()
 
     def resizeEvent(self, event) -> None:
