@@ -15,6 +15,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QUndoStack
 
+from engine import atomic
 from engine.errors import GraphFileError, KilnError
 from engine.graph import Backdrop, Graph, Link, Node
 from engine.spec import NodeRegistry
@@ -275,10 +276,7 @@ class Autosaver(QObject):
                 "base_dir": self.document.graph.base_dir,
                 "graph": graph_file.graph_to_dict(self.document.graph)}
         os.makedirs(os.path.dirname(self.recovery_path) or ".", exist_ok=True)
-        tmp = self.recovery_path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, sort_keys=True)
-        os.replace(tmp, self.recovery_path)
+        atomic.write_text(self.recovery_path, json.dumps(data, sort_keys=True))
         self.saved.emit(self.recovery_path)
 
     def discard(self) -> None:

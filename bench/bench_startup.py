@@ -68,7 +68,9 @@ def random_checkpoints(folder: Path) -> tuple[str, str]:
 
     from engine.models.autoencoder import AutoencoderKL
     from training import train_autoencoder, train_ldm, train_sr
-    from training.common import ConcatTrainer, load_autoencoder, write_checkpoint
+    from training.autoencoder import TrainConfig, autoencoder_config
+    from training.model_files import load_autoencoder, write_checkpoint
+    from training.trainer import ConcatTrainer
 
     ae, ae_card = load_autoencoder(str(MODELS / "kiln-shapes-ae.safetensors"))
     cfg = train_ldm.LdmTrainConfig()
@@ -77,7 +79,7 @@ def random_checkpoints(folder: Path) -> tuple[str, str]:
                      train_ldm.checkpoint_config(cfg, ae.cfg, float(ae_card["scale_factor"])),
                      {"name": "random-weight base (bench)", "latent_rgb_factors": ae_card.get("latent_rgb_factors")})
     flags = train_autoencoder._parser().parse_args(["train", *train_sr.SR_AE_FLAGS])
-    sr_ae_cfg = train_autoencoder.autoencoder_config(train_autoencoder.TrainConfig(
+    sr_ae_cfg = autoencoder_config(TrainConfig(
         ch=flags.ch, ch_mult=flags.ch_mult, num_res_blocks=flags.num_res_blocks, z_channels=flags.z_channels))
     sr_ae = AutoencoderKL(sr_ae_cfg).eval()
     sr_cfg = train_sr.SrTrainConfig()

@@ -23,12 +23,12 @@ import json
 import os
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from engine import atomic
 from engine import values as V
 from engine.spec import EngineSettings
 
@@ -286,13 +286,7 @@ def _is_digest(text: str) -> bool:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError:
-        _unlink(tmp)
-        raise
+    atomic.write_bytes(path, data)
 
 
 def _unlink(path: Path) -> None:

@@ -23,7 +23,7 @@ import binascii
 import colorsys
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,17 +32,19 @@ from engine.errors import KilnError
 
 MAX_PIXELS = 8192 * 8192
 
-BACKGROUNDS: tuple[tuple[str, tuple[int, int, int]], ...] = (
-    ("white", (245, 245, 245)), ("gray", (128, 128, 128)), ("black", (20, 20, 20)))
-COLOURS: tuple[tuple[str, tuple[int, int, int]], ...] = (
-    ("red", (220, 40, 40)), ("green", (40, 170, 70)), ("blue", (40, 90, 220)),
-    ("yellow", (240, 210, 40)), ("purple", (150, 70, 200)), ("orange", (245, 140, 30)))
+# The shapes world's names and colours (spec "shapes world v1"), owned here: the app draws with them and
+# training.shapes_world renders its scenes with them. Order matters: it numbers the semantic classes.
+BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "white": (245, 245, 245), "gray": (128, 128, 128), "black": (20, 20, 20)}
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40), "green": (40, 170, 70), "blue": (40, 90, 220),
+    "yellow": (240, 210, 40), "purple": (150, 70, 200), "orange": (245, 140, 30)}
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 
 # The built-in layout model's box labels, "{colour} {shape}" (18).
-LAYOUT_LABELS: tuple[str, ...] = tuple(f"{c} {s}" for c, _ in COLOURS for s in SHAPES)
+LAYOUT_LABELS: tuple[str, ...] = tuple(f"{c} {s}" for c in COLOURS for s in SHAPES)
 # Semantic classes 0..20: three backgrounds, then 3 + 3 * colour + shape.
-SEMANTIC_CLASS_NAMES: tuple[str, ...] = tuple(f"{b} background" for b, _ in BACKGROUNDS) + LAYOUT_LABELS
+SEMANTIC_CLASS_NAMES: tuple[str, ...] = tuple(f"{b} background" for b in BACKGROUNDS) + LAYOUT_LABELS
 NUM_SEMANTIC_CLASSES = len(SEMANTIC_CLASS_NAMES)
 PALETTE_TOLERANCE = 8  # a colour-coded pixel may be this far (per channel) from its palette colour
 LAYOUT_GRID = 64  # the editor snaps box edges to multiples of 1/64
@@ -55,16 +57,21 @@ class DrawingError(KilnError):
 # --- palette -----------------------------------------------------------------
 
 
+def _rounded(rgb: Iterable[float]) -> tuple[int, int, int]:
+    r, g, b = (round(v) for v in rgb)
+    return r, g, b
+
+
 def _shade(rgb: tuple[int, int, int], shape: str) -> tuple[int, int, int]:
     if shape == "square":
-        return tuple(round(v * 0.6) for v in rgb)  # type: ignore[return-value]
+        return _rounded(v * 0.6 for v in rgb)
     if shape == "triangle":
-        return tuple(round(v + (255 - v) * 0.45) for v in rgb)  # type: ignore[return-value]
+        return _rounded(v + (255 - v) * 0.45 for v in rgb)
     return rgb
 
 
-SEMANTIC_COLOURS: tuple[tuple[int, int, int], ...] = tuple(rgb for _, rgb in BACKGROUNDS) + tuple(
-    _shade(rgb, s) for _, rgb in COLOURS for s in SHAPES)
+SEMANTIC_COLOURS: tuple[tuple[int, int, int], ...] = tuple(BACKGROUNDS.values()) + tuple(
+    _shade(rgb, s) for rgb in COLOURS.values() for s in SHAPES)
 
 
 def class_names(num_classes: int) -> list[str]:
@@ -77,18 +84,18 @@ def palette(num_classes: int) -> np.ndarray:
     colours = list(SEMANTIC_COLOURS[:num_classes])
     for i in range(len(colours), num_classes):
         hue = (i * 0.618033988749895) % 1.0  # golden-ratio steps keep neighbours apart
-        colours.append(tuple(round(v * 255) for v in colorsys.hsv_to_rgb(hue, 0.55, 0.8 if i % 2 else 0.6)))
+        colours.append(_rounded(v * 255 for v in colorsys.hsv_to_rgb(hue, 0.55, 0.8 if i % 2 else 0.6)))
     return np.array(colours, dtype=np.uint8).reshape(num_classes, 3)
 
 
 def layout_label_colour(label: str) -> tuple[int, int, int]:
     """A display colour for a layout box: its shapes-world colour, else one from its text."""
     words = label.lower().split()
-    for name, rgb in COLOURS:
+    for name, rgb in COLOURS.items():
         if name in words:
             return rgb
     hue = (sum(ord(c) * 31 ** i for i, c in enumerate(label)) % 997) / 997
-    return tuple(round(v * 255) for v in colorsys.hsv_to_rgb(hue, 0.6, 0.9))  # type: ignore[return-value]
+    return _rounded(v * 255 for v in colorsys.hsv_to_rgb(hue, 0.6, 0.9))
 
 
 def labels_to_rgb(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -208,7 +215,7 @@ def _looks_like_indices(rgb: np.ndarray, num_classes: int) -> bool:
     if not grey or int(rgb.max()) >= num_classes:
         return False
     values = np.unique(rgb[..., 0])
-    return not (len(values) == 1 and any(int(values[0]) == bg[0] for _, bg in BACKGROUNDS))
+    return not (len(values) == 1 and any(int(values[0]) == bg[0] for bg in BACKGROUNDS.values()))
 
 
 def write_png(path: str, array: np.ndarray) -> None:
@@ -377,41 +384,6 @@ def feather(mask: np.ndarray, pixels: int) -> np.ndarray:
 
 
 # --- layout boxes -----------------------------------------------------------------------
-
-
-def check_boxes(boxes: Any, vocabulary: Sequence[str] | None = None) -> list[dict]:
-    """Validate a LAYOUT: a list of {"label": text, "box": [x0, y0, x1, y1]} inside [0, 1].
-
-    Returns a clean copy (floats). Boxes are numbered from 1 in messages, as in the editor's
-    table. With a vocabulary, labels must come from it.
-    """
-    if not isinstance(boxes, list):
-        raise DrawingError('a layout is a list of {"label": ..., "box": [x0, y0, x1, y1]}')
-    return [_check_box(i + 1, item, vocabulary) for i, item in enumerate(boxes)]
-
-
-def _check_box(number: int, item: Any, vocabulary: Sequence[str] | None) -> dict:
-    labelled = isinstance(item, dict) and isinstance(item.get("label"), str)
-    if not labelled or not _four_numbers(item.get("box")):
-        raise DrawingError(f"box {number} needs a label and four numbers [x0, y0, x1, y1]")
-    label = " ".join(item["label"].split())
-    x0, y0, x1, y1 = (float(v) for v in item["box"])
-    if not all(0.0 <= v <= 1.0 for v in (x0, y0, x1, y1)):
-        raise DrawingError(f"box {number} [{x0:g}, {y0:g}, {x1:g}, {y1:g}] is outside [0, 1]")
-    if x1 <= x0 or y1 <= y0:
-        raise DrawingError(f"box {number} [{x0:g}, {y0:g}, {x1:g}, {y1:g}] needs x0 < x1 and y0 < y1")
-    if not label:
-        raise DrawingError(f"box {number} has an empty label")
-    if vocabulary is not None and label not in vocabulary:
-        raise DrawingError(f"box {number} label {label!r} is not one the built-in model knows "
-                           f"(e.g. {vocabulary[0]!r}); choose labels 'free text' for a text model")
-    return {"label": label, "box": [x0, y0, x1, y1]}
-
-
-def _four_numbers(value: Any) -> bool:
-    if not isinstance(value, (list, tuple)) or len(value) != 4:
-        return False
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
 
 
 def snap(value: float, grid: int = LAYOUT_GRID) -> float:

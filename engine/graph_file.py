@@ -42,10 +42,10 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
+from engine import atomic
 from engine.errors import GraphFileError
 from engine.graph import Backdrop, Graph, Link, Node
 
@@ -114,32 +114,12 @@ def dumps(graph: Graph, source: str = "<memory>") -> str:
     return text + "\n"
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never half.
-
-    Temp file in the same folder, fsync, then os.replace.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save(graph: Graph, path: str | os.PathLike) -> None:
     """Write `graph` to a .json file atomically."""
     path = os.fspath(path)
     data = dumps(graph, source=path).encode("utf-8")
     try:
-        write_atomic(path, data)
+        atomic.write_bytes(path, data, fsync=True)
     except OSError as exc:
         raise GraphFileError(path, f"cannot be written: {exc.strerror or exc}") from None
 

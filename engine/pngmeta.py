@@ -21,8 +21,8 @@ import struct
 import zlib
 from typing import Any
 
+from engine import atomic
 from engine.errors import GraphFileError, KilnError
-from engine.graph_file import write_atomic
 
 GRAPH_KEY = "kiln.graph"
 INFO_KEY = "kiln.info"
@@ -61,7 +61,7 @@ def write_png(path: str | os.PathLike, pixels: Any, graph_dict: dict | None, inf
     path = os.fspath(path)
     data = encode_png(pixels, graph_dict, info)
     try:
-        write_atomic(path, data)
+        atomic.write_bytes(path, data, fsync=True)
     except OSError as exc:
         raise KilnError(f"{path}: cannot be written: {exc.strerror or exc}") from None
 

@@ -8,19 +8,28 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from engine.errors import UserInputError
-from engine.spec import FILES_KEY, Input, NodeSpec, Output, Param, ParamType, SocketType
+from engine.spec import (
+    FILES_KEY,
+    ROLE_OPENS_PICTURES,
+    ComputeContext,
+    Input,
+    NodeSpec,
+    Output,
+    Param,
+    ParamType,
+    SocketType,
+)
 from engine.values import Image
 
 _MAX_PIXELS = 8192 * 8192
 
 
-def _load(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _load(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     import torch
 
     rgba = _read_rgba(params["path"])  # (H, W, 4) uint8
@@ -41,8 +50,8 @@ def _read_rgba(path: str) -> Any:
         with PILImage.open(path) as img:
             if img.width * img.height > _MAX_PIXELS:
                 raise UserInputError(f"{path}: {img.width}x{img.height} is too large to load", "path")
-            img = ImageOps.exif_transpose(img)
-            return np.array(img.convert("RGBA"))  # a writable copy
+            upright = ImageOps.exif_transpose(img)
+            return np.array(upright.convert("RGBA"))  # a writable copy
     except FileNotFoundError:
         raise UserInputError(f"{path}: file not found", "path") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -61,7 +70,7 @@ def to_uint8_hwc(pixels: Any) -> list:
     return [np.ascontiguousarray(item.transpose(1, 2, 0)) for item in rounded]
 
 
-def _save(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _save(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     image: Image = inputs["image"]
     folder, stem = _output_place(ctx.settings.output_dir, params["prefix"])
     paths = []
@@ -113,27 +122,15 @@ def _next_number(folder: Path, stem: str) -> int:
 
 def _create_exclusive(path: Path, data: bytes) -> bool:
     """Write a complete file at `path` unless one exists (then False). Readers never see half."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    from engine import atomic
+
     try:
-        tmp.write_bytes(data)
-        os.link(tmp, path)  # atomic, and fails if `path` exists
-        return True
-    except FileExistsError:
-        return False
-    except OSError:  # a file system without hard links
-        try:
-            with open(path, "xb") as f:
-                f.write(data)
-            return True
-        except FileExistsError:
-            return False
-        except OSError as exc:
-            raise UserInputError(f"cannot write {path}: {exc.strerror or exc}", "prefix") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+        return atomic.create_new(path, data)
+    except OSError as exc:
+        raise UserInputError(f"cannot write {path}: {exc.strerror or exc}", "prefix") from None
 
 
-def _preview(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _preview(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     return {"image": inputs["image"]}
 
 
@@ -141,7 +138,7 @@ LOAD_IMAGE = NodeSpec(
     type="LoadImage", title="Load Image", category="image",
     aliases=("LoadImage", "Open Image"),
     help="Read a PNG/JPEG/WebP file. MASK is 1 where the image is transparent (to regenerate).",
-    compute=_load,
+    compute=_load, roles=(ROLE_OPENS_PICTURES,),
     outputs=(Output("image", SocketType.IMAGE), Output("mask", SocketType.MASK, "1 = transparent")),
     params=(Param("path", ParamType.PATH, "", "image file", inline=True),),
 )

@@ -22,16 +22,15 @@ from training.analyser import (
     scene_matches,
 )
 from training.data import held_out_seeds
-from training.evaluate import (
+from training.evaluate import main, oracle_report
+from training.metrics import (
     evaluate_autoencoder,
     evaluate_inpainting,
     evaluate_one_object,
     hidden_object,
     inpainting_mask,
-    load_autoencoder,
-    main,
-    oracle_report,
 )
+from training.model_files import load_autoencoder
 from training.shapes_world import (
     Scene,
     SceneObject,
@@ -189,7 +188,8 @@ def _tiny_autoencoder_file(tmp_path):
     from safetensors.torch import save_file
 
     from engine.models.autoencoder import AutoencoderKL
-    from training.train_autoencoder import TrainConfig, autoencoder_config, state_dict_for_file
+    from training.autoencoder import TrainConfig, autoencoder_config
+    from training.autoencoder_export import state_dict_for_file
 
     tc = TrainConfig(ch=32, ch_mult=(1, 1), num_res_blocks=1)
     torch.manual_seed(0)

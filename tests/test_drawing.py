@@ -23,18 +23,22 @@ def _disc_count(shape: tuple[int, int], p0: tuple[float, float], p1: tuple[float
     return int((best <= radius + 1e-9).sum())
 
 
-def test_palette_follows_the_shapes_world_spec():
-    assert len(drawing.SEMANTIC_CLASS_NAMES) == shapes_world.NUM_CLASSES == 21
-    for class_id in range(21):
-        expected = shapes_world.class_name(class_id)
-        name = drawing.SEMANTIC_CLASS_NAMES[class_id]
-        assert name == (f"{expected} background" if class_id < 3 else expected)
+def test_the_shapes_world_draws_with_the_app_s_palette():
+    """One owner, engine.drawing: the scenes the models learn from use the names, colours and class numbers
+    the editors offer."""
+    assert shapes_world.COLOURS is drawing.COLOURS and shapes_world.BACKGROUNDS is drawing.BACKGROUNDS
+    assert shapes_world.NUM_CLASSES == drawing.NUM_SEMANTIC_CLASSES == 21
     colours = drawing.palette(21)
-    for i, (name, rgb) in enumerate(shapes_world.BACKGROUNDS.items()):
-        assert tuple(colours[i]) == rgb
-    for c, (name, rgb) in enumerate(shapes_world.COLOURS.items()):
+    for seed in (1_000_000, 1_000_001, 1_000_002):
+        scene = shapes_world.make_scene(seed)
+        background = shapes_world.BACKGROUND_NAMES.index(scene.background)
+        assert drawing.SEMANTIC_CLASS_NAMES[background] == f"{scene.background} background"
+        assert tuple(colours[background]) == shapes_world.BACKGROUNDS[scene.background]
+        for obj in scene.objects:  # the painter names each object's class as its caption does
+            assert drawing.SEMANTIC_CLASS_NAMES[obj.class_id] == obj.label
+            assert obj.label in drawing.LAYOUT_LABELS
+    for name, rgb in shapes_world.COLOURS.items():  # a circle shows in its scene colour
         assert tuple(colours[shapes_world.object_class_id(name, "circle")]) == rgb
-    assert drawing.LAYOUT_LABELS == tuple(shapes_world.class_name(i) for i in range(3, 21))
 
 
 def test_palette_colours_are_told_apart_even_with_tolerance():
@@ -143,23 +147,6 @@ def test_label_files_as_indices_or_colours(tmp_path):
     coded[3, 5] = (1, 250, 250)
     with pytest.raises(DrawingError, match=r"colour \(1, 250, 250\) at pixel \(5, 3\)"):
         drawing.read_label_file(_png(tmp_path / "bad.png", coded), 21)
-
-
-def test_layout_boxes_are_checked_with_their_number():
-    good = [{"label": " red   circle ", "box": [0, 0.25, 0.5, 1]}]
-    cleaned = drawing.check_boxes(good, drawing.LAYOUT_LABELS)
-    assert cleaned == [{"label": "red circle", "box": [0.0, 0.25, 0.5, 1.0]}]
-    cases = [
-        ([good[0], {"label": "red circle", "box": [0.2, 0.2, 1.2, 0.5]}], "box 2 .* outside"),
-        ([{"label": "red circle", "box": [0.5, 0.2, 0.4, 0.5]}], "box 1 .* x0 < x1"),
-        ([{"label": "red circle", "box": [0.1, 0.2, 0.4]}], "box 1 needs a label and four numbers"),
-        ([{"label": "a dog", "box": [0.1, 0.2, 0.4, 0.5]}], "box 1 label 'a dog' is not one"),
-        ({"boxes": []}, "a layout is a list"),
-    ]
-    for boxes, message in cases:
-        with pytest.raises(DrawingError, match=message):
-            drawing.check_boxes(boxes, drawing.LAYOUT_LABELS)
-    assert drawing.check_boxes([{"label": "a dog", "box": [0.1, 0.2, 0.4, 0.5]}])[0]["label"] == "a dog"
 
 
 def test_snap_and_aspect():

@@ -106,7 +106,7 @@ def test_drawn_inputs_are_already_in_place(monkeypatch):
 
 @pytest.mark.parametrize("name, sampler", [("super_resolution", "sampler"), ("default", "sr_sampler")])
 def test_super_resolution_graphs_run_the_pipeline_the_evaluator_measures(name, sampler):
-    from training.evaluate import SR_MATCH, SR_SAMPLER, SR_SCHEDULER, SR_STEPS
+    from training.pipeline import SR_MATCH, SR_SAMPLER, SR_SCHEDULER, SR_STEPS
 
     graph = graph_file.load(GRAPHS / f"{name}.json")
     params = graph.nodes[sampler].params
@@ -117,15 +117,14 @@ def test_super_resolution_graphs_run_the_pipeline_the_evaluator_measures(name, s
 
 def test_the_evaluator_measures_the_example_graphs_themselves():
     """training.evaluate builds its graphs from the example files, changing only parameters."""
-    from training import train_ldm as tl
-    from training import train_semantic, train_sr
+    from training import generators as g
 
-    built = {"text_to_image": tl.text_graph("m.safetensors", "a red circle", 3),
-             "layout_to_image": tl.layout_graph("m.safetensors", [{"label": "red circle", "box": [0, 0, 0.2, 0.2]}], 3),
-             "inpainting": tl.inpaint_graph("m.safetensors", "x.png", "", 3, 15, "a red circle", refine=0.5)[0],
-             "semantic_to_image": train_semantic.semantic_graph("m.safetensors", "", 3, 25, 2.0, "euler", "karras"),
-             "super_resolution": train_sr.sr_graph("m.safetensors", "x.png", 3, 4, "euler", "karras",
-                                                   match_iterations=3)[0]}
+    built = {"text_to_image": g.text_graph("m.safetensors", "a red circle", 3),
+             "layout_to_image": g.layout_graph("m.safetensors", [{"label": "red circle", "box": [0, 0, 0.2, 0.2]}], 3),
+             "inpainting": g.inpaint_graph("m.safetensors", "x.png", "", 3, 15, "a red circle", refine=0.5)[0],
+             "semantic_to_image": g.semantic_graph("m.safetensors", "", 3, 25, 2.0, "euler", "karras"),
+             "super_resolution": g.sr_graph("m.safetensors", "x.png", 3, 4, "euler", "karras",
+                                            match_iterations=3)[0]}
     for name, graph in built.items():
         example = load(name)
         assert {n: node.type for n, node in graph.nodes.items()} == {n: node.type for n, node in example.nodes.items()}
@@ -135,7 +134,7 @@ def test_the_evaluator_measures_the_example_graphs_themselves():
 
 
 def test_inpainting_example_runs_the_two_passes_the_evaluator_measures():
-    from training.evaluate import REFINE_DENOISE, inpaint_steps
+    from training.pipeline import REFINE_DENOISE, inpaint_steps
 
     graph = load("inpainting")
     first, refine = inpaint_steps(25)
@@ -158,7 +157,8 @@ def test_text_graphs_plan_a_layout_from_the_prompt_before_sampling(name):
 
 @pytest.mark.parametrize("name", ["text_to_image", "default"])
 def test_text_graphs_run_the_sampler_the_evaluator_measures(name):
-    from training.evaluate import TEXT_ETA, TEXT_SAMPLER, TEXT_SCHEDULER, _parser
+    from training.evaluate import _parser
+    from training.pipeline import TEXT_ETA, TEXT_SAMPLER, TEXT_SCHEDULER
 
     params = load(name).nodes["sampler"].params
     assert (params["sampler"], params["scheduler"], params["eta"]) == (TEXT_SAMPLER, TEXT_SCHEDULER, TEXT_ETA)
@@ -170,7 +170,7 @@ def test_text_graphs_run_the_sampler_the_evaluator_measures(name):
 
 def test_the_evaluator_s_settings_go_through_the_command_line_s_checks():
     from engine.errors import KilnError
-    from training.common import example_graph
+    from training.pipeline import example_graph
 
     first = example_graph("text_to_image", "m.safetensors", {"prompt.text": "a red circle"})
     assert load("text_to_image").nodes["prompt"].params["text"] != "a red circle"  # the file is untouched

@@ -17,7 +17,7 @@ from engine import graph_file
 from nodes import build_registry
 from training.analyser import analyse, label_map_accuracy, layout_ious, match_caption, psnr
 from training.data import held_out_seeds
-from training.evaluate import bicubic_upscale
+from training.metrics import bicubic_upscale
 from training.shapes_world import make_scene, render
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +80,7 @@ def test_text_to_image_plans_the_caption_s_objects_and_runs_without_its_planner(
     graph.nodes["sampler"].params["steps"] = BASE_STEPS
     result = executor.run(graph, targets=["plan", "decode"])
     assert result.ok, result.error
-    labels = [item["label"] for item in result.outputs["plan"]["layout"]]
+    labels = [item.label for item in result.outputs["plan"]["layout"]]
     assert labels == ["blue triangle", "blue square", "orange triangle"]  # the caption's objects, in its order
     planned = to_uint8_hwc(result.outputs["decode"]["image"].pixels)[0]
     graph.nodes["plan"].disabled = True  # bypassed, as in the GUI: the prompt's conditioning passes through

@@ -9,19 +9,10 @@ import torch
 from safetensors import safe_open
 
 from engine.models.autoencoder import AutoencoderKL
-from training.evaluate import load_autoencoder
-from training.train_autoencoder import (
-    CHECKPOINT,
-    TrainConfig,
-    Trainer,
-    autoencoder_config,
-    export,
-    fit_latent_rgb,
-    fit_latent_rgb_network,
-    main,
-    train_step,
-    training_sessions,
-)
+from training.autoencoder import CHECKPOINT, TrainConfig, Trainer, autoencoder_config, train_step
+from training.autoencoder_export import export, fit_latent_rgb, fit_latent_rgb_network, training_sessions
+from training.model_files import load_autoencoder
+from training.train_autoencoder import main
 
 
 def _tiny(tmp_path, **changes) -> TrainConfig:
@@ -120,7 +111,7 @@ def test_command_line_resume_keeps_the_run_config(tmp_path, capsys):
 
 
 def test_cards_keep_lists_of_numbers_on_one_line_and_read_back_the_same():
-    from training.common import card_text
+    from training.model_files import card_text
 
     card = {"name": "x", "latent_rgb_factors": [[0.5, -1e-05, 2], [1.25, 0, -3.5]], "tags": ["a", "b"],
             "nested": {"b1": [0.1, -0.2], "empty": []}}

@@ -14,9 +14,18 @@ from engine.models.token_conditioner import EOS, LAYOUT, TokenConditionerConfig
 from engine.models.unet import UNetModel
 from training import shapes_world as world
 from training import train_ldm as tl
-from training.common import STATE, engine_executor, run_image, save_run, training_target
-from training.evaluate import REFINE_DENOISE
+from training.generators import inpaint_graph, layout_graph, text_graph
+from training.loop import STATE, save_run
+from training.pipeline import (
+    REFINE_DENOISE,
+    TEXT_ETA,
+    TEXT_SAMPLER,
+    TEXT_SCHEDULER,
+    engine_executor,
+    run_image,
+)
 from training.train_ldm import LdmTrainConfig, Trainer, make_batch, vocabulary
+from training.trainer import training_target
 
 
 def tiny_config(**kw) -> LdmTrainConfig:
@@ -143,10 +152,10 @@ def test_v_target_gives_back_the_clean_latent_and_the_noise():
 
 def test_text_and_layout_graphs_run_through_the_real_nodes(exported):
     executor = engine_executor()
-    image = run_image(executor, tl.text_graph(str(exported), "a red circle on a white background", 3, steps=2))
+    image = run_image(executor, text_graph(str(exported), "a red circle on a white background", 3, steps=2))
     assert image.shape == (128, 128, 3) and image.dtype == np.uint8
     boxes = [{"label": "blue square", "box": [0.1, 0.1, 0.5, 0.5]}]
-    image = run_image(executor, tl.layout_graph(str(exported), boxes, 3, steps=2))
+    image = run_image(executor, layout_graph(str(exported), boxes, 3, steps=2))
     assert image.shape == (128, 128, 3)
 
 
@@ -158,7 +167,7 @@ def test_inpainting_graph_keeps_every_pixel_outside_the_mask(exported, tmp_path,
     mask = np.zeros((128, 128), dtype=np.uint8)
     mask[30:70, 40:90] = 255
     executor = engine_executor()
-    graph, target = tl.inpaint_graph(str(exported), str(path), encode_png_b64(mask), 1, steps=2, feather=4, cfg=2.0,
+    graph, target = inpaint_graph(str(exported), str(path), encode_png_b64(mask), 1, steps=2, feather=4, cfg=2.0,
                                      refine=refine, refine_steps=2)
     assert target == ("paste" if refine else "draft")
     result = executor.run(graph, targets=[target, "inpaint"])
@@ -188,8 +197,7 @@ def test_evaluator_commands_measure_the_base_model(exported, capsys):
     one_object, scene = json.loads(capsys.readouterr().out)
     assert (one_object["metric"], scene["metric"]) == ("one_object_text_to_image", "text_to_image")
     for result in (one_object, scene):  # as text_to_image.json samples; this model has no layout planner
-        assert (result["sampler"], result["eta"]) == (f"{evaluate.TEXT_SAMPLER} {evaluate.TEXT_SCHEDULER}",
-                                                      evaluate.TEXT_ETA)
+        assert (result["sampler"], result["eta"]) == (f"{TEXT_SAMPLER} {TEXT_SCHEDULER}", TEXT_ETA)
         assert result["layout_planner"] is False
 
 
@@ -249,7 +257,7 @@ def test_a_run_from_an_exported_model_can_add_position_features(exported, tmp_pa
 
 
 def test_training_state_is_kept_on_the_cpu_so_a_run_can_move_between_machines():
-    from training.common import to_device
+    from training.trainer import to_device
 
     trainer = Trainer(tiny_config())
     state = trainer.state()

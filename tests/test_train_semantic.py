@@ -14,7 +14,9 @@ from engine.models.autoencoder import AutoencoderKL
 from engine.models.configs import AutoencoderConfig
 from engine.models.loader import load_checkpoint
 from engine.values import SemanticMap
+from training import generators
 from training import train_semantic as ts
+from training.pipeline import engine_executor
 from training.shapes_world import make_scene, semantic_map
 
 
@@ -105,18 +107,18 @@ def test_train_resumes_exactly_and_exports_a_checkpoint_the_engine_runs(ae_file,
     assert torch.allclose(loaded.model.unet.state_dict()[unet_key], exported)
 
     labels = semantic_map(make_scene(1_000_001), 128)
-    graph = ts.semantic_graph(f"{out}.safetensors", encode_png_b64(labels), seed=3, steps=2, cfg=2.0, sampler="euler",
-                              scheduler="karras")
-    executor = ts.engine_executor()
+    graph = generators.semantic_graph(f"{out}.safetensors", encode_png_b64(labels), seed=3, steps=2, cfg=2.0,
+                                      sampler="euler", scheduler="karras")
+    executor = engine_executor()
     assert isinstance(executor, Executor)
     result = executor.run(graph, targets=["decode"])
     assert result.ok, result.error
     assert result.model_evals == 2  # cfg 2 with the zeroed map as negative: one batched call per step
     assert tuple(result.outputs["decode"]["image"].pixels.shape) == (1, 3, 128, 128)
 
-    from training.evaluate import evaluate_semantic
+    from training.metrics import evaluate_semantic
 
-    report = evaluate_semantic(ts.engine_generator(f"{out}.safetensors", steps=1, cfg=1.0), [1_000_002])
+    report = evaluate_semantic(generators.semantic_generator(f"{out}.safetensors", steps=1, cfg=1.0), [1_000_002])
     assert report["n"] == 1 and 0.0 <= report["pixel_accuracy"] <= 1.0
 
 

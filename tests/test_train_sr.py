@@ -10,7 +10,8 @@ from test_train_semantic import write_tiny_autoencoder
 
 from engine.models.loader import load_checkpoint
 from training import train_sr as tsr
-from training.evaluate import bicubic_upscale, evaluate_super_resolution
+from training.generators import sr_generator
+from training.metrics import bicubic_upscale, evaluate_super_resolution
 from training.shapes_world import make_scene, render
 
 TINY_UNET = json.dumps({"model_channels": 32, "channel_mult": [1, 2], "num_res_blocks": 1})
@@ -40,7 +41,7 @@ def test_degrade_blurs_and_noises_only_the_chosen_share_and_stays_8_bit():
 
 
 def test_crop_pool_is_encoded_once_and_reused(tmp_path):
-    from training.evaluate import load_autoencoder
+    from training.model_files import load_autoencoder
 
     ae, _ = load_autoencoder(write_tiny_autoencoder(tmp_path / "ae.safetensors", ch_mult=(1, 1, 1), z=3))
     cfg = tsr.SrTrainConfig(pool=5)
@@ -55,12 +56,12 @@ def test_crop_pool_is_encoded_once_and_reused(tmp_path):
 
 
 def test_autoencoder_command_trains_train_autoencoder_with_the_f4_preset(tmp_path, capsys):
-    from training import train_autoencoder
+    from training import autoencoder
 
     run = tmp_path / "sr-ae"
     assert tsr.main(["autoencoder", "--out", str(run), "--max-steps", "1", "--eval-n", "1", "--batch", "2",
                      "--threads", "1"]) == 0
-    state = train_autoencoder.load_checkpoint(run / train_autoencoder.CHECKPOINT)
+    state = autoencoder.load_checkpoint(run / autoencoder.CHECKPOINT)
     arch = json.loads(state["autoencoder"])
     assert arch["ch_mult"] == [1, 1, 2] and arch["z_channels"] == 3 and arch["embed_dim"] == 3
     assert state["step"] == 1
@@ -84,7 +85,7 @@ def test_train_export_and_upscale_32_to_128_through_the_engine(tmp_path):
     assert loaded.report["strict"] and loaded.conditioner.accepts == "image"
     assert loaded.first_stage.downsample_factor == 4 and loaded.model.unet.cfg.in_channels == 6
 
-    generate = tsr.engine_generator(f"{out}.safetensors", steps=2, workdir=str(tmp_path))
+    generate = sr_generator(f"{out}.safetensors", steps=2, workdir=str(tmp_path))
     outputs = []
     report = evaluate_super_resolution(lambda low, seed: outputs.append(generate(low, seed)) or outputs[-1],
                                        [1_000_004])

@@ -8,7 +8,9 @@ import torch
 from test_train_ldm import tiny_config
 from test_train_semantic import write_tiny_autoencoder
 
-from training.common import LrSchedule, encode_scenes, load_autoencoder, prefetched, run_loop
+from training.data import encode_scenes
+from training.loop import LrSchedule, prefetched, run_loop
+from training.model_files import load_autoencoder
 from training.train_ldm import Trainer, make_batch
 
 

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import torch
 
-from training.common import Progress, run_loop
+from training.loop import Progress, run_loop
 
 
 class FakeTerminal(io.StringIO):

@@ -71,7 +71,7 @@ def test_the_shipped_decoder_draws_the_top_edge_as_well_as_the_inside_even_from_
     """The band a generated picture used to get along its top edge: a real picture's latent flipped upside
     down has the encoder's border signature at the wrong edge, as a generated latent may."""
     from training.data import held_out_seeds, render_batch, to_tensor
-    from training.evaluate import load_autoencoder
+    from training.model_files import load_autoencoder
 
     ae, _ = load_autoencoder(SHIPPED + "ae.safetensors")
     x = to_tensor(render_batch(held_out_seeds(16), 128))  # (16, 3, 128, 128) in [-1, 1]

@@ -3,12 +3,12 @@
 Rendering is cheap (about 1000 scenes/s at 128 px on one core), so training
 draws fresh scenes from the training seeds on the fly; `cached_renders` keeps
 a fixed pool on disk (a .npy file, memory-mapped) when the same images are
-needed again, e.g. for measuring latent statistics or caching latents.
+needed again, e.g. for measuring latent statistics; `encode_scenes` caches the
+scenes' latents for the diffusion trainers.
 Seeds below 1,000,000 are for training, from 1,000,000 up held out.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from engine import atomic
+from training.pipeline import IMAGE_SIZE
 from training.shapes_world import (
     HELD_OUT_SEED_START,
     TRAIN_SEEDS,
@@ -60,9 +62,8 @@ def cached_renders(path: str | Path, seeds: Sequence[int], size: int = 128) -> n
             return images
     path.parent.mkdir(parents=True, exist_ok=True)
     images = render_batch(seeds, size)
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, images)
-    os.replace(tmp, path)
+    with atomic.replacing(path) as f:
+        np.save(f, images)
     np.save(seeds_path, wanted)
     return images
 
@@ -141,3 +142,38 @@ def scene_samples(seeds: Sequence[int], size: int = 128, rng: np.random.Generato
         text = augmented_caption(scene, rng) if rng is not None else caption(scene)
         samples.append(SceneSample(seed, image, labels, text, layout(scene)))
     return samples
+
+
+def encode_scenes(ae: torch.nn.Module, seeds: list[int], cache: Path, batch: int = 64, workers: int = 0
+                  ) -> torch.Tensor:
+    """(N, 4, 16, 16) float16 unscaled latents (posterior mode) of the scenes' 128 px renders, cached.
+
+    Runs where the autoencoder's weights are; the latents come back on the CPU. With `workers`,
+    that many processes render the scenes (the GPU encodes faster than one core renders)."""
+    import functools
+    import multiprocessing
+
+    import torch
+
+    from training.loop import atomic_torch_save, log
+
+    if cache.exists():
+        saved = torch.load(cache, map_location="cpu", weights_only=True)
+        if saved["seeds"].tolist() == seeds:
+            return saved["latents"]
+    parts = [seeds[start:start + batch] for start in range(0, len(seeds), batch)]
+    render = functools.partial(render_batch, size=IMAGE_SIZE)
+    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 0 else None
+    chunks, device = [], next(ae.parameters()).device
+    try:
+        for i, images in enumerate(pool.imap(render, parts) if pool else map(render, parts)):
+            with torch.no_grad():
+                chunks.append(ae.encode(to_tensor(images).to(device)).mode().half().cpu())
+            if i % 20 == 0:
+                log(f"encoded {min((i + 1) * batch, len(seeds))}/{len(seeds)} scenes")
+    finally:
+        if pool is not None:
+            pool.terminate()
+    latents = torch.cat(chunks)
+    atomic_torch_save({"latents": latents, "seeds": torch.tensor(seeds)}, cache)
+    return latents

@@ -12,26 +12,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# The names and colours, and the object labels in class order, are the app's palette: engine.drawing owns them.
+from engine.drawing import BACKGROUNDS, COLOURS, LAYOUT_LABELS, SHAPES
+
 SPEC_VERSION = "shapes world v1"
 
-BACKGROUNDS: dict[str, tuple[int, int, int]] = {
-    "white": (245, 245, 245),
-    "gray": (128, 128, 128),
-    "black": (20, 20, 20),
-}
-COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 40, 40),
-    "green": (40, 170, 70),
-    "blue": (40, 90, 220),
-    "yellow": (240, 210, 40),
-    "purple": (150, 70, 200),
-    "orange": (245, 140, 30),
-}
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 SIZE_RANGES: dict[str, tuple[float, float]] = {"small": (0.15, 0.22), "large": (0.30, 0.42)}
 MARGIN = 0.02  # boxes keep this gap from every other box
 SUPERSAMPLE = 4
-NUM_CLASSES = 21
+NUM_CLASSES = len(BACKGROUNDS) + len(LAYOUT_LABELS)  # 21
 TRAIN_SEEDS = range(1_000_000)
 HELD_OUT_SEED_START = 1_000_000
 
@@ -93,16 +82,15 @@ class Scene:
 
 
 def object_class_id(colour: str, shape: str) -> int:
-    """Semantic-map class of an object: 3 + 3 * colour index + shape index."""
-    return 3 + 3 * COLOUR_NAMES.index(colour) + SHAPES.index(shape)
+    """Semantic-map class of an object: 3 + 3 * colour index + shape index (its label after the backgrounds)."""
+    return len(BACKGROUNDS) + LAYOUT_LABELS.index(f"{colour} {shape}")
 
 
 def class_name(class_id: int) -> str:
     """'white' .. 'black' for 0..2, else '{colour} {shape}'."""
-    if class_id < 3:
+    if class_id < len(BACKGROUNDS):
         return BACKGROUND_NAMES[class_id]
-    c, s = divmod(class_id - 3, 3)
-    return f"{COLOUR_NAMES[c]} {SHAPES[s]}"
+    return LAYOUT_LABELS[class_id - len(BACKGROUNDS)]
 
 
 def position_word(cx: float, cy: float) -> str:

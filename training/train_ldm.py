@@ -28,7 +28,8 @@ Resumable: the run folder keeps `state.pt` (weights, EMA, optimiser, step, data
 rngs), written atomically every `--save-every` seconds; rerunning `train` with
 the same --out resumes with the run's saved config. The latent cache
 `latents.pt` has the format of train_semantic's (same autoencoder and --scenes:
-copy it to skip encoding). The shared machinery lives in training/common.py.
+copy it to skip encoding). The shared machinery lives in the training library modules
+(trainer, loop, model_files, generators, command_line).
 """
 from __future__ import annotations
 
@@ -36,7 +37,6 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -56,38 +56,42 @@ from engine.models.keymaps import COND_PREFIX, UNET_PREFIX
 from engine.models.regions import layout_regions, paint_regions
 from engine.models.token_conditioner import TokenConditioner, TokenConditionerConfig
 from training import shapes_world as world
-from training.common import (
-    IMAGE_SIZE,
-    LATENT_CHANNELS,
-    LOSS_LOG,
-    STATE,
-    ConcatTrainer,
+from training.command_line import (
     add_export_arguments,
     add_speed_parser,
     add_threads_argument,
     add_train_parser,
-    dataclass_from,
     dispatch,
-    encode_scenes,
-    engine_executor,
-    example_graph,
-    exported_model,
-    load_autoencoder,
+    run_command,
+    schedule_of,
+)
+from training.data import encode_scenes, held_out_seeds
+from training.generators import inpaint_generator, layout_generator, text_generator
+from training.loop import (
+    LOSS_LOG,
+    STATE,
     load_state,
     log,
     prefetched,
     resume_run,
-    run_command,
-    run_image,
     run_loop,
     save_run,
-    schedule_of,
-    update_card,
     with_learning_rate,
-    with_overrides,
-    write_checkpoint,
 )
-from training.evaluate import REFINE_DENOISE, REFINE_STEPS, TEXT_ETA, TEXT_SAMPLER, TEXT_SCHEDULER
+from training.metrics import (
+    evaluate_inpainting,
+    evaluate_layout_to_image,
+    evaluate_one_object,
+    evaluate_text_to_image,
+)
+from training.model_files import exported_model, load_autoencoder, update_card, write_checkpoint
+from training.pipeline import IMAGE_SIZE, engine_executor, inpaint_steps
+from training.trainer import (
+    LATENT_CHANNELS,
+    ConcatTrainer,
+    dataclass_from,
+    with_overrides,
+)
 
 INPAINT_CONVENTION = "kiln"  # nodes/latent_nodes.inpaint_concat: latent zeroed in the hole, then the 0/1 mask
 DEFAULT_MODEL = "resources/models/kiln-shapes-base"
@@ -390,15 +394,6 @@ def _run_images_seen(meta: dict[str, Any], step: int, batch: int) -> int:
 
 def evaluate_model(model: str, n: int, steps: int = 25, cfg: float = 3.0, offset: int = 0) -> list[dict]:
     """Text-to-image, layout-to-image and inpainting metrics of a base checkpoint, through the engine."""
-    from training.data import held_out_seeds
-    from training.evaluate import (
-        evaluate_inpainting,
-        evaluate_layout_to_image,
-        evaluate_one_object,
-        evaluate_text_to_image,
-        inpaint_steps,
-    )
-
     seeds = held_out_seeds(n, offset)
     executor = engine_executor()
     text = text_generator(model, steps, cfg, executor=executor)
@@ -411,98 +406,6 @@ def evaluate_model(model: str, n: int, steps: int = 25, cfg: float = 3.0, offset
     for result, name in zip(results, ("text-to-image", "text-to-image", "layout-to-image", "inpainting")):
         result["command"] = command.format(name) + f" --cfg {cfg}"
     return results
-
-
-# ---------------------------------------------------------------- through the engine
-
-def _sampler_params(node: str, seed: int | None, steps: int, cfg: float, sampler: str, scheduler: str,
-                    eta: float = 1.0) -> dict[str, Any]:
-    """The sampler's settings as overrides; seed None leaves its seed to what feeds it."""
-    values = {"seed": seed, "steps": steps, "cfg": cfg, "sampler": sampler, "scheduler": scheduler, "eta": eta}
-    return {f"{node}.{name}": value for name, value in values.items() if value is not None}
-
-
-def text_graph(model: str, prompt: str, seed: int, steps: int = 25, cfg: float = 3.0, sampler: str = TEXT_SAMPLER,
-               scheduler: str = TEXT_SCHEDULER, negative: str = "", size: int = IMAGE_SIZE, eta: float = TEXT_ETA,
-               plan: bool = True):
-    """text_to_image.json (TextEncode prompt -> Plan Layout, and the negative -> Sampler -> decode) with this
-    prompt and sampling; the seed goes to the graph's Seed node `seed`, which drives both the planner and the
-    sampler, as in the example. plan False disables the Plan Layout node (the prompt alone conditions). The
-    defaults are the example's own."""
-    graph = example_graph("text_to_image", model, {
-        "prompt.text": prompt, "negative.text": negative, "latent.width": size, "latent.height": size,
-        "latent.batch_size": 1, "seed.value": seed,
-        **_sampler_params("sampler", None, steps, cfg, sampler, scheduler, eta)})
-    graph.nodes["plan"].disabled = not plan
-    return graph
-
-
-def layout_graph(model: str, boxes: list[dict], seed: int, steps: int = 25, cfg: float = 3.0,
-                 sampler: str = "dpmpp_2m", scheduler: str = "karras", size: int = IMAGE_SIZE):
-    """layout_to_image.json (LayoutEditor -> LayoutEncode, negative the empty prompt -> Sampler -> decode)."""
-    return example_graph("layout_to_image", model, {
-        "layout.boxes": boxes, "latent.width": size, "latent.height": size, "latent.batch_size": 1,
-        **_sampler_params("sampler", seed, steps, cfg, sampler, scheduler)})
-
-
-def inpaint_graph(model: str, image_path: str, mask_b64: str, seed: int, steps: int = 25, prompt: str = "",
-                  sampler: str = "dpmpp_2m", scheduler: str = "karras", feather: int = 0, cfg: float = 1.0,
-                  refine: float = 0.0, refine_steps: int = REFINE_STEPS) -> tuple[Any, str]:
-    """inpainting.json with this picture, mask, prompt and sampling, and the node that holds its result:
-    `paste` after the second pass (the pasted result encoded, noised to `refine` and sampled again for
-    `refine_steps` steps with the same inpainting conditioning, then pasted into the picture: with the whole
-    object in its starting latent, the model lines the new half up with the old), or with refine 0 `draft`,
-    the first pass pasted. The negative is the empty prompt (cfg 1: no guidance)."""
-    params = {"image.path": image_path, "mask.mask": mask_b64, "prompt.text": prompt, "negative.text": "",
-              "draft.feather": feather, "paste.feather": feather,
-              **_sampler_params("sampler", seed, steps, cfg, sampler, scheduler)}
-    if refine > 0:
-        params.update(_sampler_params("refine", seed, refine_steps, cfg, sampler, scheduler))
-        params["refine.denoise"] = refine
-    return example_graph("inpainting", model, params), "paste" if refine > 0 else "draft"
-
-
-def text_generator(model: str, steps: int = 25, cfg: float = 3.0, sampler: str = TEXT_SAMPLER,
-                   scheduler: str = TEXT_SCHEDULER, executor: Any = None, eta: float = TEXT_ETA, plan: bool = True
-                   ) -> Callable[[str, int], np.ndarray]:
-    """generate(prompt, seed) -> uint8 (128, 128, 3), through the real nodes (model loaded once); by default
-    as text_to_image.json runs: its sampler, and its layout planner (plan False: the prompt alone)."""
-    executor = executor or engine_executor()
-    return lambda prompt, seed: run_image(executor, text_graph(model, prompt, seed, steps, cfg, sampler, scheduler,
-                                                               eta=eta, plan=plan))
-
-
-def layout_generator(model: str, steps: int = 25, cfg: float = 3.0, sampler: str = "dpmpp_2m",
-                     scheduler: str = "karras", executor: Any = None) -> Callable[[list[dict], int], np.ndarray]:
-    """generate(boxes, seed) -> uint8 (128, 128, 3), through the real nodes."""
-    executor = executor or engine_executor()
-    return lambda boxes, seed: run_image(executor, layout_graph(model, boxes, seed, steps, cfg, sampler, scheduler))
-
-
-def inpaint_generator(model: str, steps: int = 25, sampler: str = "dpmpp_2m", scheduler: str = "karras",
-                      executor: Any = None, workdir: str | None = None, cfg: float = 3.0,
-                      refine: float = REFINE_DENOISE, refine_steps: int = REFINE_STEPS
-                      ) -> Callable[[np.ndarray, np.ndarray, int, str], np.ndarray]:
-    """generate(masked image uint8 (S, S, 3), mask (S, S) 1 = hole, seed, prompt) -> the pasted result, uint8;
-    guided by `cfg` against the empty prompt when there is a prompt; refine > 0: with the example graph's
-    second pass (inpaint_graph), 0: its first pass alone."""
-    import tempfile
-
-    from engine.drawing import encode_png_b64, write_png
-
-    folder = Path(workdir or tempfile.mkdtemp(prefix="kiln-inpaint-"))
-    executor, calls = executor or engine_executor(), [0]
-
-    def generate(image: np.ndarray, mask: np.ndarray, seed: int, prompt: str = "") -> np.ndarray:
-        calls[0] += 1
-        path = folder / f"image-{calls[0]}.png"
-        write_png(str(path), np.ascontiguousarray(image, dtype=np.uint8))
-        mask_b64 = encode_png_b64((np.asarray(mask) > 0.5).astype(np.uint8) * 255)
-        graph, result = inpaint_graph(model, str(path), mask_b64, seed, steps, prompt, sampler, scheduler,
-                                      cfg=cfg if prompt else 1.0, refine=refine, refine_steps=refine_steps)
-        return run_image(executor, graph, target=result)
-
-    return generate
 
 
 def speed(args: argparse.Namespace) -> dict[str, float]:

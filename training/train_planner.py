@@ -34,18 +34,12 @@ from engine.models.keymaps import COND_PREFIX
 from engine.models.layout_planner import LayoutPlanner, LayoutPlannerConfig
 from engine.models.token_conditioner import TokenConditionerConfig
 from training import shapes_world as world
-from training.common import (
-    add_threads_argument,
-    resume_run,
-    run_command,
-    run_loop,
-    safetensors_metadata,
-    save_run,
-)
+from training.command_line import add_threads_argument, run_command
 from training.data import held_out_seeds
+from training.loop import STATE, load_state, resume_run, run_loop, save_run
+from training.model_files import conditioner_params, has_planner, safetensors_metadata, update_card
 
-STATE = "state.pt"
-LABELS = tuple(f"{c} {s}" for c in world.COLOUR_NAMES for s in world.SHAPES)
+LABELS = world.LAYOUT_LABELS  # the planner's box classes: every "{colour} {shape}"
 
 
 @dataclass
@@ -63,29 +57,9 @@ class PlannerTrainConfig:
         return {**self.__dict__, "planner": self.planner.to_dict()}
 
 
-def _conditioner_params(base: str) -> dict[str, Any]:
-    """The conditioner params in a Kiln checkpoint's metadata."""
-    from engine.models.loader import METADATA_CONFIG_KEY
-
-    if not Path(base).is_file():
-        raise KilnError(f"{base}: no such checkpoint file")
-    metadata = safetensors_metadata(base)
-    if METADATA_CONFIG_KEY not in metadata:
-        raise KilnError(f"{base}: no Kiln config in the file's metadata; the planner needs a built-in base model")
-    return json.loads(metadata[METADATA_CONFIG_KEY])["conditioner"].get("params", {})
-
-
-def has_planner(base: str) -> bool:
-    """Whether a checkpoint carries a layout planner (False for any file that is not a Kiln base model)."""
-    try:
-        return bool(_conditioner_params(base).get("planner"))
-    except (KilnError, OSError, ValueError, KeyError):
-        return False
-
-
 def base_words(base: str) -> TokenConditionerConfig:
     """The word tokenizer of a Kiln base checkpoint, from the file's metadata."""
-    params = _conditioner_params(base)
+    params = conditioner_params(base)
     allowed = set(TokenConditionerConfig.__dataclass_fields__)
     return TokenConditionerConfig.from_dict({k: v for k, v in params.items() if k in allowed})
 
@@ -101,7 +75,7 @@ def example(planner: LayoutPlanner, rng: np.random.Generator, p_empty: float) ->
 
 
 class PlannerTrainer:
-    """The planner, its AdamW and its step count, with the interface training.common.run_loop drives."""
+    """The planner, its AdamW and its step count, with the interface training.loop.run_loop drives."""
 
     def __init__(self, cfg: PlannerTrainConfig, words: TokenConditionerConfig):
         torch.manual_seed(cfg.seed)
@@ -141,8 +115,6 @@ class PlannerTrainer:
 
 def trainer_from_run(run: Path) -> PlannerTrainer:
     """The trainer saved in a run folder, weights and step included."""
-    from training.common import load_state
-
     state = load_state(run / STATE)
     cfg_dict = json.loads(state["config"])
     cfg = PlannerTrainConfig(**{**cfg_dict, "planner": LayoutPlannerConfig.from_dict(cfg_dict["planner"])})
@@ -249,7 +221,7 @@ def copy(args: argparse.Namespace) -> dict[str, Any]:
     weights = {k.removeprefix(PREFIX): v for k, v in load_file(str(source)).items() if k.startswith(PREFIX)}
     card_file = source.with_suffix(".json")
     card = json.loads(card_file.read_text()).get("layout_planner", {}) if card_file.is_file() else {}
-    write_planner(base, weights, _conditioner_params(str(source))["planner"], {**card, "copied_from": source.name})
+    write_planner(base, weights, conditioner_params(str(source))["planner"], {**card, "copied_from": source.name})
     return {"written": str(base), "planner_tensors": len(weights)}
 
 
@@ -258,7 +230,6 @@ def write_planner(base: Path, weights: dict[str, torch.Tensor], config: dict[str
     from safetensors.torch import load_file, save_file
 
     from engine.models.loader import CARD_CONFIG_KEY, METADATA_CONFIG_KEY
-    from training.common import update_card
 
     metadata = safetensors_metadata(base)
     tensors = {k: v for k, v in load_file(str(base)).items() if not k.startswith(PREFIX)}

@@ -31,14 +31,13 @@ loads it like any user checkpoint.
 
 The pieces shared with training/train_sr.py and train_ldm.py (the
 concat-conditioned trainer, its resumable loop and the checkpoint writer) live
-in training/common.py.
+in the training library modules trainer, loop and model_files.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -55,37 +54,38 @@ from engine.models.configs import (
     DiffusionConfig,
     UNetConfig,
 )
-from training.common import (
-    IMAGE_SIZE,
-    LATENT_CHANNELS,
-    LOSS_LOG,
-    STATE,
-    ConcatTrainer,
+from training.command_line import (
     add_export_arguments,
     add_speed_parser,
     add_threads_argument,
     add_train_parser,
-    dataclass_from,
     dispatch,
-    encode_scenes,
-    engine_executor,
-    example_graph,
-    load_autoencoder,
+    run_command,
+    schedule_of,
+)
+from training.data import encode_scenes, held_out_seeds
+from training.generators import semantic_generator
+from training.loop import (
+    LOSS_LOG,
+    STATE,
     load_state,
     log,
     prefetched,
     resume_run,
-    run_command,
-    run_image,
     run_loop,
     save_run,
-    schedule_of,
-    update_card,
     with_learning_rate,
-    with_overrides,
-    write_checkpoint,
 )
+from training.metrics import evaluate_semantic
+from training.model_files import load_autoencoder, update_card, write_checkpoint
+from training.pipeline import IMAGE_SIZE
 from training.shapes_world import NUM_CLASSES, make_scene, semantic_map
+from training.trainer import (
+    LATENT_CHANNELS,
+    ConcatTrainer,
+    dataclass_from,
+    with_overrides,
+)
 
 # ---------------------------------------------------------------- config
 
@@ -210,41 +210,12 @@ def export(run: str, out: str, ae_path: str | None = None, weights: str = "ema",
                          "weights": weights, "config": cfg.to_dict(), "autoencoder": str(ae_path or meta["ae"])}}
     card = write_checkpoint(out, tensors, ae, config, card, getattr(torch, dtype))
     if eval_n > 0:
-        from training.data import held_out_seeds
-        from training.evaluate import evaluate_semantic
-
-        generate = engine_generator(f"{out}.safetensors", steps=eval_steps, cfg=eval_cfg)
+        generate = semantic_generator(f"{out}.safetensors", steps=eval_steps, cfg=eval_cfg)
         result = evaluate_semantic(generate, held_out_seeds(eval_n))
         result["command"] = (f"python -m training.evaluate semantic --model {out}.safetensors --n {eval_n} "
                              f"--steps {eval_steps} --cfg {eval_cfg}")
         card = update_card(out, evaluation=result)
     return card
-
-
-# ---------------------------------------------------------------- through the engine
-
-
-def semantic_graph(model: str, labels_b64: str, seed: int, steps: int, cfg: float, sampler: str, scheduler: str):
-    """semantic_to_image.json (SemanticPainter -> SemanticEncode, negative zeroed -> Sampler -> decode) with
-    this map and sampling."""
-    return example_graph("semantic_to_image", model, {
-        "semantic.labels": labels_b64, "semantic.num_classes": NUM_CLASSES, "latent.width": IMAGE_SIZE,
-        "latent.height": IMAGE_SIZE, "latent.batch_size": 1, "sampler.seed": seed, "sampler.steps": steps,
-        "sampler.cfg": cfg, "sampler.sampler": sampler, "sampler.scheduler": scheduler})
-
-
-def engine_generator(model: str, steps: int = 25, cfg: float = 2.0, sampler: str = "dpmpp_2m",
-                     scheduler: str = "karras") -> Callable[[np.ndarray, int], np.ndarray]:
-    """generate(labels (S, S) uint8, seed) -> uint8 (S, S, 3), through the real nodes (model loaded once)."""
-    from engine.drawing import encode_png_b64
-
-    executor = engine_executor()
-
-    def generate(labels: np.ndarray, seed: int) -> np.ndarray:
-        graph = semantic_graph(model, encode_png_b64(labels.astype(np.uint8)), seed, steps, cfg, sampler, scheduler)
-        return run_image(executor, graph)
-
-    return generate
 
 
 def speed(args: argparse.Namespace) -> dict[str, float]:

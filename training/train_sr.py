@@ -52,37 +52,36 @@ from engine.models.configs import (
     UNetConfig,
 )
 from engine.models.keymaps import UNET_PREFIX
-from training.common import (
-    LOSS_LOG,
-    STATE,
-    ConcatTrainer,
+from training.autoencoder import add_config_flags, train_from_flags
+from training.autoencoder_export import export as export_autoencoder_run
+from training.command_line import (
     add_export_arguments,
     add_speed_parser,
     add_threads_argument,
     add_train_parser,
-    atomic_torch_save,
-    dataclass_from,
     dispatch,
-    engine_executor,
-    example_graph,
-    exported_model,
-    load_autoencoder,
+    run_command,
+    schedule_of,
+)
+from training.data import held_out_seeds, object_crop_corner, to_tensor, train_seeds
+from training.generators import sr_generator, time_upscale
+from training.loop import (
+    LOSS_LOG,
+    STATE,
+    atomic_torch_save,
     load_state,
     log,
     prefetched,
     resume_run,
-    run_command,
-    run_image,
     run_loop,
     save_run,
-    schedule_of,
-    update_card,
     with_learning_rate,
-    with_overrides,
-    write_checkpoint,
 )
-from training.evaluate import SR_MATCH, SR_SAMPLER, SR_SCHEDULER, SR_STEPS
+from training.metrics import evaluate_super_resolution
+from training.model_files import exported_model, load_autoencoder, update_card, write_checkpoint
+from training.pipeline import SR_MATCH, SR_STEPS
 from training.shapes_world import make_scene, render
+from training.trainer import ConcatTrainer, dataclass_from, with_overrides
 
 LOW_CHANNELS = 3
 
@@ -126,15 +125,15 @@ def fit_unet(cfg: SrTrainConfig, latent_channels: int) -> UNetConfig:
 
 
 def train_autoencoder_command(out: str, extra: list[str]) -> int:
-    from training import train_autoencoder
-
-    return train_autoencoder.main(["train", "--out", out, *SR_AE_FLAGS, *extra])
+    """`python -m training.train_autoencoder train` with the sr-f4 flags and the flags given after them."""
+    command = ["train", "--out", out, *SR_AE_FLAGS, *extra]
+    parser = argparse.ArgumentParser(prog="python -m training.train_sr autoencoder")
+    add_config_flags(parser)
+    return train_from_flags(parser.parse_args(command[1:]), command)
 
 
 def export_autoencoder(run: str, out: str, n_eval: int = 200) -> dict[str, Any]:
-    from training import train_autoencoder
-
-    train_autoencoder.export(run, out, n_eval)
+    export_autoencoder_run(run, out, n_eval)
     return update_card(out, name="Kiln shapes SR autoencoder",
                        description="KL autoencoder, f=4, 3 latent channels, for the 4x super-resolution model "
                                    "(bundled into it; not a model of its own).")
@@ -145,8 +144,6 @@ def export_autoencoder(run: str, out: str, n_eval: int = 200) -> dict[str, Any]:
 
 def sr_crop(scene: Any, size: int, cfg: SrTrainConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A (crop, crop, 3) window of the scene rendered at `size` and the same window of the size/factor render."""
-    from training.data import object_crop_corner
-
     f, crop = cfg.factor, min(cfg.crop, size)
     high, low = render(scene, size), render(scene, size // f)
     if rng.random() < cfg.object_share:
@@ -165,8 +162,6 @@ def _pool_key(cfg: SrTrainConfig) -> str:
 @torch.no_grad()
 def build_pool(ae: nn.Module, cfg: SrTrainConfig, cache: Path, chunk: int = 32) -> tuple[torch.Tensor, np.ndarray]:
     """(N, C, 32, 32) float16 unscaled latents of the large crops and (N, 32, 32, 3) uint8 small crops, cached."""
-    from training.data import to_tensor, train_seeds
-
     if cache.exists():
         saved = torch.load(cache, map_location="cpu", weights_only=True)
         if saved["key"] == _pool_key(cfg):
@@ -210,8 +205,6 @@ def degrade(low: torch.Tensor, rng: np.random.Generator, p: float) -> torch.Tens
 def sr_batch(cfg: SrTrainConfig, latents: torch.Tensor, lows: np.ndarray, scale: float,
              rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Scaled latents (B, C, 32, 32) and their small crops (B, 3, 32, 32) in [-1, 1]."""
-    from training.data import to_tensor
-
     idx = rng.integers(0, len(latents), size=cfg.batch)
     return latents[idx].float() * scale, degrade(to_tensor(lows[idx]), rng, cfg.p_degrade)
 
@@ -276,84 +269,13 @@ def export(run: str, out: str, ae_path: str | None = None, weights: str = "ema",
     tensors = state["ema"] if weights == "ema" else state["weights"]
     card = write_checkpoint(out, tensors, ae, config, card, getattr(torch, dtype))
     if eval_n > 0:
-        from training.data import held_out_seeds
-        from training.evaluate import evaluate_super_resolution
-
-        generate = engine_generator(f"{out}.safetensors", steps=eval_steps, match_iterations=SR_MATCH)
+        generate = sr_generator(f"{out}.safetensors", steps=eval_steps, match_iterations=SR_MATCH)
         result = evaluate_super_resolution(generate, held_out_seeds(eval_n), model_only=generate.model_only)
         result["seconds_128_to_512"] = round(time_upscale(generate), 2)
         result["command"] = (f"python -m training.evaluate super-resolution --model {out}.safetensors "
                              f"--n {eval_n} --steps {eval_steps} --time-512")
         card = update_card(out, evaluation=result)
     return card
-
-
-# ---------------------------------------------------------------- through the engine
-
-
-def sr_graph(model: str, image_path: str, seed: int, steps: int, sampler: str, scheduler: str, scale: int = 4,
-             match_iterations: int = 0) -> tuple[Any, str]:
-    """super_resolution.json (LoadImage -> SuperResolutionConditioning + EmptyLatentLike -> Sampler -> decode
-    -> MatchLowRes) with this picture and sampling, and the node that holds the result: `sr_match` with
-    match_iterations > 0, else `sr_decode`, the model's own output."""
-    params = {"image.path": image_path, "sr_latent.scale": scale, "sampler.seed": seed, "sampler.steps": steps,
-              "sampler.cfg": 1.0, "sampler.sampler": sampler, "sampler.scheduler": scheduler}
-    if match_iterations:
-        params["sr_match.iterations"] = match_iterations
-    graph = example_graph("super_resolution", model, params, checkpoint_node="sr_ckpt")
-    return graph, "sr_match" if match_iterations else "sr_decode"
-
-
-class SrGenerator:
-    """generate(low uint8 (s, s, 3), seed) -> uint8 (4s, 4s, 3) through the real nodes (model loaded once):
-    the model's decoded output, then Match Low-Res Input when match_iterations > 0.
-
-    `model_only(low, seed)` right after gives the same sample before matching (from the engine's cache)."""
-
-    def __init__(self, model: str, steps: int = SR_STEPS, sampler: str = SR_SAMPLER, scheduler: str = SR_SCHEDULER,
-                 workdir: str | None = None, match_iterations: int = 0):
-        import tempfile
-
-        self.folder = Path(workdir or tempfile.mkdtemp(prefix="kiln-sr-"))
-        self.executor = engine_executor()
-        self.model, self.steps, self.sampler, self.scheduler = model, steps, sampler, scheduler
-        self.match_iterations = match_iterations
-        self._last: tuple[np.ndarray, int, Any] | None = None  # (low, seed, graph) of the latest call
-
-    def _graph(self, low: np.ndarray, seed: int) -> Any:
-        """The graph for this input, the low picture written once (model_only reuses the latest call's)."""
-        from engine.drawing import write_png
-
-        if self._last is not None and self._last[0] is low and self._last[1] == seed:
-            return self._last[2]
-        path = self.folder / f"low-{seed}-{low.shape[0]}.png"
-        write_png(str(path), np.ascontiguousarray(low, dtype=np.uint8))
-        graph, _ = sr_graph(self.model, str(path), seed, self.steps, self.sampler, self.scheduler,
-                            match_iterations=self.match_iterations)
-        self._last = (low, seed, graph)
-        return graph
-
-    def __call__(self, low: np.ndarray, seed: int) -> np.ndarray:
-        return run_image(self.executor, self._graph(low, seed), "sr_match" if self.match_iterations else "sr_decode")
-
-    def model_only(self, low: np.ndarray, seed: int) -> np.ndarray:
-        return run_image(self.executor, self._graph(low, seed), "sr_decode")
-
-
-def engine_generator(model: str, steps: int = SR_STEPS, sampler: str = SR_SAMPLER, scheduler: str = SR_SCHEDULER,
-                     workdir: str | None = None, match_iterations: int = 0) -> SrGenerator:
-    return SrGenerator(model, steps, sampler, scheduler, workdir, match_iterations)
-
-
-def time_upscale(generate: SrGenerator, size: int = 128, seed: int = 1_000_000) -> float:
-    """Seconds for one size -> 4*size upscale of a held-out render through `generate`'s pipeline, model loaded."""
-    import time
-
-    low = render(make_scene(seed), size)
-    generate(low[: size // 4, : size // 4], seed)  # loads the model if this generator has not yet
-    started = time.perf_counter()
-    generate(low, seed)
-    return time.perf_counter() - started
 
 
 def speed(args: argparse.Namespace) -> dict[str, float]:

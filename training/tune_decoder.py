@@ -29,19 +29,11 @@ from torch import nn
 
 from engine.errors import KilnError
 from engine.models.keymaps import AE_PREFIX
-from training.common import (
-    LOSS_LOG,
-    STATE,
-    atomic_torch_save,
-    load_state,
-    log,
-    run_loop,
-    safetensors_metadata,
-    update_card,
-    update_ema,
-    write_card,
-)
-from training.data import render_batch, to_tensor
+from training.data import held_out_seeds, render_batch, to_tensor, train_seeds
+from training.loop import LOSS_LOG, STATE, atomic_torch_save, load_state, log, run_loop
+from training.metrics import evaluate_autoencoder, reconstruct
+from training.model_files import load_autoencoder, safetensors_metadata, update_card, write_card
+from training.trainer import update_ema
 
 DECODER_KEYS = ("decoder.", "post_quant_conv.")
 
@@ -115,8 +107,6 @@ class DecoderTrainer:
 def pool_of_pictures(ae: nn.Module, n: int, seed: int, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """(latents (n, C, h, w) posterior mode, pictures (n, 3, 128, 128) in [-1, 1]) of random training scenes,
     both on `device`."""
-    from training.data import train_seeds
-
     seeds = train_seeds(np.random.default_rng(seed), n)
     pictures = to_tensor(render_batch(seeds, 128)).to(device)
     with torch.no_grad():
@@ -125,8 +115,6 @@ def pool_of_pictures(ae: nn.Module, n: int, seed: int, device: str = "cpu") -> t
 
 
 def train(args: argparse.Namespace) -> dict[str, float]:
-    from training.evaluate import load_autoencoder
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ae, _ = load_autoencoder(args.ae)
@@ -158,10 +146,6 @@ def export(run: str, out: str, n_eval: int, weights: str = "ema") -> dict[str, A
     """The tuned autoencoder file (the EMA or raw decoder, the original encoder) and its card, measured on
     held-out scenes."""
     from safetensors.torch import load_file, save_file
-
-    from training.data import held_out_seeds
-    from training.evaluate import evaluate_autoencoder, load_autoencoder
-    from training.train_autoencoder import reconstruct
 
     state = load_state(Path(run) / STATE)
     source = Path(state["ae"])
