@@ -2,7 +2,7 @@
 import os
 import sys
 
-from engine.cli import COMMANDS, main
+from kiln.cli import COMMANDS, main
 
 
 def _leave_now(code: int) -> None:

@@ -9,10 +9,10 @@ from typing import Any
 
 from app import commands as cmd
 from app.document import MISSING, REROUTES_KEY, SEED_CONTROL_KEY, Document, link_key
-from engine import param_links
 from engine.errors import KilnError
 from engine.graph import Backdrop, Graph, Link, Node
-from engine.spec import SEED_MAX
+from engine.link_rules import link_verdict
+from engine.spec import ROLE_HOLDS_LAYOUT, SEED_MAX, SocketType
 
 CLIPBOARD_MIME = "application/x-kiln-graph"
 SEED_MODES = ("fixed", "increment", "randomize")
@@ -96,47 +96,16 @@ class Editor:
 
     # --- links ----------------------------------------------------------------
     def connection_problem(self, src: str, out: str, dst: str, inp: str) -> str | None:
-        """Why this link cannot be made, in one line, or None when it can."""
-        if src == dst:
-            return "a node cannot feed itself"
-        spec_src = self.doc.registry.get(self.graph.nodes[src].type)
-        spec_dst = self.doc.registry.get(self.graph.nodes[dst].type)
-        if spec_src is None or spec_dst is None:
-            return "unknown node type: install the node or remove it"
-        output, input_ = spec_src.output(out), spec_dst.input(inp)
-        param = param_links.linked_param(spec_dst, self.graph.nodes[dst], inp) if input_ is None else None
-        if output is None or (input_ is None and param is None):
-            return f"no socket {out!r} / {inp!r}"
-        if param is not None:
-            problem = param_links.feed_problem(output.type, param)
-            if problem is not None:
-                return problem
-        elif output.type != input_.type:
-            return f"{output.type.value} output cannot feed the {input_.type.value} input {inp!r}"
-        if self._reaches(dst, src, ignore=self.graph.incoming(dst).get(inp)):
-            return "this link would make a cycle"
-        return None
-
-    def _reaches(self, start: str, goal: str, ignore: Link | None) -> bool:
-        seen, todo = {start}, [start]
-        while todo:
-            current = todo.pop()
-            if current == goal:
-                return True
-            for link in self.graph.outgoing(current):
-                if link != ignore and link.dst not in seen:
-                    seen.add(link.dst)
-                    todo.append(link.dst)
-        return False
+        """Why this link cannot be made, in one line, or None when it can (engine.link_rules decides)."""
+        return link_verdict(self.graph, self.doc.registry, Link(src, out, dst, inp)).reason
 
     def connect(self, src: str, out: str, dst: str, inp: str) -> str | None:
         """Make the link, or return why not (nothing changes then)."""
-        problem = self.connection_problem(src, out, dst, inp)
-        if problem is None:
-            link = Link(src, out, dst, inp)
-            if link not in self.graph.links:
-                self._push(cmd.ConnectCommand(self.doc, link))
-        return problem
+        link = Link(src, out, dst, inp)
+        verdict = link_verdict(self.graph, self.doc.registry, link)
+        if verdict.allowed and verdict.replaces != link:  # the same link again changes nothing
+            self._push(cmd.ConnectCommand(self.doc, link))
+        return verdict.reason
 
     def disconnect(self, link: Link) -> None:
         if link in self.graph.links:
@@ -195,14 +164,19 @@ class Editor:
         return param in self.graph.nodes[node_id].param_inputs and param in self.graph.incoming(node_id)
 
     def edit_boxes_in_layout_editor(self, node_id: str, boxes: list[dict], pos: tuple[float, float]) -> str:
-        """A new Layout Editor holding `boxes`, wired into the node's `layout` input: one undo step."""
-        from engine.drawing import LAYOUT_LABELS
+        """A new node holding `boxes` (the type with ROLE_HOLDS_LAYOUT), wired into the node's LAYOUT input:
+        one undo step."""
+        from app.editors.layout_editor import params_holding
 
-        labels = "shapes world" if all(item.get("label") in LAYOUT_LABELS for item in boxes) else "free text"
-        self.doc.undo_stack.beginMacro(f"Edit boxes of {self.doc.node_title(node_id)} in a Layout Editor")
+        holder = self.doc.registry.first_with_role(ROLE_HOLDS_LAYOUT)
+        target = self.doc.registry[self.graph.nodes[node_id].type].input_of_type(SocketType.LAYOUT)
+        source = holder.output_of_type(SocketType.LAYOUT) if holder is not None else None
+        if source is None or target is None:
+            raise ValueError("no node type holds boxes for this node's layout input")
+        self.doc.undo_stack.beginMacro(f"Edit boxes of {self.doc.node_title(node_id)} in a {holder.title}")
         try:
-            editor = self.add_node("LayoutEditor", pos, {"boxes": [dict(item) for item in boxes], "labels": labels})
-            problem = self.connect(editor, "layout", node_id, "layout")
+            editor = self.add_node(holder.type, pos, params_holding(boxes))
+            problem = self.connect(editor, source.name, node_id, target.name)
         finally:
             self.doc.undo_stack.endMacro()
         if problem is not None:

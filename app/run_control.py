@@ -13,7 +13,7 @@ from app.run_progress import RunProgress
 from app.runner import Job, JobResult, Picture, Runner
 from app.viewer import ResultEntry, Viewer, to_qimage
 from engine.errors import KilnError
-from engine.executor import needed_order, resolve_targets
+from engine.planning import needed_order, resolve_targets
 from engine.spec import NodeRegistry
 
 
@@ -46,6 +46,7 @@ class RunControl(QObject):
         runner.queue_changed.connect(self.on_queue_changed)
         runner.device_known.connect(lambda d: self.device_label.setText(f"device: {d}"))
         scene.doc.node_removed.connect(self._on_node_removed)
+        scene.doc.graph_reset.connect(lambda: self.node_images.clear())  # another graph: none of its pictures yet
 
     # --- engine events -----------------------------------------------------------------
     def on_job_started(self, job: Job) -> None:
@@ -223,6 +224,8 @@ def _job_needs(job: Job, registry: NodeRegistry, node_id: str) -> bool:
     """The job's run computes (or reads from the cache) this node."""
     if node_id not in job.graph.nodes:
         return False
+    if job.plan is not None:  # the running job, planned on the worker
+        return node_id in job.plan.order
     try:
         return node_id in needed_order(job.graph, resolve_targets(job.graph, registry, job.targets))
     except KilnError:  # a bad target: the job will fail on its own

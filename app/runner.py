@@ -15,12 +15,13 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from PySide6.QtCore import QObject, Qt, Signal
 
+from engine import planning
 from engine.graph import Graph
+from engine.planning import RunHandle, RunPlan
 from engine.spec import EngineSettings, NodeRegistry, SocketType
-
-IMAGE_TYPES = (SocketType.IMAGE, SocketType.MASK, SocketType.LAYOUT)  # a layout is shown as its boxes
 
 
 @dataclass(eq=False)  # a job is itself: compared by identity
@@ -30,12 +31,12 @@ class Job:
     targets: list[str] | None
     label: str
     graph_dict: dict  # the file document of the snapshot, for the history and saved PNGs (set by the worker)
-    watch: list[str] = field(default_factory=list)  # nodes whose images we want back
-    cancel_event: threading.Event = field(default_factory=threading.Event)  # this job's own stop flag
+    plan: RunPlan | None = None  # made on the worker: targets, order, the nodes whose pictures come back
+    handle: RunHandle = field(default_factory=RunHandle)  # this job's own stop token
 
     @property
     def cancelled(self) -> bool:
-        return self.cancel_event.is_set()
+        return self.handle.cancelled
 
 
 @dataclass
@@ -68,23 +69,6 @@ class JobResult:
     model_evals: int = 0
 
 
-def image_nodes(graph: Graph, registry: NodeRegistry, targets: list[str]) -> list[str]:
-    """The targets' ancestors (and targets) that have an image output: their pictures become thumbnails."""
-    needed, todo = set(targets), list(targets)
-    while todo:
-        for link in graph.incoming(todo.pop()).values():
-            if link.src not in needed:
-                needed.add(link.src)
-                todo.append(link.src)
-    found = []
-    for node_id in sorted(needed):
-        node = graph.nodes.get(node_id)
-        spec = registry.get(node.type) if node else None
-        if spec is not None and not node.disabled and any(o.type in IMAGE_TYPES for o in spec.outputs):
-            found.append(node_id)
-    return found
-
-
 class Runner(QObject):
     event = Signal(object)  # engine.events.Event, on the UI thread
     job_queued = Signal(object)  # Job, just submitted
@@ -115,7 +99,8 @@ class Runner(QObject):
     # --- UI thread ----------------------------------------------------------------------
     def submit(self, graph: Graph, targets: list[str] | None = None, label: str = "Run") -> Job:
         """Queue a run of a snapshot of `graph`; everything else is prepared on the worker."""
-        job = Job(next(self._ids), graph.copy(), list(targets) if targets is not None else None, label, {})
+        targets = list(targets) if targets is not None else None
+        job = Job(next(self._ids), planning.snapshot(graph), targets, label, {})
         with self._lock:
             self._waiting.append(job)
         self._outstanding += 1
@@ -145,10 +130,9 @@ class Runner(QObject):
     def cancel(self, clear_queue: bool = True) -> None:
         """Stop the running job (within one sampler step) and, by default, drop the queue."""
         with self._lock:
-            dropped = list(self._waiting) if clear_queue else []
-            if self._current is not None:
-                self._current.cancel_event.set()
-        for job in dropped:
+            running = [self._current] if self._current is not None else []
+            jobs = running + (list(self._waiting) if clear_queue else [])
+        for job in jobs:
             self.cancel_job(job.id)
 
     def cancel_job(self, job_id: int) -> bool:
@@ -159,9 +143,9 @@ class Runner(QObject):
             waiting = next((job for job in self._waiting if job.id == job_id), None)
             if waiting is not None:
                 self._waiting.remove(waiting)  # the worker skips it
-                waiting.cancel_event.set()
+                waiting.handle.cancel()
             elif self._current is not None and self._current.id == job_id:
-                self._current.cancel_event.set()
+                self._current.handle.cancel()
                 return True
             else:
                 return False
@@ -222,8 +206,8 @@ class Runner(QObject):
 
         t0 = time.perf_counter()
         try:
-            targets = self._prepare(job)
-            run = executor.run(job.graph, targets, on_event=self.event.emit, cancel=job.cancel_event)
+            job.plan = self._prepare(job, executor)
+            run = executor.run_plan(job.plan.watching(), on_event=self.event.emit, handle=job.handle)
         except ValidationError as err:
             return JobResult(job, ok=False, error_message=str(err), seconds=time.perf_counter() - t0,
                              issues={i.node_id: i.message for i in err.issues if i.node_id})
@@ -231,15 +215,21 @@ class Runner(QObject):
             return JobResult(job, ok=False, error_message=str(err), seconds=time.perf_counter() - t0)
         return self._result(job, run)
 
-    def _prepare(self, job: Job) -> list[str]:
-        """The graph document for the history, and the targets plus the image nodes to watch."""
-        from engine.executor import resolve_targets
+    def _prepare(self, job: Job, executor: Any) -> RunPlan:
+        """The graph document for the history, and the job's plan (ValidationError for a bad graph)."""
         from engine.provenance import picture_graph
 
         job.graph_dict = picture_graph(job.graph, self.registry)
-        wanted = resolve_targets(job.graph, self.registry, job.targets)  # ValidationError for a bad target
-        job.watch = image_nodes(job.graph, self.registry, wanted)
-        return list(dict.fromkeys([*wanted, *job.watch]))
+        return executor.plan(job.graph, job.targets)
+
+    def _typed_outputs(self, graph: Graph, node_id: str,
+                       outputs: dict[str, Any]) -> list[tuple[SocketType, Any]]:
+        """(socket type, value) of a node's outputs, in its spec's order."""
+        node = graph.nodes.get(node_id)
+        spec = self.registry.get(node.type) if node is not None else None
+        if spec is None:
+            return []
+        return [(o.type, outputs[o.name]) for o in spec.outputs if o.name in outputs]
 
     def _result(self, job: Job, run: Any) -> JobResult:
         result = JobResult(job, ok=run.ok, cancelled=run.cancelled, seconds=run.seconds,
@@ -250,64 +240,42 @@ class Runner(QObject):
             result.error_message = run.error.message
             result.error_details = getattr(run.error, "details", "") or ""
         for node_id, outputs in run.outputs.items():
-            layout = next((value for value in outputs.values() if _is_layout(value)), None)
+            typed = self._typed_outputs(job.graph, node_id, outputs)
+            layout = next((value for kind, value in typed if kind is SocketType.LAYOUT and len(value)), None)
             if layout is not None:
-                result.layouts[node_id] = [dict(item) for item in layout]
-            pictures, seeds = _pictures(outputs, layout)
+                result.layouts[node_id] = layout.to_json()
+            pictures, seeds = _pictures(typed)
             if pictures:
                 result.images[node_id] = pictures
                 result.seeds[node_id] = seeds
         return result
 
 
-def _pictures(outputs: dict[str, Any], layout: list[dict] | None = None) -> tuple[list[Picture], tuple[int, ...]]:
-    """Pictures of the first image-like output (IMAGE or MASK), with the seeds; else of `layout`'s boxes."""
-    import torch
+def _pictures(typed: list[tuple[SocketType, Any]]) -> tuple[list[Picture], tuple[int, ...]]:
+    """Pictures of the first IMAGE or MASK output, with its seeds; else of the first LAYOUT's boxes.
+    The engine turns each value into RGB arrays by its socket type (engine.display)."""
+    from engine import display
 
-    for value in outputs.values():
-        pixels = getattr(value, "pixels", value)
-        if not isinstance(pixels, torch.Tensor) or pixels.ndim != 4 or pixels.shape[1] not in (1, 3):
-            continue
-        batch = pixels.detach()[:16].float().cpu().clamp(0, 1)
-        if batch.shape[1] == 1:
-            batch = batch.expand(-1, 3, -1, -1)
-        pictures = [_picture(img) for img in batch]
-        return pictures, tuple(getattr(value, "seeds", ()) or ())
-    if layout:
-        from engine.drawing import render_layout
-
-        drawn = torch.from_numpy(render_layout(layout, THUMB_SIDE)).permute(2, 0, 1).float() / 255
-        return [_picture(drawn)], ()
+    shown = [(kind, value) for kind, value in typed if kind in (SocketType.IMAGE, SocketType.MASK)]
+    shown += [(kind, value) for kind, value in typed if kind is SocketType.LAYOUT]
+    for kind, value in shown:
+        rgbs = display.to_rgb(value, kind)
+        if rgbs:
+            seeds = tuple(value.seeds) if kind is SocketType.IMAGE else ()
+            return [_picture(rgb, display.thumbnail(rgb, THUMB_SIDE)) for rgb in rgbs], seeds
     return [], ()
 
 
-def _is_layout(value: Any) -> bool:
-    """A LAYOUT value: a non-empty list of {"label", "box"} (an empty one has nothing to show)."""
-    return (isinstance(value, list) and bool(value)
-            and all(isinstance(item, dict) and "box" in item for item in value))
+def _picture(rgb: np.ndarray, thumb: np.ndarray) -> Picture:
+    return Picture(rgb, _bgrx(rgb), _bgrx(thumb))
 
 
-def _picture(image: Any) -> Picture:
-    """(3, H, W) float in [0, 1] -> Picture."""
-    import torch
-    import torch.nn.functional as F
-
-    rgb = (image * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()  # (H, W, 3)
-    h, w = rgb.shape[:2]
-    scale = THUMB_SIDE / max(h, w)
-    small = image
-    if scale < 1:
-        size = (max(1, round(h * scale)), max(1, round(w * scale)))
-        small = F.interpolate(image[None], size=size, mode="area")[0]
-    thumb = (small * 255).round().to(torch.uint8).permute(1, 2, 0)
-    return Picture(rgb.numpy(), _bgrx(rgb), _bgrx(thumb))
-
-
-def _bgrx(rgb: Any) -> Any:
-    import torch
-
-    alpha = torch.full_like(rgb[..., :1], 255)
-    return torch.cat([rgb.flip(-1), alpha], dim=-1).contiguous().numpy()
+def _bgrx(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) RGB -> (H, W, 4) in QImage.Format_RGB32 byte order (B, G, R, 255)."""
+    out = np.empty((*rgb.shape[:2], 4), dtype=np.uint8)
+    out[..., :3] = rgb[..., ::-1]
+    out[..., 3] = 255
+    return out
 
 
 def _describe_device(requested: str) -> str:

@@ -13,25 +13,21 @@ No torch and no Qt at module level: the GUI calls `Executor.run` on a worker thr
 """
 from __future__ import annotations
 
-import heapq
-import os
 import threading
 import time
 import traceback
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 from engine import events as E
-from engine import param_links, paths
+from engine import param_links, paths, planning
 from engine.cache import ResultCache, file_identity, node_key
-from engine.errors import Cancelled, Issue, KilnError, NodeError, UserInputError, ValidationError
+from engine.errors import Cancelled, KilnError, NodeError, UserInputError
 from engine.graph import Graph, Node
 from engine.model_store import ModelStore
-from engine.spec import FILES_KEY, EngineSettings, NodeRegistry, NodeSpec, Param, ParamType
-
-_MODELS_DIR = Path(__file__).resolve().parents[1] / "resources" / "models"
+from engine.planning import RunHandle, RunPlan, snapshot
+from engine.spec import FILES_KEY, ComputeContext, EngineSettings, NodeRegistry, NodeSpec, Param, ParamType
 
 
 @dataclass
@@ -79,92 +75,41 @@ class Executor:
         self.settings = settings or EngineSettings()
         self.cache = cache if cache is not None else ResultCache.from_settings(self.settings)
         self.models = models if models is not None else ModelStore()
-        self._cancel = threading.Event()
         self._run_lock = threading.Lock()
+        self._current: RunHandle | None = None  # the handle of the run in progress
 
     def cancel(self) -> None:
         """Ask the current run to stop at the next step or between nodes. Thread-safe."""
-        self._cancel.set()
+        handle = self._current
+        if handle is not None:
+            handle.cancel()
+
+    def plan(self, graph: Graph, targets: Iterable[str] | None = None) -> RunPlan:
+        """The run of `targets` (default: the output nodes): resolved, validated (ValidationError) and
+        ordered. The plan keeps `graph` itself: hand over a snapshot no one edits."""
+        return planning.plan(graph, self.registry, targets)
 
     def run(self, graph: Graph, targets: Iterable[str] | None = None,
-            on_event: E.EventCallback | None = None, cancel: threading.Event | None = None) -> RunResult:
-        """Run what `targets` (default: the output nodes) need. Raises ValidationError first.
+            on_event: E.EventCallback | None = None, handle: RunHandle | None = None) -> RunResult:
+        """Run what `targets` (default: the output nodes) need, on a snapshot of `graph` (the GUI may
+        keep editing). Raises ValidationError first."""
+        return self.run_plan(self.plan(snapshot(graph), targets), on_event, handle)
 
-        `cancel`: this run's own stop flag (a caller that queues runs sets it without racing the next
-        run); `Executor.cancel` sets it too."""
+    def run_plan(self, plan: RunPlan, on_event: E.EventCallback | None = None,
+                 handle: RunHandle | None = None) -> RunResult:
+        """Run a plan as it is. `handle`: this run's own stop token (`Executor.cancel` uses it too)."""
+        handle = handle if handle is not None else RunHandle()
         with self._run_lock:
-            self._cancel = cancel if cancel is not None else threading.Event()
-            graph = snapshot(graph)  # the GUI may keep editing while this runs
-            target_ids = resolve_targets(graph, self.registry, targets)
-            from engine.validate import check
-
-            check(graph, self.registry, target_ids)
-            return _Run(self, graph, target_ids, on_event).execute()
-
-
-def resolve_targets(graph: Graph, registry: NodeRegistry, targets: Iterable[str] | None) -> list[str]:
-    """The given ids (checked), else the enabled output nodes, else every sink node."""
-    if targets is not None:
-        ids = list(dict.fromkeys(targets))
-        issues = [Issue("bad_target", "no such node to run", node_id=t) for t in ids if t not in graph.nodes]
-        if issues:
-            raise ValidationError(issues)
-        return ids
-    outputs = [n.id for n in graph if not n.disabled
-               and (spec := registry.get(n.type)) is not None and spec.output_node]
-    if outputs:
-        return sorted(outputs)
-    feeding = {lk.src for lk in graph.links}
-    return sorted(n.id for n in graph if n.id not in feeding)
-
-
-def needed_order(graph: Graph, targets: Iterable[str]) -> list[str]:
-    """The targets and their ancestors in topological order (ties broken by id, so stable)."""
-    feeders: dict[str, set[str]] = {}
-    for lk in graph.links:
-        feeders.setdefault(lk.dst, set()).add(lk.src)
-    needed, stack = set(), [t for t in targets if t in graph.nodes]
-    while stack:
-        nid = stack.pop()
-        if nid not in needed:
-            needed.add(nid)
-            stack.extend(f for f in feeders.get(nid, ()) if f in graph.nodes)
-    waiting = {nid: len(feeders.get(nid, set()) & needed) for nid in needed}
-    consumers: dict[str, list[str]] = {}
-    for dst in needed:
-        for src in feeders.get(dst, set()) & needed:
-            consumers.setdefault(src, []).append(dst)
-    ready = [nid for nid, n in waiting.items() if n == 0]
-    heapq.heapify(ready)
-    order = []
-    while ready:
-        nid = heapq.heappop(ready)
-        order.append(nid)
-        for dst in consumers.get(nid, ()):
-            waiting[dst] -= 1
-            if waiting[dst] == 0:
-                heapq.heappush(ready, dst)
-    return order  # validation has already refused cycles
-
-
-def snapshot(graph: Graph) -> Graph:
-    """A copy the GUI's later edits cannot reach (faster than deepcopy: params are JSON)."""
-    return Graph(nodes={nid: replace(n, params=_copy_json(n.params), param_inputs=list(n.param_inputs))
-                        for nid, n in graph.nodes.items()},
-                 links=list(graph.links), backdrops={k: replace(b) for k, b in graph.backdrops.items()},
-                 meta=_copy_json(graph.meta), base_dir=graph.base_dir)
-
-
-def _copy_json(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _copy_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy_json(v) for v in value]
-    return value
+            self._current = handle
+            try:
+                return _Run(self, plan, on_event, handle).execute()
+            finally:
+                self._current = None
 
 
 class _Context:
-    """What a node's compute sees of the run (engine.spec.ComputeContext)."""
+    """What a node's compute sees of the run: implements engine.spec.ComputeContext (mypy checks it
+    where `_call_compute` takes one)."""
 
     def __init__(self, run: _Run, node_id: str):
         self._run = run
@@ -180,7 +125,7 @@ class _Context:
         self._run.emit(E.Progress(self.node_id, int(step), int(total), preview))
 
     def check_cancelled(self) -> None:
-        if self._run.executor._cancel.is_set():
+        if self._run.handle.cancelled:
             raise Cancelled()
 
     def count_model_evals(self, n: int = 1) -> None:
@@ -190,13 +135,14 @@ class _Context:
 class _Run:
     """One execution of one graph snapshot."""
 
-    def __init__(self, executor: Executor, graph: Graph, targets: list[str],
-                 on_event: E.EventCallback | None):
+    def __init__(self, executor: Executor, plan: RunPlan, on_event: E.EventCallback | None,
+                 handle: RunHandle):
         self.executor = executor
-        self.graph = graph
-        self.targets = targets
+        self.graph = graph = plan.graph
+        self.targets = list(plan.targets)
         self.on_event = on_event
-        self.order = needed_order(graph, targets)
+        self.handle = handle
+        self.order = list(plan.order)
         self.specs: dict[str, NodeSpec] = {nid: executor.registry[graph.nodes[nid].type] for nid in self.order}
         self.params = {nid: paths.resolve_params(self.specs[nid], {**self.specs[nid].default_params(),
                                                                    **graph.nodes[nid].params}, graph.base_dir)
@@ -292,7 +238,9 @@ class _Run:
             return None
         if param.type is ParamType.PATH:
             return file_identity(value)
-        found = self._find_model_file(value) if param.choices_from is not None else None
+        if param.choices_from is None:
+            return None
+        found = self.executor.registry.choices.resolve(param.choices_from, value, self.executor.settings)
         return file_identity(found) if found is not None else None
 
     def _linked_files(self, nid: str) -> tuple[dict[str, list], bool]:
@@ -321,12 +269,6 @@ class _Run:
             return self.values[ref.key].get(ref.output)
         found = None if spec.side_effects else self.executor.cache.get(ref.key, [o.name for o in spec.outputs])
         return found.get(ref.output) if found else None
-
-    def _find_model_file(self, name: str) -> str | None:
-        """The file a name stands for, searched like nodes/checkpoint_loader does."""
-        dirs = [Path("."), _MODELS_DIR, *(Path(d).expanduser() for d in self.executor.settings.model_dirs)]
-        name = os.path.expanduser(name)
-        return next((str(d / name) for d in dirs if (d / name).exists()), None)
 
     def producers(self, nid: str) -> set[str]:
         disabled = self.graph.nodes[nid].disabled
@@ -384,7 +326,7 @@ class _Run:
                 self.emit(E.Queued(nid))
         for i, nid in enumerate(to_run):
             try:
-                if self.executor._cancel.is_set():
+                if self.handle.cancelled:
                     raise Cancelled()
                 self.run_node(nid)
             except Cancelled:
@@ -472,7 +414,7 @@ def _key_part(ref: _Ref | _Missing) -> tuple[str, str]:
     return (ref.key, ref.output)
 
 
-def _call_compute(spec: NodeSpec, ctx: _Context, inputs: dict[str, Any], params: dict[str, Any]) -> Any:
+def _call_compute(spec: NodeSpec, ctx: ComputeContext, inputs: dict[str, Any], params: dict[str, Any]) -> Any:
     """Run a node's compute, turning every failure except cancel into a NodeError."""
     try:
         return spec.compute(ctx, inputs, dict(params))

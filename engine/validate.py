@@ -11,13 +11,15 @@ link keeps its own value, so it is never "missing".
 from __future__ import annotations
 
 import difflib
-from collections import deque
 from collections.abc import Iterable
 
-from engine import param_links
+import networkx as nx
+
+from engine import param_links, topology
 from engine.errors import Issue, ValidationError
 from engine.graph import Graph, Link, Node
-from engine.spec import NodeRegistry, NodeSpec, Output
+from engine.link_rules import socket_verdict
+from engine.spec import NodeRegistry, NodeSpec
 
 
 def validate(graph: Graph, registry: NodeRegistry, targets: Iterable[str] | None = None) -> list[Issue]:
@@ -31,7 +33,7 @@ def validate(graph: Graph, registry: NodeRegistry, targets: Iterable[str] | None
         else:
             issues.extend(_param_issues(node, spec))
     issues.extend(_link_issues(graph, registry))
-    dependencies = _dependency_graph(graph)
+    dependencies = topology.dependencies(graph)
     scope, target_issues = _scope(graph, dependencies, targets)
     issues.extend(target_issues)
     issues.extend(_missing_inputs(graph, registry, scope))
@@ -67,9 +69,9 @@ def _param_issues(node: Node, spec: NodeSpec) -> list[Issue]:
         if problem:
             issues.append(Issue("bad_param", problem, node_id=node.id, param=param.name))
     for name in node.param_inputs:
-        param = spec.param(name)
-        if param is not None and not param_links.convertible(spec, param):
-            message = f"is shown as an input, but a {param.type.value} param cannot take a link"
+        shown = spec.param(name)
+        if shown is not None and not param_links.convertible(spec, shown):
+            message = f"is shown as an input, but a {shown.type.value} param cannot take a link"
             issues.append(Issue("bad_param", message, node_id=node.id, param=name))
     return issues
 
@@ -78,7 +80,9 @@ def _link_issues(graph: Graph, registry: NodeRegistry) -> list[Issue]:
     issues = []
     feeding: dict[tuple[str, str], Link] = {}
     for link in sorted(graph.links):
-        issues.extend(_one_link_issues(graph, registry, link))
+        verdict = socket_verdict(graph, registry, link)
+        if not verdict.allowed and verdict.kind != "unknown_type":  # that node is reported itself
+            issues.append(verdict.issue(link))
         earlier = feeding.setdefault((link.dst, link.dst_socket), link)
         if earlier is not link:
             message = f"has two links ({_end(earlier)} and {_end(link)}); an input takes one"
@@ -86,102 +90,25 @@ def _link_issues(graph: Graph, registry: NodeRegistry) -> list[Issue]:
     return issues
 
 
-def _one_link_issues(graph: Graph, registry: NodeRegistry, link: Link) -> list[Issue]:
-    if link.src not in graph.nodes:
-        message = f"is linked from node {link.src!r}, which is not in the graph"
-        return [Issue("bad_link", message, node_id=link.dst, socket=link.dst_socket)]
-    if link.dst not in graph.nodes:
-        message = f"output {link.src_socket!r} is linked to node {link.dst!r}, which is not in the graph"
-        return [Issue("bad_link", message, node_id=link.src)]
-    src_spec = registry.get(graph.nodes[link.src].type)
-    dst_spec = registry.get(graph.nodes[link.dst].type)
-    issues = []
-    output = src_spec.output(link.src_socket) if src_spec else None
-    if src_spec and output is None:
-        names = ", ".join(o.name for o in src_spec.outputs) or "none"
-        message = f"has no output {link.src_socket!r} (linked to {link.dst}.{link.dst_socket}); outputs: {names}"
-        issues.append(Issue("bad_link", message, node_id=link.src))
-    input_ = dst_spec.input(link.dst_socket) if dst_spec else None
-    if dst_spec and input_ is None:
-        return issues + _param_link_issues(graph.nodes[link.dst], dst_spec, link, output)
-    if output is not None and input_ is not None and output.type != input_.type:
-        message = f"expects {input_.type.value} but is linked to {_end(link)}, which gives {output.type.value}"
-        issues.append(Issue("type_mismatch", message, node_id=link.dst, socket=link.dst_socket))
-    return issues
-
-
-def _param_link_issues(node: Node, spec: NodeSpec, link: Link, output: Output | None) -> list[Issue]:
-    """A link that ends on no input: it must end on a param shown as an input, of a type it can feed."""
-    param = spec.param(link.dst_socket)
-    if param is None:
-        names = ", ".join(i.name for i in spec.inputs) or "none"
-        message = f"has no input {link.dst_socket!r} (linked from {_end(link)}); inputs: {names}"
-        return [Issue("bad_link", message, node_id=link.dst, socket=link.dst_socket)]
-    if link.dst_socket not in node.param_inputs:
-        message = (f"is linked from {_end(link)} but is not shown as an input "
-                   "(convert it to an input, or remove the link)")
-        return [Issue("bad_link", message, node_id=link.dst, param=param.name)]
-    problem = param_links.feed_problem(output.type, param) if output is not None else None
-    if problem is not None:
-        return [Issue("type_mismatch", f"{problem}; it is linked to {_end(link)}", node_id=link.dst,
-                      param=param.name)]
-    return []
-
-
 def _end(link: Link) -> str:
     return f"{link.src}.{link.src_socket}"
 
 
-Edges = dict[str, set[str]]  # node id -> the node ids at the other end of its links
-
-
-def _dependency_graph(graph: Graph) -> Edges:
-    """Edges run from the node that gives a value to the node that uses it."""
-    users: Edges = {nid: set() for nid in graph.nodes}
-    for lk in graph.links:
-        if lk.src in graph.nodes and lk.dst in graph.nodes:
-            users[lk.src].add(lk.dst)
-    return users
-
-
-def _reversed(edges: Edges) -> Edges:
-    out: Edges = {nid: set() for nid in edges}
-    for src, dsts in edges.items():
-        for dst in dsts:
-            out[dst].add(src)
-    return out
-
-
-def _reachable(edges: Edges, start: str, within: set[str] | None = None) -> set[str]:
-    """Nodes reached from `start` along one or more edges (`start` itself only through a loop)."""
-    seen: set[str] = set()
-    todo = [start]
-    while todo:
-        for nxt in edges[todo.pop()]:
-            if nxt not in seen and (within is None or nxt in within):
-                seen.add(nxt)
-                todo.append(nxt)
-    return seen
-
-
-def _scope(graph: Graph, dependencies: Edges,
+def _scope(graph: Graph, dependencies: nx.DiGraph,
            targets: Iterable[str] | None) -> tuple[set[str], list[Issue]]:
     """The nodes a run of `targets` needs (all nodes when None), and unknown targets."""
     if targets is None:
         return set(graph.nodes), []
     if isinstance(targets, str):
         targets = [targets]
-    sources = _reversed(dependencies)
-    scope: set[str] = set()
-    issues = []
+    found, issues = [], []
     for target in targets:
         node = graph.find(target)
         if node is None:
             issues.append(Issue("bad_target", f"there is no node {target!r} (by id or unique title) to run"))
-            continue
-        scope.add(node.id)
-        scope.update(_reachable(sources, node.id))
-    return scope, issues
+        else:
+            found.append(node.id)
+    return topology.needed(dependencies, found), issues
 
 
 def _missing_inputs(graph: Graph, registry: NodeRegistry, scope: set[str]) -> list[Issue]:
@@ -198,51 +125,10 @@ def _missing_inputs(graph: Graph, registry: NodeRegistry, scope: set[str]) -> li
     return issues
 
 
-def _cycle_issues(dependencies: Edges) -> list[Issue]:
-    """One issue per node on a cycle: the nodes of each strongly connected loop."""
-    candidates = _not_sortable(dependencies)
-    reach = {nid: _reachable(dependencies, nid, candidates) for nid in candidates}
-    issues = []
-    reported: set[str] = set()
-    for first in sorted(candidates):
-        if first in reported or first not in reach[first]:
-            continue
-        component = {nid for nid in reach[first] if first in reach[nid]}
-        reported |= component
-        path = " -> ".join(_shortest_loop(dependencies, first, component))
-        for node_id in sorted(component):
-            issues.append(Issue("cycle", f"is part of a cycle ({path}); links must not loop back", node_id=node_id))
+def _cycle_issues(dependencies: nx.DiGraph) -> list[Issue]:
+    """One issue per node on a loop, naming the loop: "cycle: a → b → a"."""
+    issues: list[Issue] = []
+    for loop in topology.loops(dependencies):
+        message = f"is part of a cycle: {' → '.join(loop.way_round)} (links must not loop back)"
+        issues.extend(Issue("cycle", message, node_id=node_id) for node_id in loop.members)
     return issues
-
-
-def _not_sortable(edges: Edges) -> set[str]:
-    """The nodes a topological sort cannot place: those on a cycle and those after one."""
-    waiting = {nid: 0 for nid in edges}
-    for dsts in edges.values():
-        for dst in dsts:
-            waiting[dst] += 1
-    ready = [nid for nid, n in waiting.items() if n == 0]
-    while ready:
-        for dst in edges[ready.pop()]:
-            waiting[dst] -= 1
-            if waiting[dst] == 0:
-                ready.append(dst)
-    return {nid for nid, n in waiting.items() if n > 0}
-
-
-def _shortest_loop(edges: Edges, first: str, component: set[str]) -> list[str]:
-    """[first, ..., first]: the shortest way round from `first` inside its component."""
-    came_from: dict[str, str] = {}
-    queue = deque([first])
-    while queue:
-        node = queue.popleft()
-        for nxt in sorted(edges[node] & component):
-            if nxt == first:
-                path = [node]
-                while path[-1] != first:
-                    path.append(came_from[path[-1]])
-                return [first, *reversed(path[:-1]), first]
-            if nxt not in came_from:
-                came_from[nxt] = node
-                queue.append(nxt)
-    raise ValueError(f"internal: {first} is on no loop")

@@ -14,8 +14,8 @@ from PIL import Image as PILImage
 from toy_nodes import build_graph, make_toy_kit
 
 from engine import graph_file
-from engine.cli import main
 from engine.pngmeta import read_png_graph
+from kiln.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,7 +75,7 @@ def test_second_process_finds_results_in_the_disk_cache_and_png_graphs_rerun(gra
 def test_run_without_torch_when_the_graph_does_not_need_it(tmp_path):
     path = tmp_path / "ints.json"
     graph_file.save(build_graph({"n": ("Integer", {"value": 3})}), path)
-    code = (f"import sys; from engine.cli import main; rc = main(['run', {str(path)!r}, '--no-disk-cache']);"
+    code = (f"import sys; from kiln.cli import main; rc = main(['run', {str(path)!r}, '--no-disk-cache']);"
             "assert rc == 0, rc; assert 'torch' not in sys.modules and 'PySide6' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
 

@@ -281,7 +281,7 @@ def test_model_evals_and_progress_are_reported(ex):
 
 
 def test_engine_modules_do_not_import_torch_or_qt():
-    code = ("import sys, engine.executor, engine.cli, engine.cache, engine.model_store, engine.events, nodes;"
+    code = ("import sys, engine.executor, kiln.cli, engine.cache, engine.model_store, engine.events, nodes;"
             "nodes.build_registry();"
             "bad = [m for m in ('torch', 'PySide6', 'transformers') if m in sys.modules];"
             "assert not bad, bad")

@@ -10,7 +10,7 @@ from PIL import Image as PILImage
 from toy_nodes import build_graph
 
 from engine import graph_file, paths
-from engine.cli import main
+from kiln.cli import main
 from nodes import build_registry
 
 

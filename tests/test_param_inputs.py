@@ -252,7 +252,7 @@ def test_the_seed_node_of_text_to_image_drives_the_plan_and_the_sampler(tmp_path
 
 
 def test_set_on_the_command_line_sets_the_one_seed_or_one_param_alone(tmp_path):
-    from engine.cli import apply_overrides, parse_set
+    from kiln.cli import apply_overrides, parse_set
 
     seen: dict[str, dict] = {}
     registry = _recording_registry(seen)
@@ -268,8 +268,8 @@ def test_set_on_the_command_line_sets_the_one_seed_or_one_param_alone(tmp_path):
 
 
 def test_the_evaluator_sets_the_seed_node_of_text_to_image():
-    from training import train_ldm
+    from training.generators import text_graph
 
-    graph = train_ldm.text_graph("m.safetensors", "a red circle", 1_000_123)
+    graph = text_graph("m.safetensors", "a red circle", 1_000_123)
     assert graph.nodes["seed"].params["value"] == 1_000_123
     assert graph.incoming("plan")["seed"].src == graph.incoming("sampler")["seed"].src == "seed"

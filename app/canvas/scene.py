@@ -288,12 +288,16 @@ class GraphScene(QGraphicsScene):
 
     def _insert_sockets(self, node_id: str, link: Link) -> tuple[str, str] | None:
         spec = self.doc.registry.get(self.doc.graph.nodes[node_id].type)
-        link_type = self.links[link].type_name if link in self.links else ""
         if spec is None:
             return None
-        inp = next((i.name for i in spec.inputs if i.type.value == link_type), None)
-        out = next((o.name for o in spec.outputs if o.type.value == link_type), None)
+        inp = next((i.name for i in spec.inputs if self._allowed(link.src, link.src_socket, node_id, i.name)),
+                   None)
+        out = next((o.name for o in spec.outputs if self._allowed(node_id, o.name, link.dst, link.dst_socket)),
+                   None)
         return (inp, out) if inp and out else None
+
+    def _allowed(self, src: str, out: str, dst: str, inp: str) -> bool:
+        return self.editor.connection_problem(src, out, dst, inp) is None
 
     def _insert_into(self, node_id: str, link: Link) -> None:
         inp, out = self._insert_sockets(node_id, link)
@@ -454,13 +458,8 @@ class GraphScene(QGraphicsScene):
                 port.set_dimmed(not self._fits(port, p))
 
     def _fits(self, port: PortItem, pending: PendingLink) -> bool:
-        """Whether `port` can take the loose end of `pending` (a FLOAT param shown as an input takes INT too)."""
-        if port.is_output == pending.is_output:
-            return False
-        if pending.is_output:
-            return pending.type_name in port.accepts
-        fixed = self.nodes[pending.node_id].inputs.get(pending.socket)
-        return port.type_name in (fixed.accepts if fixed is not None else (pending.type_name,))
+        """Whether `port` can take the loose end of `pending`: a drop there would not be refused."""
+        return port.is_output != pending.is_output and self._allowed(*self._ends(pending, port))
 
     def add_node_from_search(self, type_name: str, pos: QPointF, pending: PendingLink | None) -> str:
         """Add a node picked in the search popup and, after a link drop, connect it: one undo step."""
@@ -478,12 +477,12 @@ class GraphScene(QGraphicsScene):
         return node_id
 
     def _connect_new(self, node_id: str, pending: PendingLink) -> None:
+        """Connect the loose end to the new node's first socket that may take it."""
         spec = self.doc.registry[self.doc.graph.nodes[node_id].type]
         if pending.is_output:
-            socket = next((i.name for i in spec.inputs if i.type.value == pending.type_name), None)
-            if socket is not None:
-                self.editor.connect(pending.node_id, pending.socket, node_id, socket)
+            candidates = [(pending.node_id, pending.socket, node_id, i.name) for i in spec.inputs]
         else:
-            socket = next((o.name for o in spec.outputs if o.type.value == pending.type_name), None)
-            if socket is not None:
-                self.editor.connect(node_id, socket, pending.node_id, pending.socket)
+            candidates = [(node_id, o.name, pending.node_id, pending.socket) for o in spec.outputs]
+        ends = next((ends for ends in candidates if self._allowed(*ends)), None)
+        if ends is not None:
+            self.editor.connect(*ends)
