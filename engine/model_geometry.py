@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.choices import CHECKPOINTS
 from engine.errors import Issue
 from engine.graph import Graph, Link, Node
 from engine.spec import NodeRegistry, NodeSpec, ParamType, SocketType
@@ -218,7 +219,9 @@ def _checkpoint_rule(graph: Graph, registry: NodeRegistry, link: Link | None,
     """The size rule of the checkpoint a model link comes from, with the checkpoint's name."""
     node = graph.nodes.get(link.src) if link is not None else None
     spec = registry.get(node.type) if node is not None else None
-    param = next((p for p in spec.params if p.choices_from == "checkpoints"), None) if spec else None
+    if node is None or spec is None:
+        return None
+    param = next((p for p in spec.params if p.choices_from == CHECKPOINTS), None)
     if param is None or param.name in graph.incoming(node.id):
         return None
     name = node.params.get(param.name, param.default)
@@ -231,9 +234,10 @@ def _size_param_issues(graph: Graph, registry: NodeRegistry, node: Node, rule: S
                        model: str) -> list[Issue]:
     spec = registry[node.type]
     linked = graph.incoming(node.id)
+    defaults = spec.default_params()
     issues = []
     for name in ("width", "height"):
-        value = node.params.get(name, spec.param(name).default)
+        value = node.params.get(name, defaults.get(name))
         if name in linked or isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             continue
         if value % rule.multiple:

@@ -9,7 +9,12 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from engine.choices import ChoiceProvider
+
+if TYPE_CHECKING:
+    from engine.model_store import ModelStore
 
 
 class SocketType(str, Enum):
@@ -82,6 +87,9 @@ class Param:
     inline: bool = False
     # INT params: the value must be a multiple of this (pixel sizes that the autoencoder divides).
     multiple: int | None = None
+    # The value is a painting kept as a base64 PNG: "mask" (grey levels, 255 = on) or "labels"
+    # (class ids). The GUI shows it as a picture, never as text.
+    drawing: str | None = None
 
     def check(self, value: Any) -> str | None:
         """Return a one-line problem with `value`, or None when it is acceptable."""
@@ -122,10 +130,19 @@ def _short(value: Any) -> str:
 class ComputeContext(Protocol):
     """What a node's compute function may use besides its inputs and params."""
 
-    node_id: str
-    settings: EngineSettings
-    models: Any  # engine.models_store.ModelStore: loaded models kept across runs
-    graph_json: dict  # the graph being run, for embedding in written images
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def settings(self) -> EngineSettings: ...
+
+    @property
+    def models(self) -> ModelStore:
+        """Loaded models kept across runs."""
+
+    @property
+    def graph_json(self) -> dict:
+        """The graph being run, for embedding in written images."""
 
     def progress(self, step: int, total: int, preview: Any = None) -> None:
         """Report step/total; `preview` is an optional small RGB uint8 array (H, W, 3)."""
@@ -176,9 +193,19 @@ class NodeSpec:
     output_node: bool = False  # a sink: runs when the whole graph is run
     side_effects: bool = False  # writes files etc.: never served from the cache
     aliases: tuple[str, ...] = ()  # what other tools (ComfyUI, A1111) call it, for node search
+    # What the GUI needs to know, declared here so that it never goes by type names:
+    editor: str | None = None  # the drawing editor that opens the node: "mask", "layout" or "semantic"
+    paints_over: str | None = None  # the input whose picture the editor shows under the drawing
+    roles: tuple[str, ...] = ()  # ROLE_* below: what the GUI may use this node type for
 
     def input(self, name: str) -> Input | None:
         return next((i for i in self.inputs if i.name == name), None)
+
+    def input_of_type(self, socket_type: SocketType) -> Input | None:
+        return next((i for i in self.inputs if i.type is socket_type), None)
+
+    def output_of_type(self, socket_type: SocketType) -> Output | None:
+        return next((o for o in self.outputs if o.type is socket_type), None)
 
     def output(self, name: str) -> Output | None:
         return next((o for o in self.outputs if o.name == name), None)
@@ -190,11 +217,18 @@ class NodeSpec:
         return {p.name: p.default for p in self.params}
 
 
+# NodeSpec.roles, found with NodeRegistry.first_with_role:
+ROLE_OPENS_PICTURES = "opens_pictures"  # a dropped picture file becomes this node (in its first PATH param)
+ROLE_HOLDS_LAYOUT = "holds_layout"  # holds the boxes the layout editor edits; outputs them as a LAYOUT
+
+
 @dataclass
 class NodeRegistry:
-    """The node types an engine knows. Built explicitly and passed around; no globals."""
+    """The node types an engine knows, and the lists their `choices_from` params draw on.
+    Built explicitly and passed around; no globals."""
 
     _specs: dict[str, NodeSpec] = field(default_factory=dict)
+    choices: ChoiceProvider = field(default_factory=ChoiceProvider)
 
     def register(self, spec: NodeSpec) -> NodeSpec:
         if spec.type in self._specs:
@@ -208,6 +242,10 @@ class NodeRegistry:
 
     def get(self, type_name: str) -> NodeSpec | None:
         return self._specs.get(type_name)
+
+    def first_with_role(self, role: str) -> NodeSpec | None:
+        """The first registered node type that declares `role` (a ROLE_* constant)."""
+        return next((s for s in self._specs.values() if role in s.roles), None)
 
     def __getitem__(self, type_name: str) -> NodeSpec:
         return self._specs[type_name]

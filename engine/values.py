@@ -8,7 +8,7 @@ Conventions (every node follows them):
   scale factor, an optional noise mask and per-item seeds.
 - MASK: a float32 tensor (B, 1, H, W) in [0, 1]; 1 = the region to (re)generate.
 - CONDITIONING: `Conditioning` (cross-attention context, concat channels, class/vector y).
-- LAYOUT: a list of {"label": str, "box": [x0, y0, x1, y1]} in normalised coordinates.
+- LAYOUT: `engine.layout.Layout`, labelled boxes [x0, y0, x1, y1] in normalised coordinates.
 - SEMANTIC_MAP: `SemanticMap`, int64 (B, H, W) class ids and the number of classes.
 - MODEL / AUTOENCODER / CONDITIONER: objects from engine.models (never written to disk).
 

@@ -5,11 +5,13 @@ inside their compute functions.
 """
 from __future__ import annotations
 
+from engine.choices import CHECKPOINTS
 from engine.spec import NodeRegistry
 
 
 def build_registry() -> NodeRegistry:
-    """The registry of every built-in node type. Each module exposes SPECS."""
+    """The registry of every built-in node type (each module exposes SPECS) and the choice lists
+    their params draw on."""
     # Each node module is listed here explicitly (no discovery by name).
     from nodes import (
         autoencoder_nodes,
@@ -36,4 +38,5 @@ def build_registry() -> NodeRegistry:
     registry = NodeRegistry()
     for module in modules:
         registry.register_all(module.SPECS)
+    registry.choices.register(CHECKPOINTS, checkpoint_loader.CHECKPOINT_FILES)
     return registry

@@ -5,31 +5,34 @@ image pixels for both directions; torch is imported inside each compute.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from engine.capabilities import AutoencoderCapabilities
 from engine.errors import UserInputError
-from engine.spec import Input, NodeSpec, Output, Param, ParamType, SocketType
+from engine.spec import ComputeContext, Input, NodeSpec, Output, Param, ParamType, SocketType
 from engine.values import Image, Latent
 
 MAX_TILE = 8192
 
 
-def _progress(ctx: Any):
+def _progress(ctx: ComputeContext) -> Callable[[int, int], None]:
     def on_tile(done: int, total: int) -> None:
         ctx.check_cancelled()
         ctx.progress(done, total)
     return on_tile
 
 
-def _decode(ctx: Any, ae: Any, latent: Latent, tile: int | None, overlap: int | None) -> dict[str, Any]:
+def _decode(ctx: ComputeContext, ae: Any, latent: Latent, tile: int | None,
+            overlap: int | None) -> dict[str, Any]:
     samples = latent.samples
+    capabilities: AutoencoderCapabilities = ae.capabilities
     if samples.dim() != 4:
         raise UserInputError(f"the latent has shape {list(samples.shape)}, expected (batch, channels, h, w)")
-    if samples.shape[1] != ae.latent_channels:
+    if samples.shape[1] != capabilities.latent_channels:
         raise UserInputError(f"the latent has {samples.shape[1]} channels but autoencoder {ae.name!r} "
-                             f"decodes {ae.latent_channels}: was it made by another model?")
-    f = ae.downsample_factor
+                             f"decodes {capabilities.latent_channels}: was it made by another model?")
+    f = capabilities.factor
     tile_l = None if tile is None else max(1, tile // f)
     overlap_l = None if overlap is None else overlap // f
     pixels = ae.decode_latents(samples, tile=tile_l, overlap=overlap_l, on_tile=_progress(ctx))
@@ -46,8 +49,9 @@ def _fit_to_factor(pixels: Any, f: int) -> Any:
     return pixels[..., top:top + nh, left:left + nw]
 
 
-def _encode(ctx: Any, ae: Any, image: Image, tile: int | None, overlap: int | None) -> dict[str, Any]:
-    pixels = _fit_to_factor(image.pixels, ae.downsample_factor)
+def _encode(ctx: ComputeContext, ae: Any, image: Image, tile: int | None,
+            overlap: int | None) -> dict[str, Any]:
+    pixels = _fit_to_factor(image.pixels, ae.capabilities.factor)
     samples = ae.encode_pixels(pixels, tile=tile, overlap=overlap, on_tile=_progress(ctx))
     return {"latent": Latent(samples.float().cpu(), seeds=tuple(image.seeds))}
 
@@ -56,11 +60,11 @@ def _auto_tile(params: Mapping[str, Any]) -> int | None:
     return params["tile_size"] or None  # 0 = let the autoencoder decide
 
 
-def _decode_auto(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _decode_auto(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     return _decode(ctx, inputs["autoencoder"], inputs["latent"], _auto_tile(params), None)
 
 
-def _encode_auto(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _encode_auto(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     return _encode(ctx, inputs["autoencoder"], inputs["image"], _auto_tile(params), None)
 
 
@@ -71,12 +75,14 @@ def _checked_overlap(params: Mapping[str, Any]) -> int:
     return params["overlap"]
 
 
-def _decode_tiled(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _decode_tiled(ctx: ComputeContext, inputs: Mapping[str, Any],
+                  params: Mapping[str, Any]) -> dict[str, Any]:
     overlap = _checked_overlap(params)
     return _decode(ctx, inputs["autoencoder"], inputs["latent"], params["tile_size"], overlap)
 
 
-def _encode_tiled(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _encode_tiled(ctx: ComputeContext, inputs: Mapping[str, Any],
+                  params: Mapping[str, Any]) -> dict[str, Any]:
     overlap = _checked_overlap(params)
     return _encode(ctx, inputs["autoencoder"], inputs["image"], params["tile_size"], overlap)
 

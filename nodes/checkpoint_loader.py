@@ -7,39 +7,19 @@ the ModelStore across runs; changing `prediction` re-wraps the same weights.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from engine import model_geometry
-from engine.errors import Issue, KilnError, UserInputError
-from engine.graph import Graph
-from engine.spec import EngineSettings, NodeRegistry, NodeSpec, Output, Param, ParamType, SocketType
+from engine.choices import CHECKPOINTS, ModelFolderFiles, model_folders
+from engine.errors import KilnError, UserInputError
+from engine.spec import ComputeContext, EngineSettings, NodeSpec, Output, Param, ParamType, SocketType
 
-BUILTIN_MODELS_DIR = Path(__file__).resolve().parents[1] / "resources" / "models"
 CHECKPOINT_EXTS = (".safetensors", ".ckpt", ".pt", ".pth")
-# A new Load Checkpoint starts on the first built-in model (the first name list_checkpoints gives).
+# A new Load Checkpoint starts on the first built-in model (the first name CHECKPOINT_FILES lists).
 DEFAULT_CHECKPOINT = "kiln-shapes-base.safetensors"
-
-
-def model_dirs(settings: EngineSettings | None) -> list[Path]:
-    """Folders searched for checkpoints: built-in models first, then the user's."""
-    extra = [Path(os.path.expanduser(d)) for d in (settings.model_dirs if settings else ())]
-    return [BUILTIN_MODELS_DIR, *extra]
-
-
-def list_checkpoints(settings: EngineSettings | None = None) -> list[str]:
-    """Checkpoint names for the `checkpoint` menu: built-in ones first, each name once."""
-    names: list[str] = []
-    for folder in model_dirs(settings):
-        if not folder.is_dir():
-            continue
-        for entry in sorted(folder.iterdir(), key=lambda p: p.name.lower()):
-            if entry.name not in names and _is_checkpoint(entry):
-                names.append(entry.name)
-    return names
 
 
 def _is_checkpoint(entry: Path) -> bool:
@@ -61,36 +41,27 @@ def _safetensors_has_unet(path: Path) -> bool:
     return any(k.startswith("model.diffusion_model.") for k in header)
 
 
+# The `checkpoints` choice list (registered on the registry by nodes.build_registry).
+CHECKPOINT_FILES = ModelFolderFiles(_is_checkpoint)
+
+
+def list_checkpoints(settings: EngineSettings | None = None) -> list[str]:
+    """Checkpoint names for the `checkpoint` menu: built-in ones first, each name once."""
+    return CHECKPOINT_FILES.list(settings)
+
+
 def resolve_checkpoint_path(name: str, settings: EngineSettings | None = None) -> str:
     """A path as given when it exists, else the name looked up in the model folders."""
     if not name:
         raise UserInputError("choose a checkpoint", param="checkpoint")
-    given = Path(os.path.expanduser(name))
-    if given.exists():
-        return str(given)
-    for folder in model_dirs(settings):
-        candidate = folder / name
-        if candidate.exists():
-            return str(candidate)
-    searched = ", ".join(str(d) for d in model_dirs(settings))
-    raise UserInputError(f"checkpoint {name!r} not found (looked in {searched})", param="checkpoint")
+    found = CHECKPOINT_FILES.resolve(name, settings)
+    if found is None:
+        searched = ", ".join(str(d) for d in model_folders(settings))
+        raise UserInputError(f"checkpoint {name!r} not found (looked in {searched})", param="checkpoint")
+    return found
 
 
-def find_checkpoint(name: str, settings: EngineSettings | None = None) -> str | None:
-    """The file a checkpoint param names, or None when there is none (for checks that must not fail)."""
-    try:
-        return resolve_checkpoint_path(name, settings)
-    except UserInputError:
-        return None
-
-
-def model_size_issues(graph: Graph, registry: NodeRegistry, settings: EngineSettings | None) -> list[Issue]:
-    """Picture sizes a sampler's checkpoint cannot take, on the Empty Latent (or the like) that sets them;
-    read from the checkpoint files without loading them (engine.model_geometry)."""
-    return model_geometry.size_issues(graph, registry, lambda name: find_checkpoint(name, settings))
-
-
-def _load(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _load(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     from engine.models.loader import load_checkpoint, resolve_device, resolve_dtype, use_cpu_threads
 
     settings = ctx.settings
@@ -107,7 +78,7 @@ def _load(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dic
         raise
     except KilnError as exc:
         raise UserInputError(str(exc), param="checkpoint") from exc
-    model_geometry.remember(path, model_geometry.rule_from_config(loaded.config))  # for the editor's size check
+    model_geometry.remember(path, loaded.model.capabilities.size_rule)  # for the editor's size check
     return {"model": _with_prediction(loaded.model, params["prediction"]), "autoencoder": loaded.first_stage,
             "conditioner": loaded.conditioner}
 
@@ -120,7 +91,8 @@ def _with_prediction(model: Any, prediction: str) -> Any:
 
     from engine.models.diffusion import LatentDiffusionModel
 
-    return LatentDiffusionModel(model.unet, replace(model.config, prediction=prediction), model.name).to(model.device)
+    return LatentDiffusionModel(model.unet, replace(model.config, prediction=prediction), model.name,
+                                model.capabilities).to(model.device)
 
 
 CHECKPOINT_LOADER = NodeSpec(
@@ -133,7 +105,7 @@ CHECKPOINT_LOADER = NodeSpec(
              Output("autoencoder", SocketType.AUTOENCODER, "encodes images to latents and back"),
              Output("conditioner", SocketType.CONDITIONER, "turns prompts, classes or layouts into conditioning")),
     params=(Param("checkpoint", ParamType.CHOICE, DEFAULT_CHECKPOINT, "a model from the model folders, or a path",
-                  choices_from="checkpoints", inline=True),
+                  choices_from=CHECKPOINTS, inline=True),
             Param("use_ema", ParamType.BOOL, False, "use the EMA weights when the file has them"),
             Param("prediction", ParamType.CHOICE, "auto", "what the UNet predicts: auto (from the file), "
                   "eps (noise) or v (SD 2.x 768 models)", choices=("auto", "eps", "v"))),

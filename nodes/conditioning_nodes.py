@@ -4,15 +4,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from engine.capabilities import ConditionerCapabilities
 from engine.errors import UserInputError
-from engine.spec import Input, NodeSpec, Output, Param, ParamType, SocketType
+from engine.layout import Layout, LayoutError
+from engine.spec import ComputeContext, Input, NodeSpec, Output, Param, ParamType, SocketType
 
 _HINTS = {"text": "TextEncode", "class": "ClassEncode", "layout": "LayoutEncode"}
 
 
 def _require(conditioner: Any, wanted: str, node: str) -> None:
-    accepts = getattr(conditioner, "accepts", "nothing")
-    if accepts == wanted or (wanted == "layout" and hasattr(conditioner, "encode_layouts")):
+    capabilities: ConditionerCapabilities = conditioner.capabilities
+    accepts = capabilities.accepts
+    if capabilities.takes(wanted):
         return
     if accepts == "nothing":
         raise UserInputError(f"this model is unconditional: it takes no {wanted}; leave {node} out")
@@ -21,13 +24,14 @@ def _require(conditioner: Any, wanted: str, node: str) -> None:
     raise UserInputError(f"this model is conditioned on {accepts.replace('_', ' ')}, not {wanted}{use}")
 
 
-def _text_encode(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _text_encode(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     conditioner = inputs["conditioner"]
     _require(conditioner, "text", "TextEncode")
     return {"conditioning": conditioner.encode([params["text"]])}
 
 
-def _class_encode(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _class_encode(ctx: ComputeContext, inputs: Mapping[str, Any],
+                  params: Mapping[str, Any]) -> dict[str, Any]:
     conditioner = inputs["conditioner"]
     _require(conditioner, "class", "ClassEncode")
     if params["unconditional"]:
@@ -35,30 +39,23 @@ def _class_encode(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]
     return {"conditioning": conditioner.encode([params["class_id"]])}
 
 
-def _layout_encode(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _layout_encode(ctx: ComputeContext, inputs: Mapping[str, Any],
+                   params: Mapping[str, Any]) -> dict[str, Any]:
     conditioner = inputs["conditioner"]
     _require(conditioner, "layout", "LayoutEncode")
-    layout = inputs.get("layout", params["boxes"])
-    _check_layout(layout)
-    encode = getattr(conditioner, "encode_layouts", None) or conditioner.encode
-    return {"conditioning": encode([layout])}
+    layout: Layout = inputs["layout"] if "layout" in inputs else _param_layout(params["boxes"])
+    encode = conditioner.encode_layouts if conditioner.capabilities.layout_tokens else conditioner.encode
+    return {"conditioning": encode([layout.to_json()])}
 
 
-def _check_layout(layout: Any) -> None:
-    if not isinstance(layout, list):
-        raise UserInputError("a layout is a list of {\"label\": ..., \"box\": [x0, y0, x1, y1]}", param="boxes")
-    for i, item in enumerate(layout):
-        box = item.get("box") if isinstance(item, dict) else None
-        if not (isinstance(box, (list, tuple)) and len(box) == 4 and "label" in item
-                and all(isinstance(v, (int, float)) for v in box)):
-            raise UserInputError(f"layout box {i + 1} needs a label and four numbers [x0, y0, x1, y1]",
-                                 param="boxes")
-        if not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
-            raise UserInputError(f"layout box {i + 1} {list(box)} is not inside [0, 1] with x0 < x1 and y0 < y1",
-                                 param="boxes")
+def _param_layout(boxes: Any) -> Layout:
+    try:
+        return Layout.from_json(boxes)
+    except LayoutError as exc:
+        raise UserInputError(f"the layout: {exc}", param="boxes") from None
 
 
-def _zero_out(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _zero_out(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     cond = inputs["conditioning"]
 
     def zero(t: Any) -> Any:

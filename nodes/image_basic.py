@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.errors import UserInputError
-from engine.spec import Input, NodeSpec, Output, Param, ParamType, SocketType
+from engine.spec import ComputeContext, Input, NodeSpec, Output, Param, ParamType, SocketType
 from engine.values import Image
 
 MAX_SIDE = 8192
@@ -28,7 +28,7 @@ def parse_color(text: str, param: str = "color") -> tuple[float, float, float]:
         raise UserInputError(f"{text!r} is not a colour like #ff8800", param) from None
 
 
-def _solid(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _solid(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     import torch
 
     rgb = torch.tensor(parse_color(params["color"]), dtype=torch.float32)
@@ -37,7 +37,7 @@ def _solid(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> di
     return {"image": Image(pixels)}
 
 
-def _invert(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _invert(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     image: Image = inputs["image"]
     return {"image": Image(1.0 - image.pixels, image.seeds)}
 
@@ -53,7 +53,7 @@ def _resize(pixels: Any, width: int, height: int, method: str) -> Any:
     return out.clamp(0.0, 1.0)
 
 
-def _blend(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _blend(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     a: Image = inputs["a"]
     b: Image = inputs["b"]
     pb = b.pixels
@@ -65,7 +65,7 @@ def _blend(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> di
     return {"image": Image(a.pixels * (1.0 - f) + pb * f, a.seeds or b.seeds)}
 
 
-def _scale(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _scale(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     image: Image = inputs["image"]
     w, h = image.size
     factor = float(params["factor"])

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.errors import UserInputError
-from engine.spec import Input, NodeSpec, Output, Param, ParamType, SocketType
+from engine.spec import ComputeContext, Input, NodeSpec, Output, Param, ParamType, SocketType
 from engine.values import Image
 
 
@@ -36,7 +36,7 @@ def _input_mask(inputs: Mapping[str, Any], image: Image) -> Any:
     return mask.float()
 
 
-def _crop(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _crop(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     image: Image = inputs["image"]
     mask = _input_mask(inputs, image)
     m = params["multiple"]
@@ -50,7 +50,7 @@ def _crop(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dic
     return {"image": Image(image.pixels[window].contiguous(), image.seeds), "mask": mask[window].contiguous()}
 
 
-def _pad(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _pad(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     import torch.nn.functional as F
 
     image: Image = inputs["image"]

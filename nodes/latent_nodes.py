@@ -7,28 +7,28 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from engine.capabilities import INPAINT_CONVENTIONS, AutoencoderCapabilities, ModelCapabilities
 from engine.errors import UserInputError
-from engine.spec import Input, NodeSpec, Output, Param, ParamType, SocketType
+from engine.spec import ComputeContext, Input, NodeSpec, Output, Param, ParamType, SocketType
 from engine.values import Conditioning, Image, Latent
 
 DEFAULT_LATENT_CHANNELS = 4
 DEFAULT_DOWNSAMPLE = 8
-INPAINT_CONVENTIONS = ("auto", "stable_diffusion", "ldm", "kiln")
 
 
 def _latent_layout(inputs: Mapping[str, Any]) -> tuple[int, int]:
     """(latent channels, downsampling factor) from the autoencoder, else the model, else SD's 4 and 8."""
-    ae = inputs.get("autoencoder")
-    if ae is not None:
-        return int(ae.latent_channels), int(ae.downsample_factor)
-    model = inputs.get("model")
-    unet_cfg = getattr(getattr(model, "unet", None), "cfg", None)
-    if unet_cfg is not None:
-        return int(unet_cfg.out_channels), DEFAULT_DOWNSAMPLE
+    if "autoencoder" in inputs:
+        ae: AutoencoderCapabilities = inputs["autoencoder"].capabilities
+        return ae.latent_channels, ae.factor
+    if "model" in inputs:
+        model: ModelCapabilities = inputs["model"].capabilities
+        return model.latent_channels or DEFAULT_LATENT_CHANNELS, model.latent_factor or DEFAULT_DOWNSAMPLE
     return DEFAULT_LATENT_CHANNELS, DEFAULT_DOWNSAMPLE
 
 
-def _empty_latent(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _empty_latent(ctx: ComputeContext, inputs: Mapping[str, Any],
+                  params: Mapping[str, Any]) -> dict[str, Any]:
     import torch
 
     channels, factor = _latent_layout(inputs)
@@ -57,7 +57,8 @@ def _check_mask_batch(mask: Any, batch: int, what: str) -> None:
         raise UserInputError(f"the mask has {mask.shape[0]} items but the {what} has {batch}")
 
 
-def _set_noise_mask(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _set_noise_mask(ctx: ComputeContext, inputs: Mapping[str, Any],
+                    params: Mapping[str, Any]) -> dict[str, Any]:
     latent: Latent = inputs["latent"]
     mask = _as_mask(inputs["mask"])
     _check_mask_batch(mask, latent.samples.shape[0], "latent")
@@ -69,7 +70,8 @@ def _set_noise_mask(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, An
     return {"latent": Latent(latent.samples, mask, latent.seeds)}
 
 
-def _inpaint_conditioning(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _inpaint_conditioning(ctx: ComputeContext, inputs: Mapping[str, Any],
+                          params: Mapping[str, Any]) -> dict[str, Any]:
     import torch
 
     cond: Conditioning = inputs["conditioning"]
@@ -78,21 +80,10 @@ def _inpaint_conditioning(ctx: Any, inputs: Mapping[str, Any], params: Mapping[s
     hole = (mask >= 0.5).float()  # the inpainting models were trained on hard masks
     convention = params["convention"]
     if convention == "auto":
-        convention = auto_convention(ae)
+        convention = ae.capabilities.inpaint_convention
     with torch.no_grad():
         concat = inpaint_concat(ae, image.pixels.float(), hole, convention)
     return {"conditioning": cond.with_(concat=concat, meta={**cond.meta, "inpaint": convention})}
-
-
-def auto_convention(ae: Any) -> str:
-    """The model config's own convention when it names one; else LDM for VQ autoencoders, the built-in
-    layout for Kiln's own models (by file name), else Stable Diffusion's."""
-    explicit = getattr(ae, "inpaint_convention", None)
-    if explicit in INPAINT_CONVENTIONS[1:]:
-        return explicit
-    if getattr(ae, "is_vq", False):
-        return "ldm"
-    return "kiln" if str(getattr(ae, "name", "")).lower().startswith("kiln") else "stable_diffusion"
 
 
 def inpaint_concat(ae: Any, pixels: Any, hole: Any, convention: str) -> Any:
@@ -150,7 +141,8 @@ def feathered_weight(mask: Any, feather: int) -> Any:
     return mask * ((blurred - 0.5) * 2 * (k / (k - 1))).clamp(0, 1)
 
 
-def _composite_masked(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _composite_masked(ctx: ComputeContext, inputs: Mapping[str, Any],
+                      params: Mapping[str, Any]) -> dict[str, Any]:
     import torch
 
     dest: Image = inputs["destination"]
@@ -177,7 +169,7 @@ EMPTY_LATENT = NodeSpec(
          "the latent has the right channels and size; without either it is SD's 4 channels at 1/8 size.",
     compute=_empty_latent,
     inputs=(Input("autoencoder", SocketType.AUTOENCODER, optional=True, help="gives channels and factor"),
-            Input("model", SocketType.MODEL, optional=True, help="gives channels (factor 8)")),
+            Input("model", SocketType.MODEL, optional=True, help="gives channels and factor")),
     outputs=(Output("latent", SocketType.LATENT),),
     params=(Param("width", ParamType.INT, 128, _SIZE_HELP, min=8, max=8192, step=8, inline=True, multiple=8),
             Param("height", ParamType.INT, 128, _SIZE_HELP, min=8, max=8192, step=8, inline=True, multiple=8),
@@ -201,14 +193,15 @@ INPAINT_CONDITIONING = NodeSpec(
          "channels (the sampler gives the negative the positive's when it has none). Stable Diffusion "
          "inpainting: mask then masked-image latent, hole grey. LDM inpainting_big: masked-image latent then "
          "mask in [-1, 1], hole black. Kiln's built-in models: image latent zeroed in the hole, then mask. "
-         "'auto' picks LDM for VQ autoencoders, Kiln for Kiln's own, else Stable Diffusion.",
+         "'auto' uses the one the checkpoint's config names, else LDM for VQ autoencoders, else Stable "
+         "Diffusion.",
     compute=_inpaint_conditioning,
     inputs=(Input("conditioning", SocketType.CONDITIONING), Input("autoencoder", SocketType.AUTOENCODER),
             Input("image", SocketType.IMAGE, help="the picture to repair"),
             Input("mask", SocketType.MASK, help="1 = the hole to fill")),
     outputs=(Output("conditioning", SocketType.CONDITIONING),),
     params=(Param("convention", ParamType.CHOICE, "auto", "how the model expects its concat channels",
-                  choices=INPAINT_CONVENTIONS),),
+                  choices=("auto", *INPAINT_CONVENTIONS)),),
 )
 
 COMPOSITE_MASKED = NodeSpec(

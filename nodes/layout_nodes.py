@@ -1,28 +1,29 @@
 """LayoutEditor: labelled boxes the artist draws, for layout-to-image synthesis.
 
 The boxes live in the `boxes` param as [{"label": "red circle", "box": [x0, y0, x1, y1]}, ...]
-in normalised coordinates (origin top-left), the LAYOUT value as is. With labels
-"shapes world" every label must be one of the built-in model's 18 `{colour} {shape}`
-labels; "free text" accepts any label (for models with a text encoder).
+in normalised coordinates (origin top-left); the LAYOUT value is the engine.layout.Layout they
+make. With labels "shapes world" every label must be one of the built-in model's 18
+`{colour} {shape}` labels; "free text" accepts any label (for models with a text encoder).
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from engine.errors import KilnError, UserInputError
-from engine.spec import NodeSpec, Output, Param, ParamType, SocketType
+from engine.errors import UserInputError
+from engine.layout import Layout, LayoutError
+from engine.spec import ROLE_HOLDS_LAYOUT, ComputeContext, NodeSpec, Output, Param, ParamType, SocketType
 
 VOCABULARIES = ("shapes world", "free text")
 
 
-def _layout(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _layout(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     from engine import drawing
 
     vocabulary = drawing.LAYOUT_LABELS if params["labels"] == "shapes world" else None
     try:
-        return {"layout": drawing.check_boxes(params["boxes"], vocabulary)}
-    except KilnError as exc:
+        return {"layout": Layout.from_json(params["boxes"], vocabulary)}
+    except LayoutError as exc:
         raise UserInputError(str(exc), "boxes") from None
 
 
@@ -32,6 +33,7 @@ LAYOUT_EDITOR = NodeSpec(
     help="Labelled boxes for layout-to-image models; double-click to draw them. "
          "Coordinates are fractions of the picture, origin top-left.",
     compute=_layout,
+    editor="layout", roles=(ROLE_HOLDS_LAYOUT,),
     outputs=(Output("layout", SocketType.LAYOUT, 'a list of {"label", "box": [x0, y0, x1, y1]}'),),
     params=(
         Param("boxes", ParamType.JSON, [],

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.errors import KilnError, UserInputError
-from engine.spec import Input, NodeSpec, Output, Param, ParamType, SocketType
+from engine.spec import ComputeContext, Input, NodeSpec, Output, Param, ParamType, SocketType
 from nodes.image_basic import MAX_SIDE, parse_color
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def _edges(masks: Any, grow_px: int, feather_px: int) -> Any:
 # --- MaskPainter ----------------------------------------------------------------
 
 
-def _painter(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _painter(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     image = inputs.get("image")
@@ -108,7 +108,7 @@ def _source_mask(params: Mapping[str, Any]) -> tuple[Any, str]:
 # --- utilities ---------------------------------------------------------------------
 
 
-def _from_color(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _from_color(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     import torch
 
     pixels = inputs["image"].pixels  # (B, 3, H, W)
@@ -122,7 +122,7 @@ _LUMA = (0.299, 0.587, 0.114)
 _CHANNELS = {"luma": _LUMA, "red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0)}
 
 
-def _threshold(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _threshold(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     import torch
 
     pixels = inputs["image"].pixels.float()
@@ -131,7 +131,7 @@ def _threshold(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -
     return {"mask": (value >= params["threshold"]).float()}
 
 
-def _combine(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _combine(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     import torch
 
     a, b = inputs["a"].float(), inputs["b"].float()
@@ -166,17 +166,18 @@ def _match_mask(mask: Any, like: Any) -> Any:
     return F.interpolate(mask, size=(th, tw), mode="bilinear", align_corners=False).clamp(0.0, 1.0)
 
 
-def _grow_feather(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _grow_feather(ctx: ComputeContext, inputs: Mapping[str, Any],
+                  params: Mapping[str, Any]) -> dict[str, Any]:
     mask = inputs["mask"]
     _check_mask(mask, "mask")
     return {"mask": numpy_to_mask(_edges(mask_to_numpy(mask), params["grow"], params["feather"]))}
 
 
-def _invert(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _invert(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     return {"mask": (1.0 - inputs["mask"].float()).contiguous()}
 
 
-def _to_image(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _to_image(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     from engine.values import Image
 
     mask = inputs["mask"].float()
@@ -197,11 +198,13 @@ MASK_PAINTER = NodeSpec(
          "double-click to open the painter. The painting is saved in the graph. A mask file "
          "(white = regenerate, or transparency) replaces the painting when `path` is set.",
     compute=_painter,
+    editor="mask", paints_over="image",
     inputs=(Input("image", SocketType.IMAGE, optional=True,
                   help="the picture to paint over; sets the size"),),
     outputs=(_MASK_OUT,),
     params=(
-        Param("mask", ParamType.JSON, "", "the painted mask (base64 PNG); empty = nothing painted"),
+        Param("mask", ParamType.JSON, "", "the painted mask (base64 PNG); empty = nothing painted",
+              drawing="mask"),
         Param("path", ParamType.PATH, "", "optional mask file used instead of the painting"),
         Param("width", ParamType.INT, 128, "canvas width without an image", min=1, max=MAX_SIDE, step=8),
         Param("height", ParamType.INT, 128, "canvas height without an image", min=1, max=MAX_SIDE, step=8),

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.errors import UserInputError
-from engine.spec import Input, NodeSpec, Output, Param, ParamType, SocketType
+from engine.spec import ComputeContext, Input, NodeSpec, Output, Param, ParamType, SocketType
 from engine.values import Image
 
 
@@ -40,7 +40,7 @@ def _check_sizes(large: Image, small: Image) -> None:
         raise UserInputError(f"the low-res input holds {sb} pictures and the image {b}: give one or {b}")
 
 
-def _match(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _match(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     large, small = inputs["image"], inputs["low_res"]
     _check_sizes(large, small)
     pixels = back_project(large.pixels.float(), small.pixels.float(), params["iterations"])

@@ -12,21 +12,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from engine.capabilities import ConditionerCapabilities
 from engine.errors import UserInputError
-from engine.spec import Input, NodeSpec, Output, Param, ParamType, SocketType
+from engine.layout import Layout
+from engine.spec import ComputeContext, Input, NodeSpec, Output, Param, ParamType, SocketType
 
 
-def _plan_layout(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _plan_layout(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     conditioner, cond, given = inputs["conditioner"], inputs["conditioning"], inputs.get("layout")
+    capabilities: ConditionerCapabilities = conditioner.capabilities
     if given is not None:  # boxes drawn or edited by hand take the planner's place
-        layouts = [_checked(given)] * _batch(cond)
-    elif getattr(conditioner, "planner", None) is None:  # any checkpoint but Kiln's built-in base model
-        return {"conditioning": cond, "layout": []}
+        layouts = [given.to_json()] * _batch(cond)
+    elif not capabilities.layout_planner:  # any checkpoint but Kiln's built-in base model
+        return {"conditioning": cond, "layout": Layout()}
     else:
         layouts = conditioner.plan_layouts(_prompts(cond), int(params["seed"]), float(params["temperature"]))
     if not any(layouts):
-        return {"conditioning": cond, "layout": []}
-    return {"conditioning": _joined(cond, conditioner, layouts), "layout": layouts[0]}
+        return {"conditioning": cond, "layout": Layout()}
+    return {"conditioning": _joined(cond, conditioner, layouts), "layout": Layout.from_json(layouts[0])}
 
 
 def _prompts(cond: Any) -> list[str]:
@@ -40,21 +43,11 @@ def _batch(cond: Any) -> int:
     return 1 if cond.crossattn is None else int(cond.crossattn.shape[0])
 
 
-def _checked(layout: Any) -> list[dict]:
-    from engine import drawing
-    from engine.errors import KilnError
-
-    try:
-        return drawing.check_boxes(layout)
-    except KilnError as exc:
-        raise UserInputError(f"the layout input: {exc}") from None
-
-
 def _joined(cond: Any, conditioner: Any, layouts: list[list[dict]]) -> Any:
     """The prompt's conditioning with the layouts' tokens appended and their boxes as region channels."""
     import torch
 
-    if not hasattr(conditioner, "encode_layouts"):
+    if not conditioner.capabilities.layout_tokens:
         raise UserInputError("this checkpoint takes no layout boxes; leave the layout input unconnected")
     boxes = conditioner.encode_layouts(layouts)
     if cond.crossattn is None or cond.crossattn.shape[-1] != boxes.crossattn.shape[-1]:

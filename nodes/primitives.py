@@ -4,18 +4,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from engine.spec import SEED_MAX, NodeSpec, Output, Param, ParamType, SocketType
+from engine.spec import SEED_MAX, ComputeContext, NodeSpec, Output, Param, ParamType, SocketType
 
 
-def _emit_value(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _emit_value(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     return {"value": params["value"]}
 
 
-def _emit_seed(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _emit_seed(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     return {"seed": params["value"]}
 
 
-def _emit_float(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _emit_float(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     return {"value": float(params["value"])}
 
 

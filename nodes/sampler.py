@@ -6,13 +6,14 @@ counts UNet forward passes. torch is imported inside compute.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from engine.capabilities import ModelCapabilities
 from engine.errors import UserInputError
-from engine.model_geometry import nearest_multiples, unet_downsampling
+from engine.model_geometry import nearest_multiples
 from engine.sampling.names import SAMPLER_NAMES, SCHEDULER_NAMES
-from engine.spec import SEED_MAX, Input, NodeSpec, Output, Param, ParamType, SocketType
+from engine.spec import SEED_MAX, ComputeContext, Input, NodeSpec, Output, Param, ParamType, SocketType
 from engine.values import Latent
 
 DEFAULT_SAMPLER = "dpmpp_2m"  # second order, one UNet call per step: the best all-rounder at 20-30 steps
@@ -23,30 +24,31 @@ def _check_inputs(model: Any, latent: Latent, negative: Any, cfg: float) -> None
     samples = latent.samples
     if samples.dim() != 4:
         raise UserInputError(f"the latent has shape {list(samples.shape)}, expected (batch, channels, h, w)")
-    unet_cfg = getattr(getattr(model, "unet", None), "cfg", None)
-    if unet_cfg is not None and samples.shape[1] != unet_cfg.out_channels:
+    capabilities: ModelCapabilities = model.capabilities
+    channels = capabilities.latent_channels
+    if channels is not None and samples.shape[1] != channels:
         raise UserInputError(f"the latent has {samples.shape[1]} channels but model {model.name!r} works on "
-                             f"{unet_cfg.out_channels}: connect this model's autoencoder to Empty Latent")
-    conditional = getattr(getattr(model, "config", None), "conditioning_key", None) is not None
-    if negative is None and cfg != 1.0 and conditional:
+                             f"{channels}: connect this model's autoencoder to Empty Latent")
+    if negative is None and cfg != 1.0 and capabilities.conditional:
         raise UserInputError(f"cfg {cfg:g} needs a 'negative' conditioning (an empty prompt is the usual one); "
                              f"connect one or set cfg to 1", "cfg")
 
 
-def _check_latent_size(ctx: Any, model: Any, latent: Latent, autoencoder: Any) -> None:
+def _check_latent_size(ctx: ComputeContext, model: Any, latent: Latent, autoencoder: Any) -> None:
     """Refuse a latent the UNet cannot halve evenly at every level, naming the node and param that set
     its size, before any step (else it fails inside the UNet with "Sizes of tensors must match")."""
-    unet_cfg = getattr(getattr(model, "unet", None), "cfg", None)
-    if unet_cfg is None:
+    capabilities: ModelCapabilities = model.capabilities
+    down = capabilities.unet_multiple
+    if down is None:
         return
-    down = unet_downsampling(unet_cfg.channel_mult)
     h, w = (int(n) for n in latent.samples.shape[-2:])
     if h % down == 0 and w % down == 0:
         return
     source = _latent_source(ctx)
     side, size = ("width", w) if w % down else ("height", h)
     params = source[1].get("params", {}) if source else {}
-    factor = getattr(autoencoder, "downsample_factor", None) or _factor_from(params.get(side), size)
+    known = autoencoder.capabilities.factor if autoencoder is not None else capabilities.latent_factor
+    factor = known or _factor_from(params.get(side), size)
     where = f" of node {source[0]!r} ({source[1].get('type')})" if source else ""
     if not factor:
         raise UserInputError(f"the latent{where} is {w}x{h}, not a multiple of {down}, which model "
@@ -57,7 +59,7 @@ def _check_latent_size(ctx: Any, model: Any, latent: Latent, autoencoder: Any) -
                          f"{model.name!r} needs: use {lower} or {upper}")
 
 
-def _latent_source(ctx: Any) -> tuple[str, dict] | None:
+def _latent_source(ctx: ComputeContext) -> tuple[str, dict] | None:
     """(id, node dict) of the node feeding the latent input, from the run's graph; None if unknown."""
     try:
         graph = ctx.graph_json
@@ -74,11 +76,12 @@ def _factor_from(pixels: Any, latent_size: int) -> int | None:
     return None
 
 
-def _preview_fn(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any], channels: int):
+def _preview_fn(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any],
+                channels: int) -> Callable[[Any], None]:
     from engine.sampling.preview import LatentPreviewer, decoded_preview
 
     ae, model = inputs.get("autoencoder"), inputs["model"]
-    factors = getattr(ae, "latent_rgb", None) or getattr(model, "latent_rgb", None)
+    factors = (ae.latent_rgb if ae is not None else None) or model.latent_rgb
     project = LatentPreviewer(factors, channels)
     every = params["preview_decode_every"]
 
@@ -94,7 +97,7 @@ def _preview_fn(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any], 
     return on_step
 
 
-def _sample(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _sample(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     from engine.sampling.pipeline import SamplingOptions, sample
 
     model, latent = inputs["model"], inputs["latent"]

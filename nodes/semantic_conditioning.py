@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from engine.capabilities import ConditionerCapabilities
 from engine.errors import UserInputError
-from engine.spec import Input, NodeSpec, Output, SocketType
+from engine.spec import ComputeContext, Input, NodeSpec, Output, SocketType
 from engine.values import SemanticMap
 
 _HINTS = {"text": "Text Encode", "class": "Class Encode", "layout": "Layout Encode",
@@ -23,7 +24,8 @@ _HINTS = {"text": "Text Encode", "class": "Class Encode", "layout": "Layout Enco
 
 def require_accepts(conditioner: Any, wanted: str, what: str) -> None:
     """A one-line error unless the model's conditioner takes `wanted` (semantic, image, ...)."""
-    accepts = getattr(conditioner, "accepts", "nothing")
+    capabilities: ConditionerCapabilities = conditioner.capabilities
+    accepts = capabilities.accepts
     if accepts == wanted:
         return
     if accepts == "nothing":
@@ -56,7 +58,8 @@ def fit_map(semantic: SemanticMap, latent_size: tuple[int, int], reduction: int)
     return SemanticMap(resized[:, 0].round().long(), semantic.num_classes)
 
 
-def _semantic_encode(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _semantic_encode(ctx: ComputeContext, inputs: Mapping[str, Any],
+                     params: Mapping[str, Any]) -> dict[str, Any]:
     conditioner, semantic = inputs["conditioner"], inputs["semantic"]
     require_accepts(conditioner, "semantic", "semantic map")
     reduction = map_reduction(conditioner)

@@ -10,13 +10,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.errors import KilnError, UserInputError
-from engine.spec import Input, NodeSpec, Output, Param, ParamType, SocketType
+from engine.spec import ComputeContext, Input, NodeSpec, Output, Param, ParamType, SocketType
 from engine.values import SemanticMap
 from nodes.image_basic import MAX_SIDE
 from nodes.mask_nodes import fit_to_size
 
 
-def _semantic(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _semantic(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     import numpy as np
     import torch
 
@@ -56,10 +56,12 @@ SEMANTIC_PAINTER = NodeSpec(
          "to open the painter. A PNG of class indices or a colour-coded PNG replaces the painting "
          "when `path` is set.",
     compute=_semantic,
+    editor="semantic", paints_over="image",
     inputs=(Input("image", SocketType.IMAGE, optional=True, help="a picture to paint over; sets the size"),),
     outputs=(Output("semantic", SocketType.SEMANTIC_MAP),),
     params=(
-        Param("labels", ParamType.JSON, "", "the painted class ids (base64 PNG); empty = all class 0"),
+        Param("labels", ParamType.JSON, "", "the painted class ids (base64 PNG); empty = all class 0",
+              drawing="labels"),
         Param("path", ParamType.PATH, "", "optional PNG of class indices or palette colours"),
         Param("width", ParamType.INT, 128, "map width without an image", min=1, max=MAX_SIDE, step=8),
         Param("height", ParamType.INT, 128, "map height without an image", min=1, max=MAX_SIDE, step=8),

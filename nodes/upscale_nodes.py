@@ -12,15 +12,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from engine.capabilities import AutoencoderCapabilities
 from engine.errors import UserInputError
-from engine.spec import Input, NodeSpec, Output, Param, ParamType, SocketType
+from engine.spec import ComputeContext, Input, NodeSpec, Output, Param, ParamType, SocketType
 from engine.values import Image, Latent
 from nodes.semantic_conditioning import require_accepts
 
 MAX_SIDE = 8192
 
 
-def _sr_conditioning(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _sr_conditioning(ctx: ComputeContext, inputs: Mapping[str, Any],
+                     params: Mapping[str, Any]) -> dict[str, Any]:
     conditioner, image = inputs["conditioner"], inputs["image"]
     require_accepts(conditioner, "image", "low-resolution image")
     latent = inputs.get("latent")
@@ -32,12 +34,13 @@ def _sr_conditioning(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, A
     return {"conditioning": cond.with_(meta={**cond.meta, "low_resolution": f"{w}x{h}"})}
 
 
-def _empty_latent_like(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _empty_latent_like(ctx: ComputeContext, inputs: Mapping[str, Any],
+                       params: Mapping[str, Any]) -> dict[str, Any]:
     import torch
 
     image: Image = inputs["image"]
-    ae = inputs["autoencoder"]
-    scale, f = params["scale"], int(ae.downsample_factor)
+    ae: AutoencoderCapabilities = inputs["autoencoder"].capabilities
+    scale, f = params["scale"], ae.factor
     w, h = image.size
     width, height = w * scale, h * scale
     if width % f or height % f:
@@ -45,7 +48,7 @@ def _empty_latent_like(ctx: Any, inputs: Mapping[str, Any], params: Mapping[str,
                              f"autoencoder's downsampling factor", "scale")
     if max(width, height) > MAX_SIDE:
         raise UserInputError(f"{width}x{height} is larger than {MAX_SIDE} pixels a side", "scale")
-    shape = (image.pixels.shape[0], int(ae.latent_channels), height // f, width // f)
+    shape = (image.pixels.shape[0], ae.latent_channels, height // f, width // f)
     return {"latent": Latent(torch.zeros(shape, dtype=torch.float32), seeds=tuple(image.seeds))}
 
 

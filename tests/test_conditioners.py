@@ -290,8 +290,8 @@ def test_encode_nodes_say_which_node_a_model_needs():
         TEXT_ENCODE.compute(None, {"conditioner": none}, {"text": "a cat"})
     bbox = build_conditioner(ConditionerConfig("bbox", {"n_embed": 16, "n_layer": 1, "vocab_size": 64,
                                                         "max_seq_len": 11, "max_objects": 3}), "crossattn")
-    with pytest.raises(UserInputError, match=r"layout box 1 \[0.5, 0, 0.2, 1\] is not inside") as info:
-        LAYOUT_ENCODE.compute(None, {"conditioner": bbox}, {"boxes": [{"label": 1, "box": [0.5, 0, 0.2, 1]}]})
+    with pytest.raises(UserInputError, match=r'the layout: box 1, "box": \[0.5, 0, 0.2, 1\] needs x0 < x1') as info:
+        LAYOUT_ENCODE.compute(None, {"conditioner": bbox}, {"boxes": [{"label": "1", "box": [0.5, 0, 0.2, 1]}]})
     assert info.value.param == "boxes"
     zero = ZERO_OUT.compute(None, {"conditioning": Conditioning(crossattn=torch.ones(1, 2, 3))}, {})["conditioning"]
     assert torch.count_nonzero(zero.crossattn) == 0 and zero.crossattn.shape == (1, 2, 3)

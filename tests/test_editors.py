@@ -230,7 +230,7 @@ def test_layout_draw_move_resize_snap_to_the_grid(qtbot):
     dialog.undo_stack.redo()
     result = dialog.result_params()
     layout = compute("LayoutEditor", round_trip("LayoutEditor", "layout", result))["layout"]
-    assert layout == [{"label": "blue square", "box": [0.25, 0.25, 0.5, 0.75]}]
+    assert layout.to_json() == [{"label": "blue square", "box": [0.25, 0.25, 0.5, 0.75]}]
 
 
 def test_layout_keyboard_nudge_delete_and_click_to_deselect(qtbot):
@@ -270,6 +270,17 @@ def test_layout_table_cells_edit_exact_coordinates_and_refuse_bad_ones(qtbot):
     assert dialog.boxes[0]["label"] == "red circle"
 
 
+def test_layout_editor_leaves_out_saved_boxes_the_layout_refuses_and_names_the_first(qtbot):
+    dialog = layout_dialog(qtbot, [{"label": "red circle", "box": [0.25, 0.25, 0.5, 0.5]},
+                                   {"label": "blue square", "box": [0.5, 0.5, 1.5, 0.9]},
+                                   {"label": 7, "box": [0.1, 0.1, 0.2, 0.2]}])
+    assert [b["label"] for b in dialog.boxes] == ["red circle"]
+    assert "Left out 2 saved box(es)" in dialog.status.text()
+    assert 'box 2, "box": [0.5, 0.5, 1.5, 0.9] is outside [0, 1]' in dialog.status.text()
+    dialog.table.item(0, 1).setText("0.7")  # x0 past x1: the same validator's words
+    assert dialog.status.text() == "Box 1: x0 = '0.7': the box [0.7, 0.25, 0.5, 0.5] needs x0 < x1 and y0 < y1"
+
+
 def test_layout_free_text_labels_and_node_errors(qtbot):
     dialog = layout_dialog(qtbot, [{"label": "red circle", "box": [0.1, 0.1, 0.3, 0.3]}])
     assert not dialog.label_combo.isEditable()
@@ -279,10 +290,10 @@ def test_layout_free_text_labels_and_node_errors(qtbot):
     dialog.label_combo.setEditText("a sleepy cat")
     result = dialog.result_params()
     assert result["labels"] == "free text"
-    assert compute("LayoutEditor", result)["layout"][0]["label"] == "a sleepy cat"
+    assert compute("LayoutEditor", result)["layout"].boxes[0].label == "a sleepy cat"
     from engine.errors import UserInputError
 
-    with pytest.raises(UserInputError, match="box 1 label 'a sleepy cat'"):
+    with pytest.raises(UserInputError, match="box 1, \"label\": 'a sleepy cat'"):
         compute("LayoutEditor", dict(result, labels="shapes world"))
 
 

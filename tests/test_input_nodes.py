@@ -180,16 +180,16 @@ def test_crop_and_pad_to_multiples_keep_image_and_mask_aligned():
 def test_layout_editor_outputs_checked_boxes():
     boxes = [{"label": "red circle", "box": [0.125, 0.25, 0.5, 0.75]},
              {"label": "blue square", "box": [0.5, 0.5, 1.0, 1.0]}]
-    assert run_node("LayoutEditor", boxes=boxes)["layout"] == boxes
-    assert run_node("LayoutEditor")["layout"] == []
+    assert run_node("LayoutEditor", boxes=boxes)["layout"].to_json() == boxes
+    assert len(run_node("LayoutEditor")["layout"]) == 0
     bad = boxes + [{"label": "green triangle", "box": [0.5, -0.1, 0.7, 0.4]}]
     with pytest.raises(UserInputError) as caught:
         run_node("LayoutEditor", boxes=bad)
-    assert caught.value.param == "boxes" and str(caught.value).startswith("box 3 ")
+    assert caught.value.param == "boxes" and str(caught.value).startswith('box 3, "box": ')
     free = [{"label": "a sleepy cat", "box": [0, 0, 1, 1]}]
-    with pytest.raises(UserInputError, match="box 1 label 'a sleepy cat'"):
+    with pytest.raises(UserInputError, match="box 1, \"label\": 'a sleepy cat' is not one"):
         run_node("LayoutEditor", boxes=free)
-    assert run_node("LayoutEditor", boxes=free, labels="free text")["layout"][0]["label"] == "a sleepy cat"
+    assert run_node("LayoutEditor", boxes=free, labels="free text")["layout"].boxes[0].label == "a sleepy cat"
 
 
 # --- SemanticPainter --------------------------------------------------------------------

@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from engine.capabilities import AutoencoderCapabilities, resolved_inpaint_convention
 from engine.errors import Cancelled, UserInputError
-from engine.models.configs import DiffusionConfig, UNetConfig
+from engine.models.configs import CheckpointConfig, DiffusionConfig, UNetConfig
 from engine.models.diffusion import LatentDiffusionModel
 from engine.models.unet import UNetModel
 from engine.sampling.denoiser import DiscreteDenoiser, GuidedDenoiser
@@ -441,8 +442,13 @@ class StubAutoencoder:
 
     latent_channels, downsample_factor, is_vq, latent_rgb = 4, 8, False, None
 
-    def __init__(self, name: str = "stub", is_vq: bool = False):
-        self.name, self.is_vq, self.decoded = name, is_vq, 0
+    def __init__(self, name: str = "stub", is_vq: bool = False, convention: str | None = None):
+        self.name, self.is_vq, self.decoded, self.convention = name, is_vq, 0, convention
+
+    @property
+    def capabilities(self) -> AutoencoderCapabilities:
+        return AutoencoderCapabilities(self.latent_channels, self.downsample_factor, 1.0, self.is_vq,
+                                       resolved_inpaint_convention(self.convention, self.is_vq))
 
     def encode_pixels(self, pixels):
         pooled = torch.nn.functional.avg_pool2d(pixels, 8)
@@ -505,9 +511,22 @@ def test_inpaint_conditioning_lays_out_the_concat_channels(convention):
     assert torch.allclose(latent_channels[..., 2:, :], torch.tensor(0.9))
 
 
-def test_inpaint_convention_auto_follows_the_autoencoder():
-    from nodes.latent_nodes import auto_convention
+def test_inpaint_convention_auto_follows_the_checkpoint_config_not_the_file_name():
+    from engine.capabilities import inpaint_convention_of
+    from engine.models.presets import get_preset
 
-    assert auto_convention(StubAutoencoder(is_vq=True)) == "ldm"
-    assert auto_convention(StubAutoencoder(name="kiln-shapes-ae")) == "kiln"
-    assert auto_convention(StubAutoencoder(name="sd15")) == "stable_diffusion"
+    assert inpaint_convention_of(get_preset("sd15-inpainting")) == "stable_diffusion"
+    assert inpaint_convention_of(get_preset("inpainting_big")) == "ldm"
+    kiln = json.loads((Path(__file__).parents[1] / "resources/models/kiln-shapes-base.json").read_text())
+    assert inpaint_convention_of(CheckpointConfig.from_dict(kiln["checkpoint_config"])) == "kiln"
+    assert inpaint_convention_of(get_preset("sd15")) is None
+    assert StubAutoencoder(is_vq=True).capabilities.inpaint_convention == "ldm"
+    assert StubAutoencoder(name="kiln-shapes-ae").capabilities.inpaint_convention == "stable_diffusion"
+
+    def auto(ae: StubAutoencoder) -> torch.Tensor:
+        inputs = {"conditioning": text_cond(4), "autoencoder": ae, "image": Image(torch.full((1, 3, 32, 32), 0.9)),
+                  "mask": torch.ones(1, 1, 32, 32)}
+        return run_node(INPAINT_CONDITIONING, inputs, convention="auto")["conditioning"].concat
+
+    assert torch.equal(auto(StubAutoencoder(convention="kiln"))[:, 4:], torch.ones(1, 1, 4, 4))  # mask last
+    assert torch.equal(auto(StubAutoencoder())[:, :1], torch.ones(1, 1, 4, 4))  # Stable Diffusion: mask first

@@ -5,6 +5,9 @@ part of a CompVis/Stability checkpoint loads with `load_state_dict(..., strict=T
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -84,7 +87,10 @@ class Upsample(nn.Module):
 class _Level(nn.Module):
     """One resolution level: `block.J`, `attn.J` and an optional `downsample` / `upsample`."""
 
-    def __init__(self, blocks: list[nn.Module], attns: list[nn.Module]):
+    downsample: nn.Module  # the encoder's levels but the last have one
+    upsample: nn.Module  # the decoder's levels but the first have one
+
+    def __init__(self, blocks: Sequence[nn.Module], attns: Sequence[nn.Module]):
         super().__init__()
         self.block = nn.ModuleList(blocks)
         self.attn = nn.ModuleList(attns)
@@ -135,7 +141,7 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(x)
-        for level in self.down:
+        for level in cast("list[_Level]", self.down):
             h = level.run_blocks(h)
             if hasattr(level, "downsample"):
                 h = level.downsample(h)
@@ -172,7 +178,7 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.mid(self.conv_in(z))
-        for level in reversed(self.up):
+        for level in reversed(cast("list[_Level]", self.up)):
             h = level.run_blocks(h)
             if hasattr(level, "upsample"):
                 h = level.upsample(h)

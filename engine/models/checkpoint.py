@@ -229,7 +229,7 @@ def _safe_torch_load(path: str) -> Any:
                                     "the file may be truncated or not a checkpoint") from None
 
 
-def _inert_stand_ins(path: str) -> list[tuple[type, str]]:
+def _inert_stand_ins(path: str) -> list[Callable[..., Any] | tuple[Callable[..., Any], str]]:
     """Check the pickle's globals before loading; inert ones get a stand-in, others refuse."""
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(path)

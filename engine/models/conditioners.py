@@ -10,12 +10,13 @@ clearly when a prompt is given to, say, a class-conditional model.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.capabilities import Accepts, ConditionerCapabilities
 from engine.errors import KilnError, UserInputError
 from engine.models.configs import ConditionerConfig
 from engine.models.keymaps import openclip_source_key
@@ -29,12 +30,16 @@ class Conditioner(nn.Module):
     """Base: `encode(batch) -> Conditioning`; `target` says which Conditioning field it fills."""
 
     kind = "none"
-    accepts = "nothing"  # text | class | layout | semantic | image | masked_image | nothing
+    accepts: Accepts = "nothing"
 
     def __init__(self, config: ConditionerConfig, target: str = "crossattn"):
         super().__init__()
         self.config = config
         self.target = target  # crossattn | concat | y
+
+    @property
+    def capabilities(self) -> ConditionerCapabilities:
+        return ConditionerCapabilities(self.accepts)
 
     def source_key(self, module_key: str) -> tuple[str, Transform | None]:
         """Where a module key's tensor lives in the checkpoint (relative to cond_stage_model.)."""
@@ -97,7 +102,7 @@ class CLIPConditioner(Conditioner):
         self.tokenizer = tokenizer if tokenizer is not None else Missing("CLIP", ())
 
     @property
-    def text_model(self) -> nn.Module:
+    def text_model(self) -> Any:  # transformers' CLIPTextTransformer (its final_layer_norm is used too)
         return self.transformer.text_model
 
     def token_chunks(self, text: str) -> list[list[int]]:
@@ -178,7 +183,7 @@ class _XAttentionLayers(nn.Module):
         self.layers = nn.ModuleList(layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for norm, block in self.layers:
+        for norm, block in cast("list[nn.ModuleList]", self.layers):
             x = x + block(norm(x))
         return x
 
@@ -318,6 +323,11 @@ class TokensConditioner(Conditioner):
 
             self.planner = LayoutPlanner(LayoutPlannerConfig.from_dict(p["planner"]), words)
 
+    @property
+    def capabilities(self) -> ConditionerCapabilities:
+        planner = self.planner is not None
+        return ConditionerCapabilities(self.accepts, layout_tokens=True, layout_planner=planner)
+
     def source_key(self, module_key: str) -> tuple[str, Transform | None]:
         return module_key.removeprefix("inner."), None
 
@@ -439,7 +449,8 @@ class MaskedImageConditioner(Conditioner):
         super().__init__(config, target)
 
     @torch.no_grad()
-    def encode(self, pixels: torch.Tensor, mask: torch.Tensor, first_stage: Any) -> Conditioning:
+    def encode(  # type: ignore[override]  # an inpainting model's input is three things, not one batch
+            self, pixels: torch.Tensor, mask: torch.Tensor, first_stage: Any) -> Conditioning:
         """pixels (B, 3, H, W) in [0, 1]; mask (B, 1, H, W), 1 = fill in; first_stage: FirstStage."""
         return self._wrap(masked_image_concat(pixels, mask, first_stage, self.config.params))
 
@@ -478,5 +489,5 @@ def build_conditioner(config: ConditionerConfig, conditioning_key: str | None, t
     if config.kind in ("spatial", "identity", "masked_image"):
         target = "concat"
     if cls in (CLIPConditioner, OpenCLIPConditioner, BERTConditioner):
-        return cls(config, target, tokenizer=tokenizer)  # type: ignore[call-arg]
+        return cls(config, target, tokenizer=tokenizer)
     return cls(config, target)

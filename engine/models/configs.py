@@ -6,7 +6,11 @@ next to a checkpoint maps onto them key for key. Nothing here imports torch.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
+
+# How the conditioner's output reaches the UNet (DiffusionConfig.conditioning_key).
+ConditioningKey = Literal["crossattn", "concat", "hybrid", "adm"]
+CONDITIONING_KEYS: tuple[ConditioningKey, ...] = get_args(ConditioningKey)
 
 
 @dataclass
@@ -78,7 +82,7 @@ class DiffusionConfig:
     prediction: Literal["eps", "v"] = "eps"
     # How the conditioner's output reaches the UNet: None (unconditional),
     # "crossattn", "concat", "hybrid" (both) or "adm" (class/vector embedding).
-    conditioning_key: Literal["crossattn", "concat", "hybrid", "adm"] | None = "crossattn"
+    conditioning_key: ConditioningKey | None = "crossattn"
     scale_factor: float = 0.18215  # latent = scale_factor * autoencoder latent
     # Kiln: the last concat channels paint the layout's boxes (engine.models.regions); 0 = none
     region_channels: int = 0

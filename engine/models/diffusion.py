@@ -12,7 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.models.configs import DiffusionConfig
+from engine.capabilities import ModelCapabilities, model_capabilities
+from engine.models.configs import DiffusionConfig, UNetConfig
 from engine.models.regions import paint_regions
 from engine.values import Conditioning
 
@@ -34,11 +35,16 @@ def make_betas(cfg: DiffusionConfig) -> torch.Tensor:
 class LatentDiffusionModel(nn.Module):
     """Wraps a UNet: `apply(x_t, t, cond)` returns the raw eps or v prediction."""
 
-    def __init__(self, unet: nn.Module, config: DiffusionConfig, name: str = ""):
+    alphas_cumprod: torch.Tensor  # (T,) float64, a buffer
+
+    def __init__(self, unet: nn.Module, config: DiffusionConfig, name: str = "",
+                 capabilities: ModelCapabilities | None = None):
+        """`capabilities`: the loader's, from the whole checkpoint config; else the UNet config's."""
         super().__init__()
         self.unet = unet
         self.config = config
         self.name = name
+        self.capabilities = capabilities or model_capabilities(_unet_config(unet), config)
         self.latent_rgb: Any = None  # its latents' live-preview projection (the loader sets it from the card)
         alphas_cumprod = torch.cumprod(1.0 - make_betas(config), dim=0)
         self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)  # (T,) float64
@@ -58,7 +64,7 @@ class LatentDiffusionModel(nn.Module):
 
     def concat_channels(self, x: torch.Tensor) -> int:
         """How many conditioning channels the UNet expects beyond the latent's own."""
-        cfg = getattr(self.unet, "cfg", None)
+        cfg = getattr(self.unet, "cfg", None)  # any UNet that says its input channels (tests use stand-ins)
         return 0 if cfg is None else max(0, cfg.in_channels - x.shape[1])
 
     def _concat(self, x: torch.Tensor, cond: Conditioning | None) -> torch.Tensor | None:
@@ -92,7 +98,9 @@ class LatentDiffusionModel(nn.Module):
             self._painted_cache = cached = (regions, size, painted)
         return cached[2]
 
-    def apply(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning | None) -> torch.Tensor:
+    # nn.Module.apply(fn) is never used on a denoiser: samplers call apply(x, t, cond)
+    def apply(self, x: torch.Tensor, t: torch.Tensor,  # type: ignore[override]
+              cond: Conditioning | None) -> torch.Tensor:
         """x: (B, C, h, w) noisy latent; t: (B,) timesteps in [0, T); returns (B, C_out, h, w)."""
         context = y = None
         x_in = x
@@ -109,6 +117,12 @@ class LatentDiffusionModel(nn.Module):
             y = y.to(dtype)
         out = self.unet(x_in.to(dtype), t, context=None if context is None else context.to(dtype), y=y)
         return out.to(x.dtype)
+
+
+def _unet_config(unet: nn.Module) -> UNetConfig | None:
+    """The UNet's architecture config; None for a bare module (tests wrap small stand-ins)."""
+    cfg = getattr(unet, "cfg", None)
+    return cfg if isinstance(cfg, UNetConfig) else None
 
 
 def _match_batch(tensor: torch.Tensor, batch: int) -> torch.Tensor:

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from engine.capabilities import AutoencoderCapabilities, InpaintConvention, resolved_inpaint_convention
 from engine.models.autoencoder import AutoencoderKL, DiagonalGaussian, VQModel
 
 TileCallback = Callable[[int, int], None]  # (tiles done, tiles in all)
@@ -26,7 +27,8 @@ class FirstStage:
 
     def __init__(self, model: AutoencoderKL | VQModel, scale_factor: float = 1.0, name: str = "",
                  latent_rgb: Any = None, upcast: bool = True,
-                 auto_tile_pixels: int = AUTO_TILE_PIXELS, inpaint_convention: str | None = None):
+                 auto_tile_pixels: int = AUTO_TILE_PIXELS,
+                 inpaint_convention: InpaintConvention | None = None):
         self.model = model.eval()
         self.inpaint_convention = inpaint_convention  # the model's inpainting concat layout, when its config says
         self.scale_factor = float(scale_factor)
@@ -46,6 +48,12 @@ class FirstStage:
     @property
     def latent_channels(self) -> int:
         return self.model.cfg.embed_dim
+
+    @property
+    def capabilities(self) -> AutoencoderCapabilities:
+        convention = resolved_inpaint_convention(self.inpaint_convention, self.is_vq)
+        return AutoencoderCapabilities(self.latent_channels, self.downsample_factor, self.scale_factor,
+                                       self.is_vq, convention)
 
     @property
     def device(self) -> torch.device:
@@ -161,13 +169,14 @@ def _tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: in
     """Run `fn` over overlapping tiles of x (B, C, H, W) and blend the (B, C', H*scale, W*scale) outputs."""
     height, width = x.shape[-2:]
     rows, cols = _tile_starts(height, tile, overlap), _tile_starts(width, tile, overlap)
-    out = weight = None
+    out: torch.Tensor | None = None
+    weight: torch.Tensor | None = None
     ramp = int(overlap * scale)
     total, done = len(rows) * len(cols), 0
     for y0 in rows:
         for x0 in cols:
             y = fn(x[..., y0:y0 + tile, x0:x0 + tile]).float()  # (B, C', th, tw)
-            if out is None:
+            if out is None or weight is None:
                 out = y.new_zeros(*y.shape[:2], int(height * scale), int(width * scale))
                 weight = y.new_zeros(1, 1, *out.shape[-2:])
             th, tw = y.shape[-2:]
@@ -180,5 +189,6 @@ def _tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: in
             done += 1
             if on_tile is not None:
                 on_tile(done, total)
+    assert out is not None and weight is not None  # there is always a tile
     return out / weight
 

@@ -16,12 +16,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from engine.capabilities import checkpoint_capabilities
 from engine.errors import KilnError
 from engine.models.checkpoint import CheckpointError, TensorSource, open_source, read_json, sniff_format
 from engine.models.conditioners import Conditioner, build_conditioner
@@ -46,6 +47,10 @@ from engine.models.keymaps import (
 from engine.models.prepacked import prepack_convolutions
 from engine.models.tokenizers import Missing, find_bert_tokenizer, find_clip_tokenizer, tokenizer_dirs
 from engine.models.yaml_config import load_yaml_config
+
+if TYPE_CHECKING:
+    from engine.models.autoencoder import AutoencoderKL, VQModel
+    from engine.models.unet import UNetModel
 
 METADATA_CONFIG_KEY = "kiln_config"  # safetensors metadata: CheckpointConfig.to_dict() as JSON
 CARD_CONFIG_KEY = "checkpoint_config"  # the same inside a <stem>.json card beside the file
@@ -171,6 +176,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> ResolvedCheckpoint:
     card = _read_card(path)
     shapes = source.shapes()
     yaml_path = Path(path).with_suffix(".yaml")
+    guessed: list[str]
     if yaml_path.is_file():
         config, origin, guessed = load_yaml_config(yaml_path), "yaml", []
     elif (embedded := _embedded_config(source, card, path)) is not None:
@@ -345,7 +351,8 @@ def meta_modules() -> Iterator[None]:
         yield
 
 
-def build_modules(config: CheckpointConfig, tokenizer: Any = None) -> tuple[nn.Module, nn.Module, Conditioner]:
+def build_modules(config: CheckpointConfig,
+                  tokenizer: Any = None) -> tuple[UNetModel, AutoencoderKL | VQModel, Conditioner]:
     """UNet, autoencoder and conditioner for a config (call under `meta_modules()` to skip init)."""
     from engine.models.autoencoder import AutoencoderKL, VQModel
     from engine.models.unet import UNetModel
@@ -368,11 +375,11 @@ def plan_keys(unet: nn.Module, ae: nn.Module, conditioner: Conditioner, shapes: 
               use_ema: bool) -> tuple[list[KeyPlan], dict[str, Any]]:
     """Map every module key to a checkpoint key; report EMA use, missing and unexpected keys."""
     ema = use_ema and has_ema(shapes)
-    unet_entries = {}
+    unet_entries: dict[str, tuple[str, Transform]] = {}
     for k in unet.state_dict():
         name = UNET_PREFIX + k
         unet_entries[k] = (ema_key(name) if ema and ema_key(name) in shapes else name, None)
-    ae_entries = {k: (AE_PREFIX + k, None) for k in ae.state_dict()}
+    ae_entries: dict[str, tuple[str, Transform]] = {k: (AE_PREFIX + k, None) for k in ae.state_dict()}
     cond_entries = {}
     for k in conditioner.state_dict():
         src, transform = conditioner.source_key(k)
@@ -471,13 +478,15 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "auto"
         # oneDNN convolutions then skip reordering every activation: measured on one thread, the
         # 4x SR decoder at 512 px took 2.0 s instead of 2.7 s, the base UNet step 68 ms instead of 88 ms
         for module in (unet, ae):
-            module.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format at run time; torch's stub leaves it out
+            module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             prepack_convolutions(module)  # and their weights once (small models: bench.bench_prepacked)
     name = os.path.basename(path.rstrip("/"))
-    model = LatentDiffusionModel(unet, config.diffusion, name).to(dev)
+    capabilities = checkpoint_capabilities(config)
+    model = LatentDiffusionModel(unet, config.diffusion, name, capabilities).to(dev)
     model.latent_rgb = _latent_rgb(resolved.card)  # previews without the autoencoder wired to the sampler
     first_stage = FirstStage(ae, config.diffusion.scale_factor, name=name, latent_rgb=model.latent_rgb,
-                             inpaint_convention=config.conditioner.params.get("inpaint_convention"))
+                             inpaint_convention=capabilities.inpaint_convention)
     report.update({"format": resolved.source.format, "config_source": resolved.config_source,
                    "guessed": resolved.guessed, "preset": config.preset, "device": str(dev), "dtype": str(dt),
                    "tokenizer": "missing" if isinstance(tokenizer, Missing) else ("found" if tokenizer else "none")})

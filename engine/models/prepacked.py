@@ -70,7 +70,9 @@ class PrepackedConv2d(nn.Conv2d):
         if weight is None:
             if len(self._packed) >= _MAX_SHAPES:
                 self._packed.pop(next(iter(self._packed)))
-            weight = torch._C._nn.mkldnn_reorder_conv2d_weight(
+            # torch's stub of this private op leaves out the input size it takes (and needs, for a packing
+            # that fits this shape)
+            weight = torch._C._nn.mkldnn_reorder_conv2d_weight(  # type: ignore[call-arg]
                 self.weight.detach().contiguous().to_mkldnn(), list(self.padding), list(self.stride),
                 list(self.dilation), self.groups, list(shape))
             self._packed[shape] = weight

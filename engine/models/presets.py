@@ -6,12 +6,14 @@ and Stability YAML files). `get_preset(name)` returns a fresh CheckpointConfig.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 from engine.errors import KilnError
 from engine.models.configs import (
     AutoencoderConfig,
     CheckpointConfig,
     ConditionerConfig,
+    ConditioningKey,
     DiffusionConfig,
     UNetConfig,
 )
@@ -22,21 +24,23 @@ def _kl_f8() -> AutoencoderConfig:
                              num_res_blocks=2)
 
 
-def _vq_f4(attn_type: str = "vanilla") -> AutoencoderConfig:
+def _vq_f4(attn_type: Literal["vanilla", "none"] = "vanilla") -> AutoencoderConfig:
     return AutoencoderConfig(kind="vq", embed_dim=3, z_channels=3, double_z=False, ch=128, ch_mult=(1, 2, 4),
-                             num_res_blocks=2, n_embed=8192, attn_type=attn_type)  # type: ignore[arg-type]
+                             num_res_blocks=2, n_embed=8192, attn_type=attn_type)
 
 
-def _ldm_schedule(end: float, conditioning_key: str | None, scale_factor: float = 1.0) -> DiffusionConfig:
-    return DiffusionConfig(linear_start=0.0015, linear_end=end, conditioning_key=conditioning_key,  # type: ignore[arg-type]
+def _ldm_schedule(end: float, conditioning_key: ConditioningKey | None,
+                  scale_factor: float = 1.0) -> DiffusionConfig:
+    return DiffusionConfig(linear_start=0.0015, linear_end=end, conditioning_key=conditioning_key,
                            scale_factor=scale_factor)
 
 
 def _sd_unet(context_dim: int, linear: bool, in_channels: int = 4) -> UNetConfig:
-    heads = {"num_head_channels": 64} if linear else {"num_heads": 8}
+    num_heads, num_head_channels = (-1, 64) if linear else (8, -1)  # SD 2.x: 64 channels a head; 1.x: 8 heads
     return UNetConfig(in_channels=in_channels, out_channels=4, model_channels=320, attention_resolutions=(4, 2, 1),
                       num_res_blocks=2, channel_mult=(1, 2, 4, 4), use_spatial_transformer=True, transformer_depth=1,
-                      context_dim=context_dim, use_linear_in_transformer=linear, legacy=False, **heads)
+                      context_dim=context_dim, use_linear_in_transformer=linear, legacy=False,
+                      num_heads=num_heads, num_head_channels=num_head_channels)
 
 
 def clip_vit_l() -> ConditionerConfig:

@@ -54,7 +54,8 @@ def find_clip_tokenizer(dirs: Sequence[Path], repos: Sequence[str] = CLIP_REPOS)
 
 
 def find_bert_tokenizer(dirs: Sequence[Path], repos: Sequence[str] = BERT_REPOS) -> Any:
-    from transformers import BertTokenizerFast
+    # a lazy export: mypy does not see it, and its module moved between transformers 4 and 5
+    from transformers import BertTokenizerFast  # type: ignore[attr-defined]
 
     return _find(BertTokenizerFast, "BERT", dirs, ("vocab.txt",), repos)
 
@@ -67,9 +68,9 @@ def _find(cls: Any, what: str, dirs: Sequence[Path], files: tuple[str, ...], rep
             return _load(cls, what, folder)
     for repo in repos:
         looked.append(f"HF cache {repo}")
-        folder = _cached_snapshot(repo, files)
-        if folder is not None:
-            return _load(cls, what, folder)
+        cached = _cached_snapshot(repo, files)
+        if cached is not None:
+            return _load(cls, what, cached)
     return Missing(what, tuple(looked))
 
 
@@ -91,9 +92,8 @@ def _cached_snapshot(repo: str, files: tuple[str, ...]) -> Path | None:
         return None
     repo, _, sub = repo.partition(":")
     found = [try_to_load_from_cache(repo, f"{sub}/{f}" if sub else f) for f in files]
-    if all(isinstance(p, str) for p in found):
-        return Path(found[0]).parent
-    return None
+    paths = [p for p in found if isinstance(p, str)]
+    return Path(paths[0]).parent if len(paths) == len(files) else None
 
 
 def clip_chunks(tokenizer: Any, text: str, max_length: int = 77, pad: int | str = "eos") -> list[list[int]]:

@@ -6,6 +6,7 @@ part of a CompVis/Stability checkpoint loads with `load_state_dict(..., strict=T
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +14,8 @@ from torch import nn
 
 from engine.models.attention import QKVAttention, SpatialTransformer, normalization
 from engine.models.configs import UNetConfig
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -34,7 +37,7 @@ class TimestepBlock(nn.Module):
 class TimestepEmbedSequential(nn.Sequential):
     """Passes the embedding to TimestepBlocks and the context to SpatialTransformers."""
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor,
+    def forward(self, x: torch.Tensor, emb: torch.Tensor,  # type: ignore[override]  # the point of this class
                 context: torch.Tensor | None = None) -> torch.Tensor:
         for layer in self:
             if isinstance(layer, TimestepBlock):
@@ -65,6 +68,7 @@ class Downsample(nn.Module):
 
     def __init__(self, channels: int, use_conv: bool, out_channels: int | None = None):
         super().__init__()
+        self.op: nn.Module
         if use_conv:
             self.op = nn.Conv2d(channels, out_channels or channels, 3, stride=2, padding=1)
         else:
@@ -85,6 +89,8 @@ class ResBlock(TimestepBlock):
         self.in_layers = nn.Sequential(normalization(channels), nn.SiLU(),
                                        nn.Conv2d(channels, out_channels, 3, padding=1))
         self.updown = up or down
+        self.h_upd: nn.Module
+        self.x_upd: nn.Module
         if up:
             self.h_upd, self.x_upd = Upsample(channels, False), Upsample(channels, False)
         elif down:
@@ -94,9 +100,8 @@ class ResBlock(TimestepBlock):
         emb_out = 2 * out_channels if use_scale_shift_norm else out_channels
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, emb_out))
         self.out_layers = nn.Sequential(normalization(out_channels), nn.SiLU(), nn.Dropout(dropout),
-                                        nn.Conv2d(out_channels, out_channels, 3, padding=1))
-        nn.init.zeros_(self.out_layers[3].weight)
-        nn.init.zeros_(self.out_layers[3].bias)
+                                        _zeroed(nn.Conv2d(out_channels, out_channels, 3, padding=1)))
+        self.skip_connection: nn.Module
         if out_channels == channels:
             self.skip_connection = nn.Identity()
         else:
@@ -134,9 +139,7 @@ class AttentionBlock(nn.Module):
         self.norm = normalization(channels)
         self.qkv = nn.Conv1d(channels, channels * 3, 1)
         self.attention = QKVAttention(heads, legacy=not use_new_attention_order)
-        self.proj_out = nn.Conv1d(channels, channels, 1)
-        nn.init.zeros_(self.proj_out.weight)
-        nn.init.zeros_(self.proj_out.bias)
+        self.proj_out = _zeroed(nn.Conv1d(channels, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -173,7 +176,8 @@ class UNetModel(nn.Module):
         emb_dim = cfg.model_channels * 4
         self.time_embed = nn.Sequential(nn.Linear(cfg.model_channels, emb_dim), nn.SiLU(),
                                         nn.Linear(emb_dim, emb_dim))
-        if self.adm:
+        self.label_emb: nn.Module
+        if cfg.adm_in_channels is not None:
             self.label_emb = nn.Sequential(nn.Sequential(
                 nn.Linear(cfg.adm_in_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)))
         elif cfg.num_classes is not None:
@@ -185,9 +189,7 @@ class UNetModel(nn.Module):
             self._res(ch, emb_dim, ch))
         ch = self._build_output_blocks(emb_dim, skip_chans)
         self.out = nn.Sequential(normalization(ch), nn.SiLU(),
-                                 nn.Conv2d(cfg.model_channels, cfg.out_channels, 3, padding=1))
-        nn.init.zeros_(self.out[2].weight)
-        nn.init.zeros_(self.out[2].bias)
+                                 _zeroed(nn.Conv2d(cfg.model_channels, cfg.out_channels, 3, padding=1)))
 
     def _res(self, ch: int, emb_dim: int, out: int, up: bool = False, down: bool = False) -> ResBlock:
         return ResBlock(ch, emb_dim, self.cfg.dropout, out, self.cfg.use_scale_shift_norm, up=up, down=down)
@@ -253,7 +255,7 @@ class UNetModel(nn.Module):
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None,
                 y: torch.Tensor | None = None) -> torch.Tensor:
         emb = self._embedding(timesteps, y, x.shape[0])  # (B, 4*model_channels)
-        dtype = self.time_embed[0].weight.dtype
+        dtype = self._weight_dtype
         h, ctx = x.to(dtype), None if context is None else context.to(dtype)
         skips = []
         for block in self.input_blocks:
@@ -264,10 +266,14 @@ class UNetModel(nn.Module):
             h = block(torch.cat([h, skips.pop()], dim=1), emb, ctx)
         return self.out(h).to(x.dtype)  # (B, out_channels, h, w)
 
+    @property
+    def _weight_dtype(self) -> torch.dtype:
+        return next(self.time_embed.parameters()).dtype
+
     def _embedding(self, timesteps: torch.Tensor, y: torch.Tensor | None, batch: int) -> torch.Tensor:
         if timesteps.dim() == 0:
             timesteps = timesteps.expand(batch)
-        dtype = self.time_embed[0].weight.dtype
+        dtype = self._weight_dtype
         emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).to(dtype))
         has_labels = self.num_classes is not None or self.adm
         if has_labels != (y is not None):
@@ -276,6 +282,13 @@ class UNetModel(nn.Module):
         if y is not None:
             emb = emb + self.label_emb(y.to(dtype) if self.adm else y.long())
         return emb
+
+
+def _zeroed(module: ModuleT) -> ModuleT:
+    """The module with its weights (and bias) zero: the original code's `zero_module`."""
+    for parameter in module.parameters():
+        nn.init.zeros_(parameter)
+    return module
 
 
 def _check_config(cfg: UNetConfig) -> None:

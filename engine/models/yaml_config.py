@@ -11,6 +11,7 @@ from typing import Any
 from engine.models import presets
 from engine.models.checkpoint import CheckpointError
 from engine.models.configs import (
+    CONDITIONING_KEYS,
     AutoencoderConfig,
     CheckpointConfig,
     ConditionerConfig,
@@ -149,9 +150,10 @@ def _diffusion(p: dict, unconditional: bool, forced_key: str | None) -> Diffusio
         key = "concat" if p.get("concat_mode", True) else "crossattn"
     if unconditional:
         key = None
-    if key not in (None, "crossattn", "concat", "hybrid", "adm"):
+    known = next((k for k in CONDITIONING_KEYS if k == key), None)
+    if known is None and key is not None:
         raise ValueError(f"conditioning_key {key!r} is not supported")
     scale = 1.0 if p.get("scale_by_std") else p.get("scale_factor", 1.0)
     return DiffusionConfig(timesteps=int(p.get("timesteps", 1000)), beta_schedule=p.get("beta_schedule", "linear"),
                            linear_start=float(p.get("linear_start", 1e-4)), linear_end=float(p.get("linear_end", 2e-2)),
-                           prediction=prediction, conditioning_key=key, scale_factor=float(scale))
+                           prediction=prediction, conditioning_key=known, scale_factor=float(scale))

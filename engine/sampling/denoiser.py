@@ -209,9 +209,9 @@ def stack_conditionings(first: Conditioning | None, second: Conditioning | None,
 def _with_equal_regions(a: Conditioning, b: Conditioning) -> tuple[Conditioning, Conditioning]:
     """Layout regions on one side only become empty regions (no box) on the other; counts padded to match."""
     ra, rb = a.regions, b.regions
-    if ra is None and rb is None:
-        return a, b
     template = ra if ra is not None else rb
+    if template is None:
+        return a, b
     ra = ra if ra is not None else template.new_zeros(1, 1, template.shape[2])
     rb = rb if rb is not None else template.new_zeros(1, 1, template.shape[2])
     n = max(ra.shape[1], rb.shape[1])
