@@ -1,8 +1,8 @@
 """A painted mask or label map in the properties panel: a thumbnail and a line, never its base64 text.
 
-MaskPainter and SemanticPainter keep their drawing in the graph as a base64 PNG string;
-thousands of characters of it would mean nothing to a person and could be broken by one
-keystroke. The drawing is changed in the node's painter, opened from here.
+Painter nodes keep their drawing in the graph as a base64 PNG string (a param declared with
+`Param.drawing`); thousands of characters of it would mean nothing to a person and could be
+broken by one keystroke. The drawing is changed in the node's painter, opened from here.
 """
 from __future__ import annotations
 
@@ -18,16 +18,15 @@ from engine import drawing
 from engine.errors import KilnError
 from engine.spec import Param, ParamType
 
-DRAWING_PARAMS = {("MaskPainter", "mask"), ("SemanticPainter", "labels")}
 PNG_B64_START = "iVBORw0KGgo"  # the PNG signature, base64-encoded
 THUMB_SIDE = 72
 
 
-def holds_drawing(node_type: str, param: Param, value: Any) -> bool:
+def holds_drawing(param: Param, value: Any) -> bool:
     """True for a param whose value is (or will be) a painting stored as a base64 PNG."""
     if param.type not in (ParamType.JSON, ParamType.STRING):
         return False
-    return (node_type, param.name) in DRAWING_PARAMS or (isinstance(value, str) and value.startswith(PNG_B64_START))
+    return param.drawing is not None or (isinstance(value, str) and value.startswith(PNG_B64_START))
 
 
 class DrawingParamView(ParamEditor):
@@ -35,9 +34,8 @@ class DrawingParamView(ParamEditor):
 
     open_requested = Signal()
 
-    def __init__(self, param: Param, node_type: str, can_open: bool, parent: QWidget | None = None):
+    def __init__(self, param: Param, can_open: bool, parent: QWidget | None = None):
         super().__init__(param, compact=False, parent=parent)
-        self.node_type = node_type
         self.thumbnail = QLabel()
         self.thumbnail.setFixedSize(THUMB_SIDE, THUMB_SIDE)
         self.thumbnail.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -79,6 +77,6 @@ class DrawingParamView(ParamEditor):
             array = drawing.decode_png_b64(value, f"painted {self.param.name}")
         except KilnError as exc:
             return None, str(exc)
-        if self.node_type == "SemanticPainter":  # class ids: in the painter's colours
+        if self.param.drawing == "labels":  # class ids: in the painter's colours
             return drawing.labels_to_rgb(array, 256), ""
         return array, ""

@@ -1,5 +1,6 @@
-"""The window's files: open, save, save as, recent files, the shipped examples, autosave recovery,
-dropped files and pictures, and graphs restored from the viewer's history.
+"""The window's files: new, open, save, save as, recent files, the shipped examples, autosave recovery,
+dropped files and pictures, graphs restored from the viewer's history, pictures saved, and the
+window title (the file's name, * when changed).
 
 The shipped examples (resources/graphs) open as templates: an unsaved copy whose Save asks for a
 name, starting in the user's documents folder, so a shipped file is never overwritten by Ctrl+S
@@ -14,9 +15,11 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QObject, QPointF, QStandardPaths, QTimer
 from PySide6.QtWidgets import QFileDialog, QMenu, QMessageBox
 
+from app.canvas.view import PAN_HINT
 from app.commands import ReplaceGraphCommand
 from app.document import read_recovery
 from engine.errors import KilnError
+from engine.spec import ROLE_OPENS_PICTURES, ParamType
 
 if TYPE_CHECKING:
     from app.viewer import ResultEntry
@@ -62,8 +65,24 @@ class FileController(QObject):
         self.doc = window.doc
         self.settings = window.settings
         self.doc.replaced.connect(window.viewer.clear)  # the old graph's picture is not this one's
+        self.doc.dirty_changed.connect(lambda _dirty: self.update_title())
+        self.doc.path_changed.connect(lambda _path: self.update_title())
+
+    def update_title(self) -> None:
+        star = "*" if self.doc.dirty else ""
+        self.window.setWindowTitle(f"{self.doc.display_name()}{star} — Kiln")
 
     # --- asking ---------------------------------------------------------------------------
+    def ask_with_dialog(self, kind: str, question: str) -> str:
+        """The window's questions as dialogs: the unsaved-changes one, else Yes or No."""
+        if kind == "unsaved":
+            return self.ask_unsaved(question)
+        box = QMessageBox(self.window)
+        box.setWindowTitle("Kiln")
+        box.setText(question)
+        box.setStandardButtons(QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+        return "yes" if box.exec() == QMessageBox.StandardButton.Yes else "no"
+
     def confirm_discard(self) -> bool:
         """True when the current graph may be replaced (saved, discarded or unchanged)."""
         if not self.doc.dirty:
@@ -89,6 +108,16 @@ class FileController(QObject):
         return {buttons.Save: "save", buttons.Discard: "discard"}.get(answer, "cancel")
 
     # --- opening --------------------------------------------------------------------------
+    def new_graph(self) -> None:
+        if self.confirm_discard():
+            self.doc.new()
+            self.window.view.reset_view()
+
+    def frame_on_open(self) -> None:
+        """Frame the opened graph legibly; when only part of it fits, say how to see the rest."""
+        if not self.window.view.frame_for_reading():
+            self.window.statusBar().showMessage(PAN_HINT, 12000)
+
     def open_file(self, path: str | None = None) -> bool:
         if not self.confirm_discard():
             return False
@@ -112,7 +141,7 @@ class FileController(QObject):
         else:
             self.settings.set_last_dir(path)
             self.window.log.info(f"opened {path}")
-        QTimer.singleShot(0, self.window.frame_on_open)
+        QTimer.singleShot(0, self.frame_on_open)
         return True
 
     def fill_recent(self, menu: QMenu) -> None:
@@ -148,7 +177,7 @@ class FileController(QObject):
             return False
         self.doc.set_graph(graph, original, clean=False)
         self.window.log.add("warn", f"restored the autosaved copy of {name}; save it to keep it")
-        QTimer.singleShot(0, self.window.frame_on_open)
+        QTimer.singleShot(0, self.frame_on_open)
         return True
 
     # --- drops ----------------------------------------------------------------------------
@@ -166,15 +195,18 @@ class FileController(QObject):
         self.add_picture_nodes(pictures, at if at is not None else self.window.view.cursor_scene_pos())
 
     def add_picture_nodes(self, pictures: list[str], at: QPointF) -> list[str]:
-        """One Load Image node per picture, staggered from `at`, as one undo step; selects them."""
-        if "LoadImage" not in self.doc.registry:
-            self.window.notify_error("cannot add the dropped picture: this Kiln has no Load Image node")
+        """One picture-opening node (Load Image) per picture, staggered from `at`, as one undo step;
+        selects them."""
+        spec = self.doc.registry.first_with_role(ROLE_OPENS_PICTURES)
+        path_param = next((p.name for p in spec.params if p.type is ParamType.PATH), None) if spec else None
+        if spec is None or path_param is None:
+            self.window.notify_error("cannot add the dropped picture: this Kiln has no node that opens pictures")
             return []
         names = ", ".join(os.path.basename(p) for p in pictures)
         stack = self.doc.undo_stack
-        stack.beginMacro(f"Add Load Image for {names}")
-        ids = [self.window.editor.add_node("LoadImage", (at.x() + i * DROP_STAGGER, at.y() + i * DROP_STAGGER),
-                                           {"path": os.path.abspath(path)})
+        stack.beginMacro(f"Add {spec.title} for {names}")
+        ids = [self.window.editor.add_node(spec.type, (at.x() + i * DROP_STAGGER, at.y() + i * DROP_STAGGER),
+                                           {path_param: os.path.abspath(path)})
                for i, path in enumerate(pictures)]
         stack.endMacro()
         self.window.scene.select_nodes(ids)

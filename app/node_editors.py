@@ -15,9 +15,11 @@ from PySide6.QtWidgets import QWidget
 
 from app.document import Document
 from app.editing import Editor
+from app.editors import declared_editor
 from app.run_control import RunControl
 from app.runner import JobResult, Runner
 from engine import paths
+from engine.spec import NodeSpec
 
 COMPUTING = "Computing the picture to paint over… (you can start painting already)"
 
@@ -35,17 +37,17 @@ class NodeEditors(QObject):
         """Open the node's editor (window-modal, not blocking); OK applies it as one undo step.
 
         Returns the dialog, or None when the node has no editor."""
-        from app.editors import create_editor, has_editor
+        from app.editors import create_editor
 
-        node = self.doc.graph.nodes.get(node_id)
-        if node is None or not has_editor(node.type):
+        spec = self.spec_with_editor(node_id)
+        if spec is None:
             return None
-        spec = self.doc.registry[node.type]
+        node = self.doc.graph.nodes[node_id]
         # a mask or label file is read where the graph says it is
         params = paths.resolve_params(spec, {**spec.default_params(), **node.params}, self.doc.graph.base_dir)
         source = self.picture_source(node_id)
         picture = self.known_picture(source)
-        dialog = create_editor(node.type, params, picture, self.window)
+        dialog = create_editor(spec.editor, params, picture, self.window)
         dialog.accepted.connect(lambda: self.apply(node_id, dialog.result_params()))
         dialog.finished.connect(lambda _result: self._forget(dialog))
         dialog.finished.connect(dialog.deleteLater)
@@ -54,9 +56,18 @@ class NodeEditors(QObject):
         dialog.open()
         return dialog
 
+    def spec_with_editor(self, node_id: str) -> NodeSpec | None:
+        """The node's spec when it declares a drawing editor, else None."""
+        node = self.doc.graph.nodes.get(node_id)
+        spec = self.doc.registry.get(node.type) if node is not None else None
+        return spec if declared_editor(spec) is not None else None
+
     def picture_source(self, node_id: str) -> str | None:
-        """The node wired to the editor's image input, if any."""
-        link = self.doc.graph.incoming(node_id).get("image")
+        """The node wired to the input the editor paints over (`NodeSpec.paints_over`), if any."""
+        spec = self.doc.registry.get(self.doc.graph.nodes[node_id].type)
+        if spec is None or spec.paints_over is None:
+            return None
+        link = self.doc.graph.incoming(node_id).get(spec.paints_over)
         return link.src if link is not None and link.src in self.doc.graph.nodes else None
 
     def known_picture(self, source: str | None) -> Any:

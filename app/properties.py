@@ -92,9 +92,9 @@ class PropertiesPanel(QScrollArea):
             help_label.setObjectName("helpText")
             help_label.setWordWrap(True)
             layout.addWidget(help_label)
-        from app.editors import has_editor
+        from app.editors import declared_editor
 
-        if has_editor(node.type):
+        if declared_editor(spec) is not None:
             button = QPushButton("Open Editor…")
             button.setToolTip("Draw on the input picture (or double-click the node)")
             button.clicked.connect(lambda: self.editor_requested.emit(node_id))
@@ -147,12 +147,12 @@ class PropertiesPanel(QScrollArea):
 
     def _drawing_view(self, node_id: str, param) -> DrawingParamView | None:
         """A painted mask or label map shows as a picture with an Open Editor… button, never as base64."""
-        from app.editors import has_editor
+        from app.editors import declared_editor
 
-        node_type = self.doc.graph.nodes[node_id].type
-        if not holds_drawing(node_type, param, self.doc.param_value(node_id, param.name)):
+        if not holds_drawing(param, self.doc.param_value(node_id, param.name)):
             return None
-        view = DrawingParamView(param, node_type, can_open=has_editor(node_type))
+        spec = self.doc.registry.get(self.doc.graph.nodes[node_id].type)
+        view = DrawingParamView(param, can_open=declared_editor(spec) is not None)
         view.open_requested.connect(lambda: self.editor_requested.emit(node_id))
         return view
 

@@ -257,7 +257,7 @@ def test_keys_disable_rename_collapse_and_delete_the_selection(window, qtbot):
     assert window.doc.graph.nodes["invert"].disabled
     assert window.scene.nodes["invert"].opacity() < 1
     qtbot.keyClick(view, Qt.Key.Key_F2)
-    field = window._rename_field
+    field = window.edits.rename_field
     assert field is not None and field.text() == "Invert Image"
     field.setText("Negative")
     qtbot.keyClick(field, Qt.Key.Key_Return)
@@ -323,7 +323,7 @@ def test_the_colour_menu_recolours_selected_nodes_and_backdrops_in_one_step(wind
     window.scene.select_nodes(["invert"])
     window.scene.backdrops[backdrop_id].setSelected(True)
     count = window.doc.undo_stack.count()
-    menu = window._color_menu(window)
+    menu = window.edits.color_menu(window)
     next(a for a in menu.actions() if a.text() == "Teal").trigger()
     assert window.doc.graph.nodes["invert"].color == style.NODE_COLORS["Teal"]
     assert window.doc.graph.backdrops[backdrop_id].color == style.NODE_COLORS["Teal"]

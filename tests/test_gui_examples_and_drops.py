@@ -147,7 +147,7 @@ def _press_enter_on_the_question() -> None:
 
 def _answer_with_enter(window) -> bool:
     """Ask the real unsaved-changes dialog (confirm_discard) and press Enter in it."""
-    window.ask = window._ask_with_dialog
+    window.ask = window.files.ask_with_dialog
     QTimer.singleShot(0, _press_enter_on_the_question)
     try:
         return window.confirm_discard()

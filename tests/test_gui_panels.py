@@ -210,7 +210,7 @@ def test_double_clicking_a_mask_node_opens_its_editor_and_ok_is_one_undo_step(wi
     item = window.scene.nodes[mask]
     window.view.centerOn(item)
     click(window, item.scenePos() + QPointF(item.width / 2, 38), double=True)
-    dialog = window.active_editor
+    dialog = window.edits.active_editor
     assert dialog is not None and dialog.isVisible()
     assert dialog.result_params()["mask"] == "" and dialog.painted_pixels() == 0
     dialog.fill_all()

@@ -225,7 +225,7 @@ def test_a_painted_mask_shows_as_a_picture_never_as_base64(window, qtbot):
     texts += [w.toPlainText() for w in body.findChildren(QPlainTextEdit)]
     assert not any("iVBOR" in text for text in texts)
     qtbot.mouseClick(view.open_button, Qt.MouseButton.LeftButton)
-    dialog = window.active_editor
+    dialog = window.edits.active_editor
     try:
         assert dialog is not None and dialog.windowTitle() == "Mask Painter"
     finally:

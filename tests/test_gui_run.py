@@ -228,7 +228,7 @@ def test_planned_boxes_open_in_a_layout_editor_wired_back_into_the_plan(window, 
     graph.connect(Link("ckpt", "conditioner", "plan", "conditioner"))
     graph.connect(Link("prompt", "conditioning", "plan", "conditioning"))
     window.doc.set_graph(graph, None)
-    assert window._planned_boxes("plan") == []  # nothing planned yet: no menu entry
+    assert window.edits.planned_boxes("plan") == []  # nothing planned yet: no menu entry
     window.run_graph(["plan"])
     wait_idle(qtbot, window, timeout=120_000)
     assert window.run_control.last_result.ok, window.run_control.last_result.error_message

@@ -196,16 +196,22 @@ class Person:
                          self.w.view.mapFromScene(pos))
 
     def key(self, key: Qt.Key, modifier: Qt.KeyboardModifier = Qt.KeyboardModifier.NoModifier) -> None:
-        if QApplication.activeWindow() is not self.w:  # a person clicks the window after a dialog
+        if QApplication.activeWindow() is not self.w:  # a person closes a dialog left open, clicks the window
+            self.close_dialogs()
             self.w.activateWindow()
             self.qtbot.waitUntil(lambda: QApplication.activeWindow() is self.w, timeout=2000)
         self.w.view.setFocus()
         QTest.keyClick(self.w.view, key, modifier)
 
     def close_dialogs(self) -> None:
+        """Dialogs (a double-click opens a node's editor), popups and menus left open: Esc on each."""
         for widget in QApplication.topLevelWidgets():
-            if isinstance(widget, QDialog) and widget.isVisible():
+            if widget is self.w or not widget.isVisible():
+                continue
+            if isinstance(widget, QDialog):
                 widget.reject()
+            elif widget.isWindow() and widget.windowType() in (Qt.WindowType.Popup, Qt.WindowType.Dialog):
+                widget.hide()
         QApplication.processEvents()
 
     # --- actions -----------------------------------------------------------------------

@@ -31,12 +31,20 @@ from PySide6.QtWidgets import (
 
 from app.editors.canvas import EditorDialog, form_row
 from engine import drawing
+from engine.layout import LayoutBox, LayoutError
 from nodes.layout_nodes import VOCABULARIES
 
 CANVAS_SIDE = 512  # the blank canvas; boxes are normalised, so only the shape matters
 HANDLE_PX = 9  # corner handles, in screen pixels
 CLICK_PX = 3  # a press and release closer than this is a click, not a drawn box
 COLUMNS = ("Label", "x0", "y0", "x1", "y1")
+
+
+def params_holding(boxes: list[dict]) -> dict:
+    """The params of a layout node that holds `boxes`: in the shapes world's words when every label is."""
+    vocabulary = VOCABULARIES[0] if all(item.get("label") in drawing.LAYOUT_LABELS for item in boxes) \
+        else VOCABULARIES[1]
+    return {"boxes": [dict(item) for item in boxes], "labels": vocabulary}
 
 
 class LayoutEditorDialog(EditorDialog):
@@ -55,15 +63,15 @@ class LayoutEditorDialog(EditorDialog):
         self._sync()
 
     def _initial_boxes(self, raw: Any) -> list[dict]:
-        boxes = []
-        for item in raw if isinstance(raw, list) else []:
+        """The saved boxes engine.layout accepts; the others are left out, the first one's problem shown."""
+        boxes, problems = [], []
+        for number, item in enumerate(raw if isinstance(raw, list) else [], 1):
             try:
-                boxes.append({"label": str(item["label"]), "box": [float(v) for v in item["box"]][:4]})
-            except (TypeError, KeyError, ValueError):
-                continue
-        boxes = [b for b in boxes if len(b["box"]) == 4 and all(math.isfinite(v) for v in b["box"])]
-        if len(boxes) != (len(raw) if isinstance(raw, list) else 0):
-            self.status.setText("Some saved boxes were not [x0, y0, x1, y1] with a label and were left out.")
+                boxes.append(LayoutBox.from_json(item, number).to_json())
+            except LayoutError as exc:
+                problems.append(str(exc))
+        if problems:
+            self.status.setText(f"Left out {len(problems)} saved box(es) Kiln cannot use: {problems[0]}.")
         return boxes
 
     # --- model -------------------------------------------------------------------
@@ -345,21 +353,18 @@ class LayoutEditorDialog(EditorDialog):
         self._commit(f"Edit box {row + 1}", before)
 
     def _apply_cell(self, row: int, column: int, text: str) -> None:
+        """The typed label or coordinate, when the box stays one engine.layout accepts (else ValueError)."""
         box = self.boxes[row]
+        edited = {"label": box["label"], "box": list(box["box"])}
         if column == 0:
-            label = " ".join(text.split())
-            if not label:
-                raise ValueError("a label cannot be empty")
-            box["label"] = label
-            return
-        value = float(text.replace(",", "."))
-        coords = list(box["box"])
-        coords[column - 1] = value
-        x0, y0, x1, y1 = coords
-        if not all(0.0 <= v <= 1.0 for v in coords) or x1 <= x0 or y1 <= y0:
-            raise ValueError(f"{COLUMNS[column]} = {text} would make [{x0:g}, {y0:g}, {x1:g}, {y1:g}], "
-                             f"which is not inside [0, 1] with x0 < x1 and y0 < y1")
-        box["box"] = coords
+            edited["label"] = text
+        else:
+            edited["box"][column - 1] = float(text.replace(",", "."))
+        try:
+            checked = LayoutBox.from_json(edited, row + 1)
+        except LayoutError as exc:
+            raise ValueError(f"{COLUMNS[column]} = {text!r}: the {exc.field} {exc.problem}") from None
+        box["label"], box["box"] = checked.label, list(checked.box)
 
     def _table_selection(self) -> None:
         if self._syncing:
