@@ -6,17 +6,18 @@ broken by one keystroke. The drawing is changed in the node's painter, opened fr
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
 
 from app.param_widgets import ParamEditor
-from engine import drawing
 from engine.errors import KilnError
 from engine.spec import Param, ParamType
+
+if TYPE_CHECKING:  # numpy comes with the first drawing shown, not at start-up
+    import numpy as np
 
 PNG_B64_START = "iVBORw0KGgo"  # the PNG signature, base64-encoded
 THUMB_SIDE = 72
@@ -73,6 +74,8 @@ class DrawingParamView(ParamEditor):
             return None, "nothing drawn yet (paint it in the editor)"
         if not isinstance(value, str):
             return None, f"not a drawing ({type(value).__name__}); the painter starts empty"
+        from engine import drawing  # numpy and PIL: only once a drawing is shown
+
         try:
             array = drawing.decode_png_b64(value, f"painted {self.param.name}")
         except KilnError as exc:

@@ -13,15 +13,17 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from PySide6.QtCore import QObject, Qt, Signal
 
 from engine import planning
 from engine.graph import Graph
 from engine.planning import RunHandle, RunPlan
 from engine.spec import EngineSettings, NodeRegistry, SocketType
+
+if TYPE_CHECKING:  # numpy only on the worker, when pictures come back: start-up stays lean
+    import numpy as np
 
 
 @dataclass(eq=False)  # a job is itself: compared by identity
@@ -272,6 +274,8 @@ def _picture(rgb: np.ndarray, thumb: np.ndarray) -> Picture:
 
 def _bgrx(rgb: np.ndarray) -> np.ndarray:
     """(H, W, 3) RGB -> (H, W, 4) in QImage.Format_RGB32 byte order (B, G, R, 255)."""
+    import numpy as np
+
     out = np.empty((*rgb.shape[:2], 4), dtype=np.uint8)
     out[..., :3] = rgb[..., ::-1]
     out[..., 3] = 255

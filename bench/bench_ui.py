@@ -137,8 +137,12 @@ def _touch_graph(window, i: int) -> None:
         window.editor.set_param("solid", "color", f"#{(40 * i) % 256:02x}6ea8")
         return
     for node in window.doc.graph:
+        if node.type == "Seed":  # the one seed that drives the others through their seed inputs
+            window.editor.set_param(node.id, "value", int(node.params.get("value", 0)) + 1)
+            return
+    for node in window.doc.graph:
         for name, value in node.params.items():
-            if name == "seed" and isinstance(value, int):
+            if name == "seed" and isinstance(value, int) and name not in node.param_inputs:
                 window.editor.set_param(node.id, name, value + 1)
                 return
 

@@ -30,3 +30,20 @@ def test_run_app_screenshot_after_a_run_shows_the_result(tmp_path):
     expected = tuple(255 - v for v in (0x3c, 0x6e, 0xa8))  # the inverted solid colour, shown in the viewer
     colours = image.getcolors(maxcolors=900 * 600)
     assert any(tuple(c) == expected and n > 2000 for n, c in colours)
+
+
+def test_opening_the_window_imports_neither_torch_nor_numpy(tmp_path):
+    """Start-up stays lean: torch comes with the first run, numpy with the first picture or drawing."""
+    code = ("import os, sys\nos.environ['QT_QPA_PLATFORM'] = 'offscreen'\n"
+            "from PySide6.QtCore import QSettings\nfrom app.main import make_application\n"
+            "from app.settings import AppSettings\nfrom app.window import MainWindow\n"
+            "app = make_application()\n"
+            f"window = MainWindow(settings=AppSettings(QSettings({str(tmp_path / 'k.ini')!r}, "
+            "QSettings.Format.IniFormat)))\nwindow.show(); app.processEvents()\n"
+            "print(sorted(m for m in ('torch', 'numpy', 'networkx') if m in sys.modules))\n"
+            "window.doc.undo_stack.setClean(); window.close()\n")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout

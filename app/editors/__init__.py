@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from functools import cache
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtWidgets import QDialog, QWidget
 
-from app.editors.canvas import EditorDialog
 from engine.spec import NodeRegistry, NodeSpec
+
+if TYPE_CHECKING:  # the dialogs import numpy: only when one is first opened, not at start-up
+    from app.editors.canvas import EditorDialog
 
 # editor kind -> (module, dialog class), imported when first opened
 EDITORS = {
