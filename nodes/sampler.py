@@ -136,9 +136,12 @@ SAMPLER = NodeSpec(
         Param("steps", ParamType.INT, 25, "denoising steps", min=1, max=1000, inline=True),
         Param("cfg", ParamType.FLOAT, 5.0, "classifier-free guidance scale (1 = off)", min=0.0, max=30.0,
               step=0.5, inline=True),
-        Param("sampler", ParamType.CHOICE, DEFAULT_SAMPLER, "the update rule", choices=SAMPLER_NAMES,
-              inline=True),
-        Param("scheduler", ParamType.CHOICE, DEFAULT_SCHEDULER, "how the noise levels are spaced",
+        Param("sampler", ParamType.CHOICE, DEFAULT_SAMPLER, "the update rule; ddim, plms and ddpm are the "
+              "paper's samplers, exact with the ddim_uniform scheduler", choices=SAMPLER_NAMES, inline=True),
+        Param("scheduler", ParamType.CHOICE, DEFAULT_SCHEDULER, "how the noise levels are spaced. ddim_uniform: "
+              "the paper's timesteps; with ddim/plms/ddpm the last step ends at the first timestep, as the "
+              "paper's code (a trace of noise is left); ddim_uniform_to_zero: the same timesteps, the last step "
+              "to noise 0 (the predicted clean latent, as every other sampler ends)",
               choices=SCHEDULER_NAMES, inline=True),
         Param("denoise", ParamType.FLOAT, 1.0, "1 = from pure noise; lower keeps more of the input latent",
               min=0.0, max=1.0, step=0.01),

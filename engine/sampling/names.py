@@ -6,7 +6,13 @@ SAMPLER_NAMES: tuple[str, ...] = (
     "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_sde", "dpmpp_2s_ancestral", "uni_pc", "uni_pc_bh2",
     "lcm", "ddpm", "ddim", "plms",
 )
-SCHEDULER_NAMES: tuple[str, ...] = ("normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform")
+SCHEDULER_NAMES: tuple[str, ...] = ("normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform",
+                                     "ddim_uniform_to_zero")
+# The original code's samplers (engine.sampling.paper_samplers).
+PAPER_SAMPLERS: frozenset[str] = frozenset({"ddim", "plms", "ddpm"})
+# With these schedules a paper sampler ends as the original code does: its last step goes to
+# alphas_cumprod[0], not to alpha 1 ("ddim_uniform_to_zero" takes the same timesteps to sigma 0).
+PAPER_ENDING_SCHEDULERS: frozenset[str] = frozenset({"ddim_uniform"})
 
 # Samplers that take `eta` (the amount of fresh noise per step; 0 = deterministic).
 ETA_SAMPLERS: frozenset[str] = frozenset(

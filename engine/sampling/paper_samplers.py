@@ -5,6 +5,12 @@ the paper's variance-preserving terms, with abar = 1 / (1 + sigma^2) recovered
 from the sigmas they are given: for the model's own timesteps (the
 "ddim_uniform" or "normal" schedules) that is exactly alphas_cumprod[t], and
 any other schedule works too. In sigma space x = x_vp / sqrt(abar).
+
+Ending: the original code's last step goes to alphas_cumprod[0], not to alpha 1,
+so its final latent keeps a little noise (about 0.029 eps for SD's schedule).
+`with_paper_ending` sets the last sigma to the model's smallest, and
+`to_paper_space` turns the result into the paper's x_vp (the pipeline does both
+for the "ddim_uniform" schedule; "ddim_uniform_to_zero" keeps the step to 0).
 """
 from __future__ import annotations
 
@@ -18,6 +24,20 @@ from engine.sampling.samplers import Callback, Model, NoiseSampler, _floats, _no
 def abar(sigma: float) -> float:
     """alphas_cumprod at the timestep whose noise level is sigma."""
     return 1.0 / (1.0 + sigma * sigma)
+
+
+def with_paper_ending(sigmas: torch.Tensor, sigma_min: float) -> torch.Tensor:
+    """(N,) sigmas ending in 0 -> the same with the last one sigma_min (alphas_cumprod[0])."""
+    if len(sigmas) < 2 or float(sigmas[-1]) != 0:
+        return sigmas
+    ended = sigmas.clone()
+    ended[-1] = sigma_min
+    return ended
+
+
+def to_paper_space(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """x in sigma space at noise level sigma -> the paper's x_vp = sqrt(abar) * x."""
+    return x * math.sqrt(abar(sigma))
 
 
 def ddim_step(x: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float, eta: float,

@@ -8,6 +8,11 @@ Starting point: x = latent + noise * sigma_0, the LDM `q_sample` in sigma
 space. At full denoise the noise is scaled by sqrt(1 + sigma_0^2) instead, so
 that an empty latent gives x_T ~ N(0, I) in the paper's variance-preserving
 terms, as its DDIM/PLMS samplers start.
+
+Ending: ddim, plms and ddpm with the "ddim_uniform" schedule end as the
+original code does, with a last step to alphas_cumprod[0] whose x_vp is
+returned (a little noise is left); every other pairing, "ddim_uniform_to_zero"
+included, takes the last step to sigma 0 and returns the prediction of x0.
 """
 from __future__ import annotations
 
@@ -22,7 +27,13 @@ import torch.nn.functional as F
 from engine.models.diffusion import LatentDiffusionModel
 from engine.sampling import paper_samplers, samplers, unipc
 from engine.sampling.denoiser import DiscreteDenoiser, GuidedDenoiser
-from engine.sampling.names import ETA_SAMPLERS, SAMPLER_NAMES, SCHEDULER_NAMES
+from engine.sampling.names import (
+    ETA_SAMPLERS,
+    PAPER_ENDING_SCHEDULERS,
+    PAPER_SAMPLERS,
+    SAMPLER_NAMES,
+    SCHEDULER_NAMES,
+)
 from engine.sampling.noise import SeededNoise, batch_seeds
 from engine.sampling.schedules import img2img_sigmas
 from engine.values import Conditioning, Latent
@@ -139,7 +150,7 @@ def sample(model: LatentDiffusionModel, latent: Latent, positive: Conditioning,
     is the one the viewer and the saved PNG report."""
     _check_options(options)
     denoiser = DiscreteDenoiser(model)
-    sigmas = img2img_sigmas(denoiser, options.scheduler, options.steps, options.denoise)
+    sigmas = _sigmas(denoiser, options)
     seeds = batch_seeds(seed, latent.samples.shape[0])
     recorded = latent.seeds or seeds
     if len(sigmas) < 2:
@@ -158,9 +169,24 @@ def sample(model: LatentDiffusionModel, latent: Latent, positive: Conditioning,
     callback = _step_reporter(step_callback, len(sigmas) - 1, model_fn)
     out = get_sampler(options.sampler)(model_fn, x, sigmas, callback=callback, noise_sampler=noise,
                                        **options.sampler_kwargs())
+    if uses_paper_ending(options):  # the original code returns x_vp at alphas_cumprod[0]
+        out = paper_samplers.to_paper_space(out, float(sigmas[-1]))
     if mask is not None:
         out = x0 + (out - x0) * mask
     return Latent(out.to("cpu", torch.float32), latent.noise_mask, recorded)
+
+
+def uses_paper_ending(options: SamplingOptions) -> bool:
+    """ddim/plms/ddpm with "ddim_uniform" end as the original code: last step to alphas_cumprod[0]."""
+    return options.sampler in PAPER_SAMPLERS and options.scheduler in PAPER_ENDING_SCHEDULERS
+
+
+def _sigmas(denoiser: DiscreteDenoiser, options: SamplingOptions) -> torch.Tensor:
+    """(steps + 1,) sigmas, or fewer for a partial denoise; the paper's ending where it applies."""
+    sigmas = img2img_sigmas(denoiser, options.scheduler, options.steps, options.denoise)
+    if uses_paper_ending(options):
+        sigmas = paper_samplers.with_paper_ending(sigmas, denoiser.sigma_min)
+    return sigmas
 
 
 def _check_options(options: SamplingOptions) -> None:

@@ -4,6 +4,9 @@ Every schedule returns a float32 CPU tensor of steps + 1 sigmas ending in 0.
 The "normal", "sgm_uniform", "simple" and "ddim_uniform" schedules pick the
 model's own timesteps (spaced in different ways); "karras" and "exponential"
 space sigma itself between the model's smallest and largest sigma.
+"ddim_uniform" and "ddim_uniform_to_zero" give the same sigmas: they differ only
+for the paper's samplers (ddim, plms, ddpm), which with "ddim_uniform" end as the
+original code does, at alphas_cumprod[0] (`engine.sampling.pipeline`).
 """
 from __future__ import annotations
 
@@ -80,6 +83,7 @@ SCHEDULERS: dict[str, Callable[[SigmaTable, int], torch.Tensor]] = {
     "sgm_uniform": sgm_uniform_schedule,
     "simple": simple_schedule,
     "ddim_uniform": ddim_uniform_schedule,
+    "ddim_uniform_to_zero": ddim_uniform_schedule,  # same sigmas; see paper_ending below
 }
 SCHEDULER_NAMES: tuple[str, ...] = tuple(SCHEDULERS)
 
