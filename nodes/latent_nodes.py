@@ -74,7 +74,8 @@ def _inpaint_conditioning(ctx: ComputeContext, inputs: Mapping[str, Any],
                           params: Mapping[str, Any]) -> dict[str, Any]:
     import torch
 
-    cond: Conditioning = inputs["conditioning"]
+    # LDM inpainting_big takes no prompt: its only conditioning is the masked image and the mask
+    cond: Conditioning = inputs.get("conditioning") or Conditioning()
     ae, image = inputs["autoencoder"], inputs["image"]
     mask = _pixel_mask(inputs["mask"], image)
     hole = (mask >= 0.5).float()  # the inpainting models were trained on hard masks
@@ -196,7 +197,9 @@ INPAINT_CONDITIONING = NodeSpec(
          "'auto' uses the one the checkpoint's config names, else LDM for VQ autoencoders, else Stable "
          "Diffusion.",
     compute=_inpaint_conditioning,
-    inputs=(Input("conditioning", SocketType.CONDITIONING), Input("autoencoder", SocketType.AUTOENCODER),
+    inputs=(Input("conditioning", SocketType.CONDITIONING, optional=True,
+                  help="the prompt's, for text models; leave out for LDM inpainting_big"),
+            Input("autoencoder", SocketType.AUTOENCODER),
             Input("image", SocketType.IMAGE, help="the picture to repair"),
             Input("mask", SocketType.MASK, help="1 = the hole to fill")),
     outputs=(Output("conditioning", SocketType.CONDITIONING),),

@@ -18,7 +18,7 @@ from engine.models.configs import (
     DiffusionConfig,
     UNetConfig,
 )
-from engine.models.keymaps import AE_PREFIX, COND_PREFIX, UNET_PREFIX
+from engine.models.keymaps import AE_PREFIX, COND_PREFIX, UNET_PREFIX, first_stage_copies
 from engine.models.presets import PRESET_NAMES, get_preset
 
 Shapes = dict[str, tuple[int, ...]]
@@ -245,7 +245,9 @@ def detect_config(shapes: Shapes, filename: str = "") -> Detection:
     """The CheckpointConfig of a single-file state dict, matched to a preset where one fits."""
     unet, guessed = detect_unet(strip(shapes, UNET_PREFIX))
     ae = detect_autoencoder(strip(shapes, AE_PREFIX))
-    cond, key = detect_conditioner(strip(shapes, COND_PREFIX), unet, ae)
+    # a conditioning stage that is the first stage again (LDM inpainting) has no weights of its own
+    cond_shapes = {} if first_stage_copies(shapes) else strip(shapes, COND_PREFIX)
+    cond, key = detect_conditioner(cond_shapes, unet, ae)
     diffusion = DiffusionConfig(conditioning_key=key)  # type: ignore[arg-type]
     if ae.kind == "vq":
         diffusion.scale_factor = 1.0

@@ -36,6 +36,7 @@ def inspect_checkpoint(path: str) -> dict[str, Any]:
         "strict": report["strict"] and shape_problem is None,
         "missing_keys": report["missing"][:10], "unexpected_keys": report["unexpected"][:10],
         "shape_mismatch": shape_problem, "guessed": resolved.guessed, "keys_in_file": len(shapes),
+        "first_stage_copies": report["first_stage_copies"],  # cond_stage_model.* = first stage (LDM inpainting)
     }
 
 

@@ -50,6 +50,30 @@ def has_ema(keys: set[str] | dict) -> bool:
     return any(k.startswith(EMA_PREFIX + "diffusion_model") for k in keys)
 
 
+# ---------------------------------------------------------------- cond stage = first stage (LDM inpainting)
+
+
+def first_stage_copies(shapes: dict[str, tuple[int, ...]]) -> dict[str, str]:
+    """`cond_stage_model.X` -> `first_stage_model.X` when the conditioner is the first stage itself.
+
+    LDM's `cond_stage_config: __is_first_stage__` (inpainting_big) stores every first-stage
+    tensor a second time under `cond_stage_model.`. Empty unless every conditioner key has a
+    first-stage twin of the same shape (and there are some).
+    """
+    copies = {k: AE_PREFIX + k[len(COND_PREFIX):] for k in shapes if k.startswith(COND_PREFIX)}
+    if not copies or any(shapes.get(twin) != shapes[k] for k, twin in copies.items()):
+        return {}
+    return copies
+
+
+def check_first_stage_copies(source: TensorSource, copies: dict[str, str], path: str) -> None:
+    """Raise on the first `cond_stage_model.` tensor that differs from its first-stage twin."""
+    for key, twin in copies.items():
+        if not torch.equal(source.get(key, "cpu"), source.get(twin, "cpu")):
+            raise CheckpointError(path, f"{key!r} differs from {twin!r}: the conditioning stage of this "
+                                        f"inpainting model must be a copy of its first stage")
+
+
 # ---------------------------------------------------------------- OpenCLIP text -> CLIPTextModel
 
 _OPENCLIP_LAYER_RENAMES = {

@@ -38,8 +38,10 @@ from engine.models.keymaps import (
     AE_PREFIX,
     COND_PREFIX,
     UNET_PREFIX,
+    check_first_stage_copies,
     diffusers_component_config,
     ema_key,
+    first_stage_copies,
     has_ema,
     is_ignorable,
     open_diffusers,
@@ -388,11 +390,13 @@ def plan_keys(unet: nn.Module, ae: nn.Module, conditioner: Conditioner, shapes: 
     used = {src for plan in plans for src, _ in plan.entries.values()}
     if ema:  # the regular UNet weights the EMA copies replace are accounted for
         used |= {UNET_PREFIX + k for k in unet_entries}
+    copies = first_stage_copies(shapes) if conditioner.kind == "masked_image" else {}
+    used |= set(copies)  # LDM inpainting: its conditioning stage is the first stage, stored twice
     missing = [src for plan in plans for src, _ in plan.entries.values() if src not in shapes]
     unexpected = sorted(k for k in shapes if k not in used and not is_ignorable(k))
     report = {"ema": "used" if ema else ("not in the file" if use_ema else "not asked"),
               "missing": missing, "unexpected": unexpected, "strict": not missing and not unexpected,
-              "keys_used": len(used), "keys_in_file": len(shapes)}
+              "keys_used": len(used), "keys_in_file": len(shapes), "first_stage_copies": len(copies)}
     return plans, report
 
 
@@ -471,6 +475,10 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "auto"
         raise CheckpointError(path, f"unexpected key {report['unexpected'][0]!r} for a {config.preset} model"
                                     + (f" (and {len(report['unexpected']) - 1} more)" if len(report["unexpected"]) > 1 else ""))
     check_shapes(plans, shapes, path)
+    if report["first_stage_copies"]:
+        check_first_stage_copies(resolved.source, first_stage_copies(shapes), path)
+        copies = report["first_stage_copies"]
+        report["notes"] = [f"{copies} cond_stage_model.* keys are the first stage again (checked equal)"]
     ae_dtype = torch.float32 if dt == torch.float16 else dt  # SD-style VAEs overflow in fp16
     for plan in plans:
         _load_plan(plan, resolved.source, dev, ae_dtype if plan.module is ae else dt)
