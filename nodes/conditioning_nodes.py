@@ -8,6 +8,7 @@ from engine.capabilities import ConditionerCapabilities
 from engine.errors import UserInputError
 from engine.layout import Layout, LayoutError
 from engine.spec import ComputeContext, Input, NodeSpec, Output, Param, ParamType, SocketType
+from engine.values import Conditioning
 
 _HINTS = {"text": "TextEncode", "class": "ClassEncode", "layout": "LayoutEncode"}
 
@@ -24,8 +25,15 @@ def _require(conditioner: Any, wanted: str, node: str) -> None:
     raise UserInputError(f"this model is conditioned on {accepts.replace('_', ' ')}, not {wanted}{use}")
 
 
+# Models whose sampler still needs a positive without any text: an empty prompt gives them no
+# conditioning (unconditional models; LDM inpainting, which Inpaint Conditioning then fills in).
+_EMPTY_PROMPT_OK = ("nothing", "masked_image")
+
+
 def _text_encode(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     conditioner = inputs["conditioner"]
+    if not params["text"].strip() and conditioner.capabilities.accepts in _EMPTY_PROMPT_OK:
+        return {"conditioning": Conditioning()}
     _require(conditioner, "text", "TextEncode")
     return {"conditioning": conditioner.encode([params["text"]])}
 
