@@ -51,7 +51,7 @@ def file_identity(path: str) -> list:
     absolute = os.path.abspath(path)
     try:
         st = os.stat(absolute)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL byte in the name
         return [absolute, "missing"]
     return [absolute, st.st_size, st.st_mtime_ns]
 

@@ -107,7 +107,7 @@ def _read_rule(path: Path) -> SizeRule | None:
     for read in (_yaml_rule, _card_rule, _safetensors_rule):
         try:
             rule = read(path)
-        except (OSError, ValueError, TypeError, KeyError, struct.error):
+        except Exception:  # noqa: BLE001 - a best-effort probe: the loader names what is wrong with the file
             rule = None
         if rule is not None:
             return rule
@@ -156,7 +156,7 @@ def _diffusers_rule(folder: Path) -> SizeRule | None:
     try:
         unet = json.loads((folder / "unet" / "config.json").read_text())["block_out_channels"]
         vae = json.loads((folder / "vae" / "config.json").read_text())["block_out_channels"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return SizeRule(unet_downsampling(vae), unet_downsampling(unet))
 

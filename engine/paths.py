@@ -8,12 +8,28 @@ folder, that one is used. No Qt, no torch.
 """
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from engine.graph import Graph
 from engine.spec import NodeRegistry, NodeSpec, ParamType
+
+
+def refusal(value: str) -> str | None:
+    """Why the operating system cannot use `value` as a file path (a NUL byte, a name too long),
+    in the user's words; None when it can (whether or not the file exists)."""
+    if "\0" in value:
+        return "holds a NUL byte, which no file name can contain"
+    try:
+        os.stat(os.path.expanduser(value))
+    except ValueError:
+        return "is not a file path the system can use"
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return "is too long for a file path"
+    return None
 
 
 def resolve(value: str, base_dir: str | None) -> str:

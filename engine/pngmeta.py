@@ -17,9 +17,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import struct
 import zlib
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 from engine import atomic
 from engine.errors import GraphFileError, KilnError
@@ -118,20 +120,21 @@ def _one_line(value: Any) -> str:
 
 
 def read_png_text(path: str | os.PathLike) -> dict[str, str]:
-    """Every text chunk of a PNG as {key: text}; GraphFileError if it is not a readable PNG."""
+    """Every text chunk of a PNG as {key: text}; GraphFileError if it is not a readable PNG.
+    The file is read chunk by chunk: only text chunks are read (each at most _MAX_TEXT_BYTES)."""
     path = os.fspath(path)
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise GraphFileError(path, "is not a regular file, not a PNG image")
         with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise GraphFileError(path, f"cannot be read: {exc.strerror or exc}") from None
-    if not data.startswith(PNG_SIGNATURE):
-        raise GraphFileError(path, "is not a PNG image")
-    texts: dict[str, str] = {}
-    for chunk_type, body in _chunks(data, path):
-        if chunk_type in (b"tEXt", b"zTXt", b"iTXt"):
-            key, text = _decode_text_chunk(chunk_type, body, path)
-            texts.setdefault(key, text)
+            if f.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+                raise GraphFileError(path, "is not a PNG image")
+            texts: dict[str, str] = {}
+            for chunk_type, body in _chunks(f, os.fstat(f.fileno()).st_size, path):
+                key, text = _decode_text_chunk(chunk_type, body, path)
+                texts.setdefault(key, text)
+    except (OSError, ValueError) as exc:
+        raise GraphFileError(path, f"cannot be read: {getattr(exc, 'strerror', None) or 'bad file name'}") from None
     return texts
 
 
@@ -165,25 +168,30 @@ def _embedded_json(text: str, what: str, path: str) -> dict:
     return value
 
 
-def _chunks(data: bytes, path: str):
-    """Yield (type, body) for each chunk up to IEND, checking lengths and CRCs."""
-    pos = len(PNG_SIGNATURE)
+def _chunks(f: BinaryIO, size: int, path: str) -> Iterator[tuple[bytes, bytes]]:
+    """Yield (type, body) for each text chunk up to IEND, checking lengths and their CRCs; other
+    chunks (the pixels) are skipped unread."""
     while True:
-        header = data[pos:pos + 8]
+        header = f.read(8)
         if len(header) < 8:
             raise GraphFileError(path, "is a damaged PNG (cut short)")
         length, chunk_type = struct.unpack(">I4s", header)
-        body = data[pos + 8:pos + 8 + length]
-        crc = data[pos + 8 + length:pos + 12 + length]
+        if f.tell() + length + 4 > size:
+            raise GraphFileError(path, "is a damaged PNG (cut short)")
+        if chunk_type == b"IEND":
+            return
+        if chunk_type not in (b"tEXt", b"zTXt", b"iTXt"):
+            f.seek(length + 4, os.SEEK_CUR)
+            continue
+        if length > _MAX_TEXT_BYTES:
+            raise GraphFileError(path, "is a damaged PNG (a text chunk over 64 MB)")
+        body, crc = f.read(length), f.read(4)
         if len(body) < length or len(crc) < 4:
             raise GraphFileError(path, "is a damaged PNG (cut short)")
         if zlib.crc32(chunk_type + body) != int.from_bytes(crc, "big"):
             name = chunk_type.decode("latin-1")
             raise GraphFileError(path, f"is a damaged PNG (bad checksum in its {name!r} chunk)")
         yield chunk_type, body
-        if chunk_type == b"IEND":
-            return
-        pos += 12 + length
 
 
 def _decode_text_chunk(chunk_type: bytes, body: bytes, path: str) -> tuple[str, str]:

@@ -165,6 +165,8 @@ def sniff_format(path: str | os.PathLike) -> str:
         if (p / "unet" / "config.json").is_file():
             return "diffusers"
         raise CheckpointError(path, "is a folder but not a diffusers model (no unet/config.json)")
+    if not p.is_file():
+        raise CheckpointError(path, "is not a regular file (a device or pipe), not a checkpoint")
     with open(p, "rb") as f:
         head = f.read(16)
     if len(head) == 0:
@@ -189,8 +191,11 @@ def open_source(path: str | os.PathLike) -> TensorSource:
     raise CheckpointError(path, "is a diffusers folder; open it with engine.models.keymaps.open_diffusers")
 
 
+_MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
+
+
 def _check_safetensors_header(path: str) -> None:
-    """Catch truncated or foreign files with a clear message before safetensors does."""
+    """Catch truncated, foreign or malformed files with a clear message before safetensors does."""
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         raw = f.read(8)
@@ -199,15 +204,54 @@ def _check_safetensors_header(path: str) -> None:
         (header_len,) = struct.unpack("<Q", raw)
         if header_len > size - 8:
             raise CheckpointError(path, "truncated or not a safetensors file (header runs past the end)")
+        if header_len > _MAX_HEADER_BYTES:
+            raise CheckpointError(path, f"not a safetensors file (header of {header_len} bytes; at most 100 MB)")
         try:
             header = json.loads(f.read(header_len))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise CheckpointError(path, "not a safetensors file (unreadable header)") from exc
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    ends = _tensor_ends(header, path)
+    end = max(ends.values(), default=0)
     if 8 + header_len + end > size:
-        first = next(k for k, v in header.items() if k != "__metadata__" and 8 + header_len + v["data_offsets"][1] > size)
+        first = next(k for k, v in ends.items() if 8 + header_len + v > size)
         raise CheckpointError(path, f"truncated file: tensor {first!r} runs past the end "
                                     f"({size} bytes, needs {8 + header_len + end})")
+
+
+def _tensor_ends(header: Any, path: str) -> dict[str, int]:
+    """{tensor name: end of its data}, after checking each entry's fields (dtype, shape, data_offsets)."""
+    if not isinstance(header, dict):
+        raise CheckpointError(path, "not a safetensors file (its header is not a JSON object)")
+    meta = header.get("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise CheckpointError(path, "malformed safetensors header: '__metadata__' must map names to text")
+    ends = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        problem = _entry_problem(entry)
+        if problem:
+            raise CheckpointError(path, f"malformed safetensors header: tensor {name[:80]!r} {problem}")
+        ends[name] = entry["data_offsets"][1]
+    return ends
+
+
+def _entry_problem(entry: Any) -> str | None:
+    def whole(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    if not isinstance(entry, dict):
+        return "is not a JSON object"
+    if not isinstance(entry.get("dtype"), str):
+        return "has no text 'dtype'"
+    shape, offsets = entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(shape, list) or not all(whole(v) for v in shape):
+        return "has a 'shape' that is not a list of whole numbers"
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(whole(v) for v in offsets):
+        return "has 'data_offsets' that are not two whole numbers"
+    if offsets[0] > offsets[1]:
+        return "has 'data_offsets' that end before they start"
+    return None
 
 
 def _safe_torch_load(path: str) -> Any:
@@ -294,13 +338,21 @@ def _one_line(exc: BaseException) -> str:
     return text[0][:200] if text else type(exc).__name__
 
 
+_MAX_JSON_BYTES = 16 * 1024 * 1024
+
+
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
     """A JSON object from a sidecar/config file, with errors naming the file."""
     try:
-        with open(path, encoding="utf-8") as f:
-            value = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(path, f"cannot read JSON ({_one_line(exc)})") from exc
+        with open(path, "rb") as f:
+            raw = f.read(_MAX_JSON_BYTES + 1)
+        if len(raw) > _MAX_JSON_BYTES:
+            raise CheckpointError(path, "is too large for a config file (over 16 MB)")
+        value = json.loads(raw.decode("utf-8"))
+    except OSError as exc:
+        raise CheckpointError(path, f"cannot be read ({exc.strerror or 'read error'})") from None
+    except (ValueError, RecursionError):
+        raise CheckpointError(path, "is not valid JSON") from None
     if not isinstance(value, dict):
         raise CheckpointError(path, "expected a JSON object")
     return value

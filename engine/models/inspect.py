@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from engine.errors import KilnError
+from engine.models.checkpoint import CheckpointError
 from engine.models.configs import CheckpointConfig
 from engine.models.keymaps import has_ema
 from engine.models.loader import build_modules, check_shapes, meta_modules, plan_keys, resolve_checkpoint
@@ -18,8 +19,12 @@ def inspect_checkpoint(path: str) -> dict[str, Any]:
     resolved = resolve_checkpoint(path)
     cfg = resolved.config
     shapes = resolved.source.shapes()
-    with meta_modules():
-        unet, ae, conditioner = build_modules(cfg)
+    try:
+        with meta_modules():
+            unet, ae, conditioner = build_modules(cfg)
+    except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, RuntimeError):
+        raise CheckpointError(path, f"its model config ({resolved.config_source}) describes a model "
+                                    "Kiln cannot build") from None
     plans, report = plan_keys(unet, ae, conditioner, shapes, use_ema=False)
     shape_problem = None
     if not report["missing"]:

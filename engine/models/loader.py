@@ -47,6 +47,13 @@ from engine.models.keymaps import (
     open_diffusers,
 )
 from engine.models.prepacked import prepack_convolutions
+from engine.models.schemas import (
+    check_diffusers_scheduler,
+    check_diffusers_text_encoder,
+    check_diffusers_unet,
+    check_diffusers_vae,
+    check_kiln_config,
+)
 from engine.models.tokenizers import Missing, find_bert_tokenizer, find_clip_tokenizer, tokenizer_dirs
 from engine.models.yaml_config import load_yaml_config
 
@@ -152,6 +159,27 @@ def use_cpu_threads(wanted: int = 0) -> int:
     return threads
 
 
+DECODE_THREADS = 1  # the final decode's CPU threads: fixed, so a picture's bytes follow neither --threads nor the load
+
+
+@contextmanager
+def fixed_cpu_threads(threads: int = DECODE_THREADS) -> Iterator[None]:
+    """Run a block on a fixed number of torch CPU threads, then restore the count.
+
+    The autoencoder decode is the one stage of a 128 px text_to_image run whose floats depend on the
+    thread count (its convolutions split their sums by thread: up to 1.3e-5 between 1 and 2 threads,
+    which flips a few 8-bit values); conditioning and sampling were bit-identical.
+    """
+    before = torch.get_num_threads()
+    if before != threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -217,11 +245,13 @@ def _read_card(path: str) -> dict[str, Any]:
 
 def _embedded_config(source: TensorSource, card: dict, path: str) -> tuple[CheckpointConfig, str, list[str]] | None:
     raw, origin = source.metadata().get(METADATA_CONFIG_KEY), "metadata"
-    data = json.loads(raw) if raw else None
+    data = _metadata_json(raw, path) if raw else None
     if data is None and isinstance(card.get(CARD_CONFIG_KEY), dict):
         data, origin = card[CARD_CONFIG_KEY], "card"
     if data is None:
         return None
+    where = f"embedded {METADATA_CONFIG_KEY}" if origin == "metadata" else f"{CARD_CONFIG_KEY} of its card"
+    check_kiln_config(data, path, where)
     try:
         config = CheckpointConfig.from_dict(data)
     except (TypeError, ValueError) as exc:
@@ -229,6 +259,13 @@ def _embedded_config(source: TensorSource, card: dict, path: str) -> tuple[Check
     if "scale_factor" in card and origin == "card" and "diffusion" not in data:
         config.diffusion.scale_factor = float(card["scale_factor"])
     return config, origin, []
+
+
+def _metadata_json(raw: str, path: str) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise CheckpointError(path, f"its embedded {METADATA_CONFIG_KEY} is not valid JSON") from None
 
 
 def _apply_stored_schedule(source: TensorSource, config: CheckpointConfig, origin: str) -> None:
@@ -247,8 +284,10 @@ def _resolve_diffusers(path: str) -> ResolvedCheckpoint:
     from engine.models.autoencoder import AutoencoderKL
     from engine.models.unet import UNetModel
 
-    unet_cfg, nrb = _unet_from_diffusers(diffusers_component_config(path, "unet"))
-    vae_raw = diffusers_component_config(path, "vae")
+    unet_raw, vae_raw = diffusers_component_config(path, "unet"), diffusers_component_config(path, "vae")
+    check_diffusers_unet(unet_raw, Path(path) / "unet" / "config.json")
+    check_diffusers_vae(vae_raw, Path(path) / "vae" / "config.json")
+    unet_cfg, nrb = _unet_from_diffusers(unet_raw)
     ae_cfg = _vae_from_diffusers(vae_raw)
     cond = _text_from_diffusers(path)
     diffusion = _schedule_from_diffusers(path, cond)
@@ -307,6 +346,7 @@ def _text_from_diffusers(path: str) -> ConditionerConfig:
     if not folder.is_dir():
         return ConditionerConfig("none")
     c = read_json(folder / "config.json")
+    check_diffusers_text_encoder(c, folder / "config.json")
     return ConditionerConfig("clip", {
         "width": c["hidden_size"], "layers": c["num_hidden_layers"], "heads": c["num_attention_heads"],
         "intermediate": c["intermediate_size"], "vocab": c["vocab_size"],
@@ -317,6 +357,7 @@ def _text_from_diffusers(path: str) -> ConditionerConfig:
 def _schedule_from_diffusers(path: str, cond: ConditionerConfig) -> DiffusionConfig:
     sched_path = Path(path) / "scheduler" / "scheduler_config.json"
     s = read_json(sched_path) if sched_path.is_file() else {}
+    check_diffusers_scheduler(s, sched_path)
     if s.get("beta_schedule", "scaled_linear") != "scaled_linear":
         raise CheckpointError(sched_path, f"beta_schedule {s['beta_schedule']!r} is not supported (scaled_linear)")
     prediction = {"epsilon": "eps", "v_prediction": "v"}.get(s.get("prediction_type", "epsilon"))
