@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine import events as E
-from engine import param_links, paths, planning
+from engine import memory, param_links, paths, planning
 from engine.cache import ResultCache, file_identity, node_key
-from engine.errors import Cancelled, KilnError, NodeError, UserInputError
+from engine.errors import Cancelled, KilnError, NodeError, UserInputError, clip, quote
 from engine.graph import Graph, Node
 from engine.model_store import ModelStore
 from engine.planning import RunHandle, RunPlan, snapshot
@@ -176,7 +176,8 @@ class _Run:
         if self._graph_json is None:
             from engine.provenance import picture_graph
 
-            self._graph_json = picture_graph(self.graph, self.executor.registry)
+            self._graph_json = picture_graph(self.graph, self.executor.registry,
+                                             self.executor.settings.absolute_paths)
         return self._graph_json
 
     # --- planning --------------------------------------------------------------
@@ -189,6 +190,14 @@ class _Run:
             self._compute_key(nid)
 
     def _compute_key(self, nid: str) -> None:
+        """The node's cache key; a file name the system refuses fails the node, naming it."""
+        try:
+            self._compute_key_unchecked(nid)
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or "a file name it holds cannot be used"
+            raise NodeError(nid, f"cannot check the files it names ({reason})") from None
+
+    def _compute_key_unchecked(self, nid: str) -> None:
         node, spec = self.graph.nodes[nid], self.specs[nid]
         inputs = self.input_refs(nid)
         if node.disabled:
@@ -315,7 +324,10 @@ class _Run:
     # --- execution -------------------------------------------------------------
     def execute(self) -> RunResult:
         t0 = time.perf_counter()
-        self.compute_keys()
+        try:
+            self.compute_keys()
+        except NodeError as err:
+            return self._abort(err, t0)
         self.emit(E.RunStarted(tuple(self.order)))
         to_run = self.plan()
         self.result.nodes = {nid: self.result.nodes[nid] for nid in self.order}  # in run order
@@ -343,6 +355,16 @@ class _Run:
         self.result.model_evals = self.model_evals
         self.result.seconds = time.perf_counter() - t0
         self.emit(E.RunFinished(self.result.ok, self.result.cancelled, self.result.seconds))
+        return self.result
+
+    def _abort(self, err: NodeError, t0: float) -> RunResult:
+        """A node's key could not be computed: the run fails on that node before any runs."""
+        self.emit(E.RunStarted(tuple(self.order)))
+        self.result.ok, self.result.error = False, err
+        self.result.nodes = {nid: NodeRun("failed" if nid == err.node_id else "skipped") for nid in self.order}
+        self.emit(E.Failed(err.node_id, err.message))
+        self.result.seconds = time.perf_counter() - t0
+        self.emit(E.RunFinished(False, False, self.result.seconds))
         return self.result
 
     def _skip_rest(self, nids: list[str]) -> None:
@@ -377,7 +399,7 @@ class _Run:
         inputs: dict[str, Any] = {}
         for socket, ref in self.input_refs(nid).items():
             if isinstance(ref, _Missing):
-                raise NodeError(nid, f"node {ref.disabled!r} is disabled and has no input of type "
+                raise NodeError(nid, f"node {quote(ref.disabled)} is disabled and has no input of type "
                                      f"{ref.type} to pass through")
             inputs[socket] = self.values[ref.key][ref.output]
         return inputs
@@ -392,10 +414,10 @@ class _Run:
                     value = float(value)  # an INT output feeding a FLOAT param
                 problem = param.check(value)
             except (TypeError, ValueError, OverflowError):
-                problem = f"cannot use the value {value!r:.40}"
+                problem = f"cannot use the value {quote(value, 40)}"
             if problem:
                 link = self.incoming[nid][name]
-                raise NodeError(nid, f"{problem} (the value linked from {link.src}.{link.src_socket})", name)
+                raise NodeError(nid, f"{problem} (the value linked from {clip(f'{link.src}.{link.src_socket}', 40)})", name)
             if param.type is ParamType.PATH and value:
                 value = paths.resolve(value, self.graph.base_dir)
             values[name] = value
@@ -425,6 +447,8 @@ def _call_compute(spec: NodeSpec, ctx: ComputeContext, inputs: dict[str, Any], p
     except KilnError as exc:
         raise NodeError(ctx.node_id, str(exc)) from exc
     except Exception as exc:
+        if memory.is_allocation_failure(exc):
+            raise NodeError(ctx.node_id, memory.allocation_message(params, exc)) from exc
         lines = str(exc).strip().splitlines()
         err = NodeError(ctx.node_id, f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": "))
         err.details = traceback.format_exc()

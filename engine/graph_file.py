@@ -45,8 +45,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from engine import atomic
-from engine.errors import GraphFileError
+from engine import atomic, sniff
+from engine.errors import GraphFileError, clip, quote
 from engine.graph import Backdrop, Graph, Link, Node
 
 FORMAT_NAME = "kiln.graph"
@@ -55,7 +55,8 @@ FORMAT_VERSION = 1
 _MAX_DEPTH = 64  # nesting deeper than this is junk, not a graph
 _MAX_INT_BITS = 1024  # larger integers cannot be a sensible param
 _COLOR_RE = re.compile(r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})")
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_SIGNATURE = sniff.PNG_SIGNATURE
+MAX_GRAPH_BYTES = 16 * 1024 * 1024  # a graph file larger than this is not one (the examples are < 100 kB)
 
 
 class _Malformed(Exception):
@@ -128,25 +129,21 @@ def save(graph: Graph, path: str | os.PathLike) -> None:
 
 
 def load(path: str | os.PathLike) -> Graph:
-    """Read a graph file (.json) or a PNG written by Kiln (its embedded graph)."""
-    path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(len(_PNG_SIGNATURE))
-            if head == _PNG_SIGNATURE:
-                from engine import pngmeta  # Pillow is only needed for images
+    """Read a graph file (.json) or a PNG written by Kiln (its embedded graph).
 
-                graph = graph_from_dict(pngmeta.read_png_graph(path), source=path)
-                graph.base_dir = os.path.dirname(os.path.abspath(path))
-                return graph
-            raw = head + f.read()
-    except FileNotFoundError:
-        raise GraphFileError(path, "no such file") from None
-    except IsADirectoryError:
-        raise GraphFileError(path, "is a folder, not a graph file") from None
-    except OSError as exc:
-        raise GraphFileError(path, f"cannot be read: {exc.strerror or exc}") from None
-    graph = loads(_decode(raw, path), source=path)
+    Only regular files are opened; the kind is told from the first bytes, and a text file over
+    MAX_GRAPH_BYTES is refused before it is read (engine.sniff)."""
+    path = os.fspath(path)
+    head, size = sniff.read_capped(path, MAX_GRAPH_BYTES)
+    if head.startswith(_PNG_SIGNATURE):
+        from engine import pngmeta  # Pillow is only needed for images
+
+        graph = graph_from_dict(pngmeta.read_png_graph(path), source=path)
+    else:
+        kind = sniff.binary_kind(head, size)
+        if kind:
+            raise GraphFileError(path, f"is {kind}, not a Kiln graph")
+        graph = loads(_decode(sniff.read_whole(path, MAX_GRAPH_BYTES), path), source=path)
     graph.base_dir = os.path.dirname(os.path.abspath(path))
     return graph
 
@@ -154,7 +151,7 @@ def load(path: str | os.PathLike) -> Graph:
 def _decode(raw: bytes, source: str) -> str:
     if not raw.strip():
         raise GraphFileError(source, "is empty, not a Kiln graph")
-    kind = _binary_kind(raw)
+    kind = sniff.binary_kind(raw[:sniff.HEAD_BYTES], len(raw))
     if kind:
         raise GraphFileError(source, f"is {kind}, not a Kiln graph")
     try:
@@ -163,41 +160,19 @@ def _decode(raw: bytes, source: str) -> str:
         raise GraphFileError(source, f"is not UTF-8 text (bad byte at offset {exc.start}), not a Kiln graph") from None
 
 
-def _binary_kind(raw: bytes) -> str | None:
-    """A name for well-known binary content, or None when it may be text."""
-    signatures = {
-        b"\xff\xd8\xff": "a JPEG image",
-        b"GIF8": "a GIF image",
-        b"PK\x03\x04": "a zip archive (a PyTorch checkpoint, perhaps)",
-        b"%PDF": "a PDF document",
-    }
-    for magic, name in signatures.items():
-        if raw.startswith(magic):
-            return name
-    if raw[:1] == b"\x80" and raw[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return "a Python pickle"
-    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
-        return "a WebP image"
-    if raw[8:10] == b'{"' and int.from_bytes(raw[:8], "little") < len(raw):
-        return "a safetensors model file"
-    if b"\x00" in raw[:4096]:
-        return "binary data"
-    return None
-
-
 def loads(text: str, source: str = "<memory>") -> Graph:
     """Parse graph file text; `source` names the file in error messages."""
     if not text.strip():
         raise GraphFileError(source, "is empty, not a Kiln graph")
     try:
         data = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant,
-                          parse_float=_finite_float)
+                          parse_float=_finite_float, parse_int=_bounded_int)
     except _Malformed as exc:
         raise GraphFileError(source, str(exc)) from None
     except json.JSONDecodeError as exc:
         raise GraphFileError(source, f"is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
     except RecursionError:
-        raise GraphFileError(source, "is JSON nested too deeply to be a Kiln graph") from None
+        raise GraphFileError(source, f"is JSON nested too deeply at line {_deep_line(text)}") from None
     except ValueError as exc:  # e.g. an integer literal with thousands of digits
         raise GraphFileError(source, f"is not usable JSON ({_first_line(exc)})") from None
     return graph_from_dict(data, source)
@@ -207,20 +182,39 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise _Malformed(f"the key {key!r} appears twice in one object (ids and names must be unique)")
+            raise _Malformed(f"the key {quote(key)} appears twice in one object (ids and names must be unique)")
         out[key] = value
     return out
 
 
 def _reject_constant(name: str) -> float:
-    raise _Malformed(f"holds {name}, which is not a number JSON allows")
+    """NaN / Infinity parse, so that _check_json_tree refuses them naming the node and param."""
+    return float(name)
 
 
 def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise _Malformed(f"holds the number {text[:20]}, too large for a float")
-    return value
+    """A number too large for a float becomes inf, refused by _check_json_tree with its place."""
+    return float(text)
+
+
+def _bounded_int(text: str) -> int:
+    """The integer; one too long for int() becomes a stand-in that _check_json_tree refuses
+    with its place ("holds an integer too large to be useful")."""
+    return int(text) if len(text) <= 1000 else _TOO_LONG
+
+
+_TOO_LONG = 1 << (2 * _MAX_INT_BITS)
+
+
+def _deep_line(text: str) -> int:
+    """The line where brackets (outside strings) first open more than _MAX_DEPTH deep."""
+    depth = 0
+    for match in re.finditer(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', text):
+        token = match.group()
+        depth += 1 if token in "[{" else -1 if token in "]}" else 0
+        if depth > _MAX_DEPTH:
+            return text.count("\n", 0, match.start()) + 1
+    return text.count("\n") + 1
 
 
 def _first_line(exc: BaseException) -> str:
@@ -259,7 +253,8 @@ def _check_json_tree(value: Any, path: tuple, depth: int) -> None:
             raise _Malformed(f"{_where(path)} holds an integer too large to be useful")
     elif isinstance(value, float):
         if not math.isfinite(value):
-            raise _Malformed(f"{_where(path)} holds {value}, which is not a number JSON allows")
+            name = "NaN" if math.isnan(value) else "Infinity (or a number too large)"
+            raise _Malformed(f"{_where(path)} holds {name}, which is not a finite number JSON allows")
     else:
         raise _Malformed(f"{_where(path)} holds a value of type {type(value).__name__}, which is not JSON data")
 
@@ -268,16 +263,16 @@ def _where(path: tuple) -> str:
     """Words for a place in the document: "node 'a', param 'seed'", "backdrop 'b'", ..."""
     if len(path) >= 2 and path[0] in ("nodes", "backdrops", "groups"):
         owner = {"nodes": "node", "backdrops": "backdrop", "groups": "group"}[path[0]]
-        name = f"#{path[1] + 1}" if isinstance(path[1], int) else repr(path[1])
+        name = f"#{path[1] + 1}" if isinstance(path[1], int) else quote(path[1])
         rest = path[2:]
         if owner == "node" and len(rest) >= 2 and rest[0] == "params":
-            return f"{owner} {name}, param {rest[1]!r}" + "".join(f"[{p!r}]" for p in rest[2:])
+            return f"{owner} {name}, param {quote(rest[1])}" + clip("".join(f"[{quote(p, 20)}]" for p in rest[2:]))
         return f"{owner} {name}" + (": " + _dotted(rest) if rest else "")
     return "the file" + (" at " + _dotted(path) if path else "")
 
 
 def _dotted(parts: tuple) -> str:
-    return ".".join(str(p) if isinstance(p, int) or p.isidentifier() else repr(p) for p in parts)
+    return clip(".".join(str(p) if isinstance(p, int) or p.isidentifier() else quote(p, 30) for p in parts))
 
 
 def _check_text(text: str, path: tuple) -> None:
@@ -288,8 +283,7 @@ def _check_text(text: str, path: tuple) -> None:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return quote(value, 40)
 
 
 # --- versions and migration --------------------------------------------------
@@ -310,6 +304,8 @@ def _upgrade(data: Any) -> dict:
 def _file_version(data: dict) -> int:
     if "format" in data:
         if data["format"] != FORMAT_NAME:
+            if not isinstance(data["format"], str) or not data["format"].strip():
+                raise _Malformed("is not a Kiln graph (no format name)")
             raise _Malformed(f"is a {_short(data['format'])} file, not a Kiln graph ({FORMAT_NAME!r})")
         version = data.get("version")
     elif "kiln_version" in data:
@@ -347,7 +343,7 @@ def migrate_v0_to_v1(data: dict) -> dict:
     for index, raw in enumerate(_field(data, "nodes", list, "the node list")):
         node_id = _v0_id(raw, f"node #{index + 1}")
         if node_id in nodes:
-            raise _Malformed(f"node {node_id!r} appears twice (node ids must be unique)")
+            raise _Malformed(f"node {quote(node_id)} appears twice (node ids must be unique)")
         nodes[node_id] = _v0_node(raw)
     links = []
     for index, raw in enumerate(_field(data, "links", list, "the link list", default=[])):
@@ -415,7 +411,7 @@ def _parse_v1(data: dict) -> Graph:
         graph.nodes[node_id] = _parse_node(node_id, raw)
     for backdrop_id, raw in _field(data, "backdrops", dict, '"backdrops"', default={}).items():
         if backdrop_id in graph.nodes:
-            raise _Malformed(f"backdrop {backdrop_id!r} has the id of a node (ids must be unique)")
+            raise _Malformed(f"backdrop {quote(backdrop_id)} has the id of a node (ids must be unique)")
         graph.backdrops[backdrop_id] = _parse_backdrop(backdrop_id, raw)
     links = [_parse_link(index, raw) for index, raw in enumerate(_field(data, "links", list, '"links"', default=[]))]
     graph.links = sorted(_checked_links(links, graph))
@@ -424,7 +420,7 @@ def _parse_v1(data: dict) -> Graph:
 
 
 def _parse_node(node_id: str, raw: Any) -> Node:
-    where = f"node {node_id!r}"
+    where = f"node {quote(node_id)}"
     if not node_id:
         raise _Malformed("a node has an empty id")
     if not isinstance(raw, dict):
@@ -457,7 +453,7 @@ def _param_inputs(value: Any, where: str) -> list[str]:
 
 
 def _parse_backdrop(backdrop_id: str, raw: Any) -> Backdrop:
-    where = f"backdrop {backdrop_id!r}"
+    where = f"backdrop {quote(backdrop_id)}"
     if not backdrop_id:
         raise _Malformed("a backdrop has an empty id")
     if not isinstance(raw, dict):
@@ -517,14 +513,14 @@ def _checked_links(links: list[Link], graph: Graph) -> list[Link]:
     for link in links:
         for end in (link.src, link.dst):
             if end not in graph.nodes:
-                raise _Malformed(f"a link {_describe(link)} refers to node {end!r}, which is not in the graph")
+                raise _Malformed(f"a link {_describe(link)} refers to node {quote(end)}, which is not in the graph")
         earlier = feeding.get((link.dst, link.dst_socket))
         if earlier is not None:
-            raise _Malformed(f"node {link.dst!r}: input {link.dst_socket!r} has two links "
+            raise _Malformed(f"node {quote(link.dst)}: input {quote(link.dst_socket)} has two links "
                              f"({_describe(earlier)} and {_describe(link)})")
         feeding[(link.dst, link.dst_socket)] = link
     return links
 
 
 def _describe(link: Link) -> str:
-    return f"{link.src}.{link.src_socket} -> {link.dst}.{link.dst_socket}"
+    return f"{clip(f'{link.src}.{link.src_socket}', 40)} -> {clip(f'{link.dst}.{link.dst_socket}', 40)}"

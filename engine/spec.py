@@ -12,6 +12,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.choices import ChoiceProvider
+from engine.errors import quote, quote_list
 
 if TYPE_CHECKING:
     from engine.model_store import ModelStore
@@ -90,6 +91,9 @@ class Param:
     # The value is a painting kept as a base64 PNG: "mask" (grey levels, 255 = on) or "labels"
     # (class ids). The GUI shows it as a picture, never as text.
     drawing: str | None = None
+    # A node's own rule for a value that passed the type checks (a file prefix's length, ...):
+    # value -> a one-line problem or None. Called wherever the param is checked (validation too).
+    validator: Callable[[Any], str | None] | None = field(default=None, compare=False, repr=False)
 
     def check(self, value: Any) -> str | None:
         """Return a one-line problem with `value`, or None when it is acceptable."""
@@ -98,7 +102,7 @@ class Param:
             if isinstance(value, bool) or not isinstance(value, int):
                 return f"expects an integer, got {_short(value)}"
             if t is ParamType.SEED and not 0 <= value <= SEED_MAX:
-                return f"seed {value} is outside [0, 2**63-1]"
+                return f"seed {quote(value, 40)} is outside [0, 2**63-1]"
         elif t is ParamType.FLOAT:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 return f"expects a number, got {_short(value)}"
@@ -107,24 +111,39 @@ class Param:
         elif t is ParamType.BOOL:
             if not isinstance(value, bool):
                 return f"expects true or false, got {_short(value)}"
+        elif t is ParamType.JSON:
+            if not all_finite(value):
+                return "holds NaN or Infinity, which is not a number JSON allows"
         elif t in (ParamType.STRING, ParamType.TEXT, ParamType.PATH, ParamType.CHOICE):
             if not isinstance(value, str):
                 return f"expects text, got {_short(value)}"
             if t is ParamType.CHOICE and self.choices and value not in self.choices:
-                return f"{value!r} is not one of: {', '.join(self.choices)}"
+                return f"{quote(value)} is not one of: {quote_list(self.choices, 12, str)}"
         if t in (ParamType.INT, ParamType.FLOAT, ParamType.SEED):
             if self.min is not None and value < self.min:
                 return f"{_short(value)} is below the minimum {self.min:g}"
             if self.max is not None and value > self.max:
                 return f"{_short(value)} is above the maximum {self.max:g}"
         if self.multiple and t is ParamType.INT and value % self.multiple:
-            return f"{value} is not a multiple of {self.multiple}"
-        return None
+            return f"{quote(value, 40)} is not a multiple of {self.multiple}"
+        return self.validator(value) if self.validator is not None else None
+
+
+def all_finite(value: Any, depth: int = 0) -> bool:
+    """No NaN or Infinity anywhere in a JSON value (they cannot be written back as JSON)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if depth > 64:
+        return True
+    if isinstance(value, dict):
+        return all(all_finite(v, depth + 1) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(all_finite(v, depth + 1) for v in value)
+    return True
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return quote(value, 40)
 
 
 class ComputeContext(Protocol):
@@ -164,6 +183,7 @@ class EngineSettings:
     memory_cache_bytes: int = 2 * 1024**3
     disk_cache_bytes: int = 4 * 1024**3
     threads: int = 0  # torch CPU threads; 0: the cores other processes leave idle (models.loader.cpu_threads)
+    absolute_paths: bool = False  # saved PNGs record absolute file paths (False: relative + sha256, private)
 
 
 # A compute result may also carry, under this key, the paths of files it wrote

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 import networkx as nx
 
-from engine import param_links, topology
-from engine.errors import Issue, ValidationError
+from engine import param_links, paths, topology
+from engine.errors import Issue, ValidationError, clip, quote
 from engine.graph import Graph, Link, Node
 from engine.link_rules import socket_verdict
-from engine.spec import NodeRegistry, NodeSpec
+from engine.spec import NodeRegistry, NodeSpec, Param, ParamType
 
 
 def validate(graph: Graph, registry: NodeRegistry, targets: Iterable[str] | None = None) -> list[Issue]:
@@ -50,9 +51,9 @@ def check(graph: Graph, registry: NodeRegistry, targets: Iterable[str] | None = 
 
 def _unknown_type(node: Node, registry: NodeRegistry) -> Issue:
     known = [spec.type for spec in registry]
-    close = difflib.get_close_matches(node.type, known, n=1)
+    close = difflib.get_close_matches(node.type, known, n=1) if len(node.type) <= 100 else []
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return Issue("unknown_type", f"unknown node type {node.type!r}{hint}", node_id=node.id)
+    return Issue("unknown_type", f"unknown node type {quote(node.type)}{hint}", node_id=node.id)
 
 
 def _param_issues(node: Node, spec: NodeSpec) -> list[Issue]:
@@ -66,6 +67,7 @@ def _param_issues(node: Node, spec: NodeSpec) -> list[Issue]:
             problem = param.check(node.params[param.name])
         except (TypeError, ValueError, OverflowError):
             problem = "has a value that cannot be used"
+        problem = problem or _path_problem(param, node.params[param.name])
         if problem:
             issues.append(Issue("bad_param", problem, node_id=node.id, param=param.name))
     for name in node.param_inputs:
@@ -74,6 +76,17 @@ def _param_issues(node: Node, spec: NodeSpec) -> list[Issue]:
             message = f"is shown as an input, but a {shown.type.value} param cannot take a link"
             issues.append(Issue("bad_param", message, node_id=node.id, param=name))
     return issues
+
+
+def _path_problem(param: Param, value: Any) -> str | None:
+    """A file param (PATH, or a choice naming a file) whose value no file can have (a NUL byte)."""
+    if not isinstance(value, str) or not value:
+        return None
+    if param.type is not ParamType.PATH and param.choices_from is None:
+        return None
+    reason = paths.refusal(value)
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return f"the file name {shown} {reason}" if reason else None
 
 
 def _link_issues(graph: Graph, registry: NodeRegistry) -> list[Issue]:
@@ -91,7 +104,7 @@ def _link_issues(graph: Graph, registry: NodeRegistry) -> list[Issue]:
 
 
 def _end(link: Link) -> str:
-    return f"{link.src}.{link.src_socket}"
+    return clip(f"{link.src}.{link.src_socket}", 40)
 
 
 def _scope(graph: Graph, dependencies: nx.DiGraph,
@@ -105,7 +118,7 @@ def _scope(graph: Graph, dependencies: nx.DiGraph,
     for target in targets:
         node = graph.find(target)
         if node is None:
-            issues.append(Issue("bad_target", f"there is no node {target!r} (by id or unique title) to run"))
+            issues.append(Issue("bad_target", f"there is no node {quote(target)} (by id or unique title) to run"))
         else:
             found.append(node.id)
     return topology.needed(dependencies, found), issues
@@ -126,9 +139,19 @@ def _missing_inputs(graph: Graph, registry: NodeRegistry, scope: set[str]) -> li
 
 
 def _cycle_issues(dependencies: nx.DiGraph) -> list[Issue]:
-    """One issue per node on a loop, naming the loop: "cycle: a → b → a"."""
+    """One issue per loop, against its smallest id, naming the way round ("cycle: a → b → a",
+    its first few nodes for a long one) and listing every member for the GUI to badge."""
     issues: list[Issue] = []
     for loop in topology.loops(dependencies):
-        message = f"is part of a cycle: {' → '.join(loop.way_round)} (links must not loop back)"
-        issues.extend(Issue("cycle", message, node_id=node_id) for node_id in loop.members)
+        message = f"is part of a cycle: {_way_round(loop.way_round)} (links must not loop back)"
+        if len(loop.members) > len(loop.way_round) - 1:
+            message += f"; {len(loop.members)} nodes loop together"
+        issues.append(Issue("cycle", message, node_id=loop.members[0], members=tuple(loop.members)))
     return issues
+
+
+def _way_round(way: list[str], shown: int = 6) -> str:
+    names = [clip(node_id, 30) for node_id in way]
+    if len(names) <= shown + 2:
+        return " → ".join(names)
+    return " → ".join([*names[:shown], f"… ({len(names) - shown - 1} more)", names[-1]])

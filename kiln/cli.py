@@ -2,13 +2,15 @@
 
     python main.py run GRAPH.json|IMAGE.png [--set NODE.PARAM=VALUE]... [--out DIR] [--json]
                        [--batch FILE.jsonl] [--device D] [--threads N] [--cache-dir D] [--no-disk-cache]
+                       [--absolute-paths | --private-paths]
     python main.py validate GRAPH
     python main.py nodes [--json]
     python main.py inspect-model FILE [--json]
 
 Exit status: 0 success; 1 a node failed while running; 2 a user mistake (bad
 arguments, unreadable or invalid graph, unknown node or param), reported as one
-line on stderr. A subcommand is a function `(argv, registry) -> int` listed in
+line on stderr; 3 an internal error (a bug in Kiln): its traceback is written to
+$XDG_CACHE_HOME/kiln/logs and one line on stderr names that file (kiln.crash). A subcommand is a function `(argv, registry) -> int` listed in
 COMMANDS. torch, transformers and Qt are imported only when something needs them.
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -23,11 +26,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import KilnError
+from engine.errors import KilnError, ValidationError, clip, quote, quote_list
 from engine.graph import Graph
-from engine.spec import NodeRegistry, ParamType
+from engine.spec import NodeRegistry, ParamType, all_finite
 
 _TEXT_PARAMS = (ParamType.STRING, ParamType.TEXT, ParamType.PATH, ParamType.CHOICE)
+
+
+EXIT_STATUS = ("Exit status: 0 ok; 1 a node failed; 2 a user mistake (bad arguments or graph); "
+               "3 an internal error (a bug in Kiln: the traceback is logged under "
+               "$XDG_CACHE_HOME/kiln/logs and stderr names the file; please report it).")
 
 
 class UsageError(KilnError):
@@ -48,6 +56,10 @@ def main(argv: list[str] | None = None, registry: NodeRegistry | None = None) ->
         return cmd_gui(argv, registry)
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
+    except ValidationError as exc:  # one line per problem, as `validate` prints them
+        for issue in exc.issues[:-1]:
+            _fail(str(issue))
+        return _fail(str(exc.issues[-1]) if exc.issues else str(exc))
     except KilnError as exc:
         return _fail(str(exc))
     except BrokenPipeError:  # `main.py nodes | head`: the reader left; say nothing more
@@ -56,6 +68,10 @@ def main(argv: list[str] | None = None, registry: NodeRegistry | None = None) ->
     except KeyboardInterrupt:
         print("kiln: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug: exit 3 with a log, never 1 like a node that failed
+        from kiln import crash
+
+        return crash.report(exc, argv)
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -80,14 +96,15 @@ def _load_graph(path: str) -> Graph:
 # --- GUI ---------------------------------------------------------------------
 def cmd_gui(argv: list[str], registry: NodeRegistry | None) -> int:
     parser = _Parser(prog="main.py", description="Kiln: node-graph latent diffusion. Without a command "
-                     "it opens the editor. Commands: " + ", ".join(COMMANDS) + " (main.py COMMAND --help).")
+                     "it opens the editor. Commands: " + ", ".join(COMMANDS) + " (main.py COMMAND --help).",
+                     epilog=EXIT_STATUS)
     parser.add_argument("graph", nargs="?", help="graph file (.json) or Kiln PNG to open")
     parser.add_argument("--screenshot", metavar="PATH", help="save a screenshot of the window and quit")
     parser.add_argument("--run", action="store_true", help="run the graph once it is open")
     parser.add_argument("--size", metavar="WxH", type=_window_size, help="window size, e.g. 1600x1000")
     args = parser.parse_args(argv)
     if args.graph and not os.path.exists(args.graph) and os.sep not in args.graph and "." not in args.graph:
-        raise UsageError(f"unknown command {args.graph!r}; commands: {', '.join(COMMANDS)}")
+        raise UsageError(f"unknown command {quote(args.graph)}; commands: {', '.join(COMMANDS)}")
     try:
         from app.main import run_app
     except ModuleNotFoundError as exc:
@@ -104,9 +121,9 @@ def _window_size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 1600x1000") from None
+        raise argparse.ArgumentTypeError(f"{quote(text)} is not WIDTHxHEIGHT, e.g. 1600x1000") from None
     if not (200 <= w <= 16384 and 200 <= h <= 16384):
-        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be 200..16384")
+        raise argparse.ArgumentTypeError(f"{quote(text)}: width and height must be 200..16384")
     return w, h
 
 
@@ -123,16 +140,41 @@ def parse_set(item: str, graph: Graph, registry: NodeRegistry) -> Override:
     target, eq, raw = item.partition("=")
     node_ref, dot, param = target.strip().rpartition(".")
     if not eq or not dot or not node_ref or not param:
-        raise UsageError(f"--set {item!r}: expected NODE.PARAM=VALUE")
+        raise UsageError(f"--set {quote(item)}: expected NODE.PARAM=VALUE")
     override = resolve_override(node_ref, param, graph, registry)
+    declared = registry[graph.nodes[override.node_id].type].param(param)
     try:
-        value = json.loads(raw)
+        value = loads_finite(raw)
+    except NonFiniteNumber as exc:
+        if declared is None or declared.type not in _TEXT_PARAMS:
+            raise UsageError(f"--set {clip(target.strip())}: {exc} is not a finite number; node "
+                             f"{quote(override.node_id)}, param {quote(param)} needs one") from None
+        value = raw
     except ValueError:
         value = raw
-    declared = registry[graph.nodes[override.node_id].type].param(param)
     if declared is not None and declared.type in _TEXT_PARAMS and not isinstance(value, str):
         value = raw  # `--set save.prefix=123` means the text "123"
     return _from_current_folder(Override(override.node_id, param, value), graph, registry)
+
+
+class NonFiniteNumber(ValueError):
+    """JSON text held NaN, Infinity or a number too large for a float."""
+
+
+def _non_finite(text: str) -> float:
+    raise NonFiniteNumber(text[:20])
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NonFiniteNumber(text[:20])
+    return value
+
+
+def loads_finite(text: str) -> Any:
+    """json.loads refusing NaN, Infinity and overflowing numbers (they cannot be saved back as JSON)."""
+    return json.loads(text, parse_constant=_non_finite, parse_float=_finite_float)
 
 
 def _from_current_folder(override: Override, graph: Graph, registry: NodeRegistry) -> Override:
@@ -155,10 +197,10 @@ def resolve_override(node_ref: str, param: str, graph: Graph, registry: NodeRegi
     node = graph.nodes[node_id]
     spec = registry.get(node.type)
     if spec is None:
-        raise UsageError(f"node {node_id!r} has unknown type {node.type!r}")
+        raise UsageError(f"node {quote(node_id)} has unknown type {quote(node.type)}")
     if spec.param(param) is None:
         names = ", ".join(p.name for p in spec.params) or "none"
-        raise UsageError(f"node {node_id!r} ({spec.type}) has no param {param!r}; its params: {names}")
+        raise UsageError(f"node {quote(node_id)} ({spec.type}) has no param {quote(param)}; its params: {names}")
     return Override(node_id, param, value)
 
 
@@ -170,8 +212,8 @@ def find_node(graph: Graph, registry: NodeRegistry, ref: str) -> str:
     if len(matches) == 1:
         return matches[0]
     if matches:
-        raise UsageError(f"title {ref!r} names {len(matches)} nodes ({', '.join(sorted(matches))}); use an id")
-    raise UsageError(f"no node with id or title {ref!r} in the graph")
+        raise UsageError(f"title {quote(ref)} names {len(matches)} nodes ({quote_list(sorted(matches), 8, str)}); use an id")
+    raise UsageError(f"no node with id or title {quote(ref)} in the graph")
 
 
 def _type_title(type_name: str, registry: NodeRegistry) -> str | None:
@@ -191,13 +233,22 @@ def apply_overrides(graph: Graph, overrides: list[Override]) -> Graph:
     return out
 
 
+_MAX_BATCH_BYTES = 16 * 1024 * 1024
+
+
 def read_batch(path: str, graph: Graph, registry: NodeRegistry) -> list[Graph]:
     """One graph per non-blank JSONL line of `{"NODE.PARAM": value}` overrides, all checked now."""
+    from engine import sniff
+    from engine.errors import GraphFileError
     from engine.validate import check
 
     try:
+        if sniff.regular_file_size(path) > _MAX_BATCH_BYTES:
+            raise UsageError(f"{path}: is too large for a batch file (over 16 MB)")
         with open(path, encoding="utf-8") as f:
             lines = f.readlines()
+    except GraphFileError as exc:
+        raise UsageError(str(exc)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
     jobs = []
@@ -207,6 +258,7 @@ def read_batch(path: str, graph: Graph, registry: NodeRegistry) -> list[Graph]:
         try:
             job = apply_overrides(graph, _batch_overrides(line, graph, registry))
             check(job, registry)
+            _check_sizes(job, registry)
         except KilnError as exc:
             raise UsageError(f"{path}:{number}: {exc}") from None
         jobs.append(job)
@@ -219,14 +271,16 @@ def _batch_overrides(line: str, graph: Graph, registry: NodeRegistry) -> list[Ov
     try:
         data = json.loads(line)
     except ValueError as exc:
-        raise UsageError(f"not valid JSON ({exc.msg})") from None
+        raise UsageError(f"not valid JSON ({getattr(exc, 'msg', exc)})") from None
     if not isinstance(data, dict):
         raise UsageError('expected an object like {"NODE.PARAM": value}')
     overrides = []
     for target, value in data.items():
         node_ref, dot, param = target.rpartition(".")
         if not dot or not node_ref or not param:
-            raise UsageError(f"{target!r}: expected a key NODE.PARAM")
+            raise UsageError(f"{quote(target)}: expected a key NODE.PARAM")
+        if not all_finite(value):
+            raise UsageError(f"{clip(target)}: NaN and Infinity are not finite numbers; the param needs one")
         overrides.append(_from_current_folder(resolve_override(node_ref, param, graph, registry, value),
                                               graph, registry))
     return overrides
@@ -234,7 +288,7 @@ def _batch_overrides(line: str, graph: Graph, registry: NodeRegistry) -> list[Ov
 
 def _run_parser() -> _Parser:
     p = _Parser(prog="main.py run", description="Run a graph headless; SaveImage nodes write PNGs "
-                "(graph and settings embedded) into --out.")
+                "(graph and settings embedded) into --out.", epilog=EXIT_STATUS)
     p.add_argument("graph", help="graph file (.json) or a PNG written by Kiln")
     p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                    help="change a param (NODE is an id or a unique title; VALUE is JSON or text); "
@@ -247,6 +301,11 @@ def _run_parser() -> _Parser:
                    help="CPU threads for torch (default 0: the cores other processes leave idle)")
     p.add_argument("--cache-dir", metavar="DIR", help="result cache folder (default: user cache)")
     p.add_argument("--no-disk-cache", action="store_true", help="keep results in memory only")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--absolute-paths", dest="absolute_paths", action="store_true", default=False,
+                       help="PNGs record the absolute paths of the files the run read")
+    where.add_argument("--private-paths", dest="absolute_paths", action="store_false",
+                       help="PNGs record file paths relative to the graph's folder plus a sha256 (default)")
     return p
 
 
@@ -254,7 +313,7 @@ def _device(text: str) -> str:
     import re
 
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not auto, cpu, cuda, cuda:N or mps")
+        raise argparse.ArgumentTypeError(f"{quote(text)} is not auto, cpu, cuda, cuda:N or mps")
     return text
 
 
@@ -264,7 +323,7 @@ def _threads(text: str) -> int:
     except ValueError:
         value = -1
     if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a thread count (0 or more; 0 chooses by load)")
+        raise argparse.ArgumentTypeError(f"{quote(text)} is not a thread count (0 or more; 0 chooses by load)")
     return value
 
 
@@ -272,8 +331,11 @@ def cmd_run(argv: list[str], registry: NodeRegistry | None) -> int:
     args = _run_parser().parse_args(argv)
     graph = _load_graph(args.graph)
     registry = _registry(registry)
+    _warn_missing_files(args.graph, graph.base_dir)
     graph = apply_overrides(graph, [parse_set(item, graph, registry) for item in args.set])
     jobs = read_batch(args.batch, graph, registry) if args.batch else None
+    if jobs is None:
+        _check_sizes(graph, registry)
     executor = _make_executor(args, registry)
     if jobs is None:
         with _collector_paused():
@@ -282,6 +344,21 @@ def cmd_run(argv: list[str], registry: NodeRegistry | None) -> int:
         _report(summary, args.json, result)
         return 0 if result.ok else _fail(str(result.error), 1)
     return _run_batch(executor, jobs, args.json)
+
+
+def _warn_missing_files(path: str, base_dir: str | None) -> None:
+    """For a Kiln PNG with private paths: one stderr line per recorded file not found (name, hash)."""
+    if not path.lower().endswith(".png"):
+        return
+    from engine import pngmeta
+    from engine.provenance import missing_files
+
+    try:
+        data = pngmeta.read_png_graph(path)
+    except (KilnError, OSError, ValueError):  # the graph already loaded; this is only a hint
+        return
+    for line in missing_files(data, base_dir):
+        print(f"warning: {line}", file=sys.stderr)
 
 
 @contextmanager
@@ -311,7 +388,8 @@ def _make_executor(args: argparse.Namespace, registry: NodeRegistry) -> Any:
     from engine.spec import EngineSettings
 
     settings = EngineSettings(output_dir=args.out or os.getcwd(), device=args.device or "auto",
-                              cache_dir=args.cache_dir, threads=args.threads)
+                              cache_dir=args.cache_dir, threads=args.threads,
+                              absolute_paths=args.absolute_paths)
     cache = ResultCache.from_settings(settings, disk=not args.no_disk_cache)
     return Executor(registry, settings, cache)
 
@@ -368,13 +446,33 @@ def cmd_validate(argv: list[str], registry: NodeRegistry | None) -> int:
     from engine.validate import validate
 
     graph = _load_graph(args.graph)
-    issues = validate(graph, _registry(registry))
+    registry = _registry(registry)
+    issues = validate(graph, registry) + _size_issues(graph, registry)
     for issue in issues:
         print(issue)
     if issues:
         return _fail(f"{args.graph}: {len(issues)} problem{'s' if len(issues) > 1 else ''} (listed above)")
     print(f"{args.graph}: ok ({len(graph.nodes)} nodes, {len(graph.links)} links)")
     return 0
+
+
+def _size_issues(graph: Graph, registry: NodeRegistry) -> list[Any]:
+    """Picture sizes the graph's checkpoints cannot sample, where the checkpoint files tell (no torch)."""
+    from engine.choices import CHECKPOINTS
+    from engine.model_geometry import size_issues
+    from engine.spec import EngineSettings
+
+    settings = EngineSettings()
+    return size_issues(graph, registry, lambda name: registry.choices.resolve(CHECKPOINTS, name, settings))
+
+
+def _check_sizes(graph: Graph, registry: NodeRegistry) -> None:
+    """Refuse, before anything runs, a picture size the checkpoint cannot sample (exit 2)."""
+    from engine.errors import ValidationError
+
+    issues = _size_issues(graph, registry)
+    if issues:
+        raise ValidationError(issues)
 
 
 def cmd_nodes(argv: list[str], registry: NodeRegistry | None) -> int:

@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from engine.errors import UserInputError
+from engine.errors import UserInputError, quote
+from engine.memory import check_fits
 from engine.spec import ComputeContext, Input, NodeSpec, Output, Param, ParamType, SocketType
 from engine.values import Image
 
@@ -25,14 +26,15 @@ def parse_color(text: str, param: str = "color") -> tuple[float, float, float]:
             raise ValueError
         return tuple(int(digits[i:i + 2], 16) / 255.0 for i in (0, 2, 4))  # type: ignore[return-value]
     except ValueError:
-        raise UserInputError(f"{text!r} is not a colour like #ff8800", param) from None
+        raise UserInputError(f"{quote(text)} is not a colour like #ff8800", param) from None
 
 
 def _solid(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     import torch
 
-    rgb = torch.tensor(parse_color(params["color"]), dtype=torch.float32)
     b, h, w = params["batch_size"], params["height"], params["width"]
+    check_fits("a picture", w, h, b, 3)
+    rgb = torch.tensor(parse_color(params["color"]), dtype=torch.float32)
     pixels = rgb.view(1, 3, 1, 1).expand(b, 3, h, w).contiguous()  # (B, 3, H, W)
     return {"image": Image(pixels)}
 

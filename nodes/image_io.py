@@ -88,11 +88,37 @@ def _image_info(node_id: str, image: Image, index: int) -> dict[str, Any]:
     return info
 
 
-def _output_place(output_dir: str, prefix: str) -> tuple[Path, str]:
-    """(folder, file stem) for a prefix such as "kiln" or "portraits/face"."""
+NAME_MAX = 255  # bytes in one file name on the usual file systems (ext4, APFS, NTFS in UTF-16 units)
+_NUMBER_AND_SUFFIX = len("_00000.png")
+
+
+def prefix_problem(prefix: Any) -> str | None:
+    """Why `prefix` cannot name files in the output folder, checked before the graph runs."""
+    if not isinstance(prefix, str):
+        return None  # the type check reports it
+    shown = repr(prefix) if len(repr(prefix)) <= 50 else repr(prefix)[:47] + "..."
+    if "\0" in prefix:
+        return f"the prefix {shown} holds a NUL character, which no file name may contain"
     parts = Path(prefix.strip()).parts
     if not parts or Path(prefix).is_absolute() or ".." in parts or not parts[-1].strip("."):
-        raise UserInputError(f"{prefix!r} is not a usable file prefix", "prefix")
+        return (f"the prefix {shown} is not usable: it must be a name inside the output folder "
+                "(sub-folders allowed, no leading / or ..)")
+    for index, part in enumerate(parts):
+        last = index == len(parts) - 1
+        size = len(part.encode("utf-8", "surrogatepass")) + (_NUMBER_AND_SUFFIX if last else 0)
+        if size > NAME_MAX:
+            what = "the file name" if last else "a folder name"
+            return (f"{what} would be {size} bytes (with the number and .png), over the file system's "
+                    f"limit of {NAME_MAX}; shorten the prefix {shown}")
+    return None
+
+
+def _output_place(output_dir: str, prefix: str) -> tuple[Path, str]:
+    """(folder, file stem) for a prefix such as "kiln" or "portraits/face"."""
+    problem = prefix_problem(prefix)
+    if problem:
+        raise UserInputError(problem, "prefix")
+    parts = Path(prefix.strip()).parts
     folder = Path(output_dir, *parts[:-1])
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -151,7 +177,7 @@ SAVE_IMAGE = NodeSpec(
     inputs=(Input("image", SocketType.IMAGE),),
     outputs=(Output("image", SocketType.IMAGE, "the same image, for viewing"),),
     params=(Param("prefix", ParamType.STRING, "kiln", "file name start; may include sub-folders",
-                  inline=True),),
+                  inline=True, validator=prefix_problem),),
     output_node=True,
     side_effects=True,
 )

@@ -9,6 +9,8 @@ from typing import Any
 
 from engine.capabilities import INPAINT_CONVENTIONS, AutoencoderCapabilities, ModelCapabilities
 from engine.errors import UserInputError
+from engine.memory import check_fits
+from engine.model_geometry import nearest_multiples
 from engine.spec import ComputeContext, Input, NodeSpec, Output, Param, ParamType, SocketType
 from engine.values import Conditioning, Image, Latent
 
@@ -27,15 +29,27 @@ def _latent_layout(inputs: Mapping[str, Any]) -> tuple[int, int]:
     return DEFAULT_LATENT_CHANNELS, DEFAULT_DOWNSAMPLE
 
 
+def _size_multiple(inputs: Mapping[str, Any], factor: int) -> tuple[int, str]:
+    """What picture sides must be multiples of, and why: the UNet's too when the model is connected."""
+    model = inputs.get("model")
+    if model is not None and model.capabilities.unet_multiple:
+        return factor * model.capabilities.unet_multiple, f"which model {model.name!r} needs"
+    return factor, "the autoencoder's downsampling factor"
+
+
 def _empty_latent(ctx: ComputeContext, inputs: Mapping[str, Any],
                   params: Mapping[str, Any]) -> dict[str, Any]:
     import torch
 
     channels, factor = _latent_layout(inputs)
+    multiple, why = _size_multiple(inputs, factor)
     for name in ("width", "height"):
-        if params[name] % factor:
-            raise UserInputError(f"{params[name]} is not a multiple of {factor}, the autoencoder's "
-                                 f"downsampling factor", name)
+        if params[name] % multiple:
+            lower, upper = nearest_multiples(params[name], multiple)
+            raise UserInputError(f"{name} {params[name]} is not a multiple of {multiple}, {why}: "
+                                 f"use {lower} or {upper}", name)
+    check_fits("a latent for a picture", params["width"], params["height"], params["batch_size"],
+               channels, param=None, scale=factor * factor)
     shape = (params["batch_size"], channels, params["height"] // factor, params["width"] // factor)
     return {"latent": Latent(torch.zeros(shape, dtype=torch.float32))}
 
@@ -167,7 +181,10 @@ EMPTY_LATENT = NodeSpec(
     type="EmptyLatent", title="Empty Latent", category="latent",
     aliases=("Empty Latent Image", "EmptyLatentImage"),
     help="A blank latent to sample from (text to image). Connect the autoencoder (or the model) so that "
-         "the latent has the right channels and size; without either it is SD's 4 channels at 1/8 size.",
+         "the latent has the right channels and size; without either it is SD's 4 channels at 1/8 size. "
+         "Width and height must also suit the model's UNet (32 for the built-in models): a size that does "
+         "not is refused before sampling, naming the nearest sizes that do, rather than padded and "
+         "cropped, since padding would shift the composition and the masks and maps made at that size.",
     compute=_empty_latent,
     inputs=(Input("autoencoder", SocketType.AUTOENCODER, optional=True, help="gives channels and factor"),
             Input("model", SocketType.MODEL, optional=True, help="gives channels and factor")),

@@ -67,7 +67,9 @@ SR_CONDITIONING = NodeSpec(
 EMPTY_LATENT_LIKE = NodeSpec(
     type="EmptyLatentLike", title="Empty Latent Like Image", category="latent",
     help="A blank latent for a picture `scale` times the size of the input image, in the given autoencoder's "
-         "latent space (the SR model's own): 4 turns a 128 px picture into a 512 px one.",
+         "latent space (the SR model's own): 4 turns a 128 px picture into a 512 px one. A result the "
+         "model's UNet cannot take (not a multiple of its size step) is refused by the Sampler before any "
+         "step, naming the nearest sizes that work, rather than padded and cropped.",
     compute=_empty_latent_like,
     inputs=(Input("image", SocketType.IMAGE, help="the small picture; sets the size and batch"),
             Input("autoencoder", SocketType.AUTOENCODER, help="the model whose latent space to use")),

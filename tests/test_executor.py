@@ -372,8 +372,9 @@ def test_save_image_records_each_items_seed(settings, tmp_path):
     result = Executor(registry, settings).run(graph)
     assert [read_png_info(p)["seed"] for p in result.files] == [41, 42]
     assert all(Path(p).parent.name == "sub" for p in result.files)
-    graph.nodes["save"].params["prefix"] = "../escape"
-    assert Executor(registry, settings).run(graph).error.param == "prefix"
+    graph.nodes["save"].params["prefix"] = "../escape"  # refused by validation, before anything runs
+    with pytest.raises(ValidationError, match="param 'prefix': the prefix '../escape' is not usable"):
+        Executor(registry, settings).run(graph)
 
 
 # --- with the real model nodes ------------------------------------------------------
