@@ -46,8 +46,8 @@ class LiveValidation(QObject):
             sizes = size_issues(graph, registry, lambda name: registry.choices.resolve(CHECKPOINTS, name, settings))
             issues: dict[str, str] = {}
             for issue in [*validate(graph, registry), *sizes]:
-                if issue.node_id and issue.node_id not in issues:
-                    issues[issue.node_id] = issue.message
+                for node_id in issue.node_ids():
+                    issues.setdefault(node_id, issue.message)
             self.issues_found.emit(rev, issues)
 
         self._pool.submit(check)

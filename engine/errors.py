@@ -1,7 +1,42 @@
 """Errors a user can cause, each naming the file, node or parameter involved."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
+
+_BIG_INT_BITS = 4096  # repr() of a larger int is refused (or slow): say how many digits instead
+
+
+def clip(text: str, limit: int = 60) -> str:
+    """`text` itself when short, else its first `limit` characters and how many are left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
+
+
+def quote(value: Any, limit: int = 60) -> str:
+    """`value` quoted for a message (as repr writes it), shortened when it is long:
+    'abc'… (N more characters). Never fails and never runs long, whatever `value` is."""
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return repr(value)
+        return f"{repr(value[:limit])[:2 * limit]}… ({len(value) - limit} more characters)"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > _BIG_INT_BITS:
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    try:
+        return clip(repr(value), limit)
+    except (RecursionError, ValueError):
+        return f"a {type(value).__name__} too large to show"
+
+
+def quote_list(items: Iterable[Any], limit: int = 8, each: Callable[[Any], str] | None = None) -> str:
+    """The first `limit` items, comma-separated, each quoted (or shown by `each`), then
+    "… (N more)" when there are more."""
+    items = list(items)
+    show = each or (lambda item: quote(item, 30))
+    text = ", ".join(show(item) for item in items[:limit])
+    return text + (f", … ({len(items) - limit} more)" if len(items) > limit else "")
 
 
 class KilnError(Exception):
@@ -26,13 +61,19 @@ class Issue:
     node_id: str | None = None
     param: str | None = None
     socket: str | None = None
+    members: tuple[str, ...] = ()  # the other nodes it is about (a cycle's), for badging them all
+
+    def node_ids(self) -> tuple[str, ...]:
+        """Every node this issue is about: `node_id` first, then `members`."""
+        first = (self.node_id,) if self.node_id else ()
+        return first + tuple(m for m in self.members if m != self.node_id)
 
     def __str__(self) -> str:
-        where = f"node {self.node_id!r}" if self.node_id else "graph"
+        where = f"node {quote(self.node_id)}" if self.node_id else "graph"
         if self.param:
-            where += f", param {self.param!r}"
+            where += f", param {quote(self.param)}"
         elif self.socket:
-            where += f", input {self.socket!r}"
+            where += f", input {quote(self.socket)}"
         return f"{where}: {self.message}"
 
 
@@ -54,7 +95,7 @@ class NodeError(KilnError):
         self.node_id = node_id
         self.param = param
         self.message = message
-        where = f"node {node_id!r}" + (f", param {param!r}" if param else "")
+        where = f"node {quote(node_id)}" + (f", param {quote(param)}" if param else "")
         super().__init__(f"{where}: {message}")
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import KilnError
+from engine.errors import KilnError, quote
 
 _SHAPE = '{"label": ..., "box": [x0, y0, x1, y1]}'
 
@@ -74,7 +74,7 @@ def _checked_label(label: Any, number: int, vocabulary: Sequence[str] | None) ->
     if not cleaned:
         raise LayoutError("is empty", number, "label")
     if vocabulary is not None and cleaned not in vocabulary:
-        raise LayoutError(f"{cleaned!r} is not one the built-in model knows (e.g. {vocabulary[0]!r}); "
+        raise LayoutError(f"{quote(cleaned)} is not one the built-in model knows (e.g. {vocabulary[0]!r}); "
                           f"choose labels 'free text' for a text model", number, "label")
     return cleaned
 

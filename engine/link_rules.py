@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from engine import param_links
-from engine.errors import Issue
+from engine.errors import Issue, quote
 from engine.graph import Graph, Link
 from engine.spec import NodeRegistry, NodeSpec, SocketType
 
@@ -63,20 +63,20 @@ def socket_verdict(graph: Graph, registry: NodeRegistry, link: Link) -> LinkVerd
     if missing is not None:
         about = link.dst if missing == link.src else link.src
         socket = link.dst_socket if about == link.dst else None
-        return LinkVerdict(f"node {missing!r} is not in the graph", "bad_link", about, socket=socket)
+        return LinkVerdict(f"node {quote(missing)} is not in the graph", "bad_link", about, socket=socket)
     src_spec, dst_spec = registry.get(graph.nodes[link.src].type), registry.get(graph.nodes[link.dst].type)
     if src_spec is None or dst_spec is None:
         return LinkVerdict(UNKNOWN_TYPE, "unknown_type", link.src if src_spec is None else link.dst)
     output = src_spec.output(link.src_socket)
     if output is None:
         names = ", ".join(o.name for o in src_spec.outputs) or "none"
-        reason = f"{src_spec.title} has no output {link.src_socket!r} (outputs: {names})"
+        reason = f"{src_spec.title} has no output {quote(link.src_socket)} (outputs: {names})"
         return LinkVerdict(reason, "bad_link", link.src)
     input_ = dst_spec.input(link.dst_socket)
     if input_ is None:
         return _param_verdict(graph, dst_spec, link, output.type)
     if output.type != input_.type:
-        reason = f"{output.type.value} output cannot feed the {input_.type.value} input {link.dst_socket!r}"
+        reason = f"{output.type.value} output cannot feed the {input_.type.value} input {quote(link.dst_socket)}"
         return LinkVerdict(reason, "type_mismatch", link.dst, socket=link.dst_socket)
     return ALLOWED
 
@@ -86,7 +86,7 @@ def _param_verdict(graph: Graph, spec: NodeSpec, link: Link, output_type: Socket
     param = spec.param(link.dst_socket)
     if param is None:
         names = ", ".join(i.name for i in spec.inputs) or "none"
-        reason = f"{spec.title} has no input {link.dst_socket!r} (inputs: {names})"
+        reason = f"{spec.title} has no input {quote(link.dst_socket)} (inputs: {names})"
         return LinkVerdict(reason, "bad_link", link.dst, socket=link.dst_socket)
     if param.name not in graph.nodes[link.dst].param_inputs:
         reason = (f"the param {param.name!r} is not shown as an input "

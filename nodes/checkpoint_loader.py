@@ -14,7 +14,7 @@ from typing import Any
 
 from engine import model_geometry
 from engine.choices import CHECKPOINTS, ModelFolderFiles, model_folders
-from engine.errors import KilnError, UserInputError
+from engine.errors import KilnError, UserInputError, quote
 from engine.spec import ComputeContext, EngineSettings, NodeSpec, Output, Param, ParamType, SocketType
 
 CHECKPOINT_EXTS = (".safetensors", ".ckpt", ".pt", ".pth")
@@ -57,7 +57,7 @@ def resolve_checkpoint_path(name: str, settings: EngineSettings | None = None) -
     found = CHECKPOINT_FILES.resolve(name, settings)
     if found is None:
         searched = ", ".join(str(d) for d in model_folders(settings))
-        raise UserInputError(f"checkpoint {name!r} not found (looked in {searched})", param="checkpoint")
+        raise UserInputError(f"checkpoint {quote(name)} not found (looked in {searched})", param="checkpoint")
     return found
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine.capabilities import ModelCapabilities
-from engine.errors import UserInputError
+from engine.errors import UserInputError, quote
 from engine.model_geometry import nearest_multiples
 from engine.sampling.names import SAMPLER_NAMES, SCHEDULER_NAMES
 from engine.spec import SEED_MAX, ComputeContext, Input, NodeSpec, Output, Param, ParamType, SocketType
@@ -49,7 +49,7 @@ def _check_latent_size(ctx: ComputeContext, model: Any, latent: Latent, autoenco
     params = source[1].get("params", {}) if source else {}
     known = autoencoder.capabilities.factor if autoencoder is not None else capabilities.latent_factor
     factor = known or _factor_from(params.get(side), size)
-    where = f" of node {source[0]!r} ({source[1].get('type')})" if source else ""
+    where = f" of node {quote(source[0])} ({source[1].get('type')})" if source else ""
     if not factor:
         raise UserInputError(f"the latent{where} is {w}x{h}, not a multiple of {down}, which model "
                              f"{model.name!r} needs (its UNet halves the latent {down.bit_length() - 1} times)")

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.capabilities import Accepts, ConditionerCapabilities
-from engine.errors import KilnError, UserInputError
+from engine.errors import KilnError, UserInputError, quote, quote_list
 from engine.models.configs import ConditionerConfig
 from engine.models.keymaps import openclip_source_key
 from engine.models.tokenizers import Missing, WordTokenizer, bert_ids, clip_chunks
@@ -269,13 +269,13 @@ class BBoxConditioner(Conditioner):
         if self.labels:
             if str(label) in self.labels:
                 return self.labels.index(str(label))
-            raise UserInputError(f"layout box {index + 1}: unknown label {label!r}; this model knows: "
-                                 f"{', '.join(self.labels)}", param="layout")
+            raise UserInputError(f"layout box {index + 1}: unknown label {quote(label)}; this model knows: "
+                                 f"{quote_list(self.labels, 12, str)}", param="layout")
         try:
             return int(label)
         except (TypeError, ValueError):
             raise UserInputError(f"layout box {index + 1}: this model has no label names; "
-                                 f"give class numbers, not {label!r}", param="layout") from None
+                                 f"give class numbers, not {quote(label)}", param="layout") from None
 
     def tokens(self, layout: Sequence[dict]) -> list[int]:
         p = self.config.params

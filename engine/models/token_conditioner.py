@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.errors import UserInputError
+from engine.errors import UserInputError, clip, quote_list
 
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<layout>")
 PAD, BOS, EOS, LAYOUT = range(4)
@@ -67,8 +67,8 @@ class Tokenizer:
         unknown = sorted({w for w in words if w not in self._ids})
         if unknown:
             raise UserInputError(
-                f"{what} has words this model does not know: {', '.join(unknown)} "
-                f"(it knows: {', '.join(self.config.words)})", param="text")
+                f"{what} has words this model does not know: {quote_list(unknown, 8, _word)} "
+                f"(it knows: {quote_list(self.config.words, 12, _word)})", param="text")
         return [self._ids[w] for w in words]
 
     def encode_text(self, text: str) -> list[int]:
@@ -89,6 +89,10 @@ class Tokenizer:
 
     def batch(self, sequences: Sequence[list[int]]) -> torch.Tensor:
         return torch.tensor(list(sequences), dtype=torch.long)  # (B, T)
+
+
+def _word(word: str) -> str:
+    return clip(word, 20)
 
 
 class TransformerBlock(nn.Module):

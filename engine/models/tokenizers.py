@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import KilnError, UserInputError
+from engine.errors import KilnError, UserInputError, clip, quote_list
 
 # Hugging Face repos to look for in the local cache; "repo:subfolder" for pipelines.
 CLIP_REPOS = ("openai/clip-vit-large-patch14", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
@@ -154,10 +154,16 @@ class WordTokenizer:
         words = text.lower().replace(",", " ").replace(".", " ").split()
         unknown = sorted({w for w in words if w not in self._ids}, key=words.index)
         if unknown:
-            raise UserInputError(f"unknown word{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-                                 f"this model knows: {' '.join(self.words)}", param="text")
+            raise UserInputError(f"unknown word{'s' if len(unknown) > 1 else ''} {quote_list(unknown, 8)}; "
+                                 f"this model knows: {_known(self.words)}", param="text")
         if len(words) + 2 > self.max_length:
             raise UserInputError(f"the prompt has {len(words)} words; this model reads at most "
                                  f"{self.max_length - 2}", param="text")
         ids = [1, *(self._ids[w] for w in words), 2]
         return ids + [0] * (self.max_length - len(ids))
+
+
+def _known(words: Sequence[str], shown: int = 24) -> str:
+    """The first words of a vocabulary, space-separated, and how many more it has."""
+    text = " ".join(clip(word, 20) for word in words[:shown])
+    return text + (f" … ({len(words) - shown} more)" if len(words) > shown else "")
