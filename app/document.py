@@ -250,7 +250,9 @@ class Document(QObject):
 
 
 class Autosaver(QObject):
-    """Writes the graph to a recovery file after a few seconds without edits.
+    """Writes the graph to a recovery file after a few seconds without edits, and at
+    least every ``max_wait_ms`` while edits keep coming (the idle timer restarts on
+    every edit; the deadline does not), so continuous editing loses at most that much.
 
     A clean document (saved, or never edited) has no recovery file; a clean exit
     removes it, so a file left behind at start-up means the last session crashed.
@@ -258,15 +260,25 @@ class Autosaver(QObject):
 
     saved = Signal(str)
 
-    def __init__(self, document: Document, recovery_path: str, idle_ms: int = 3000):
+    def __init__(self, document: Document, recovery_path: str, idle_ms: int = 3000, max_wait_ms: int = 5000):
         super().__init__(document)
         self.document = document
         self.recovery_path = recovery_path
         self.timer = QTimer(self, singleShot=True, interval=idle_ms)
         self.timer.timeout.connect(self.save_now)
-        document.changed.connect(self.timer.start)
+        self.deadline = QTimer(self, singleShot=True, interval=max_wait_ms)
+        self.deadline.timeout.connect(self.save_now)
+        document.changed.connect(self._on_changed)
+
+    def _on_changed(self) -> None:
+        """Restart the idle delay; start the deadline only if no save is already due."""
+        self.timer.start()
+        if not self.deadline.isActive():
+            self.deadline.start()
 
     def save_now(self) -> None:
+        self.timer.stop()
+        self.deadline.stop()
         if not self.document.dirty:
             self.discard()
             return
@@ -281,6 +293,7 @@ class Autosaver(QObject):
 
     def discard(self) -> None:
         self.timer.stop()
+        self.deadline.stop()
         if os.path.exists(self.recovery_path):
             os.remove(self.recovery_path)
 

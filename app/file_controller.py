@@ -266,7 +266,8 @@ class FileController(QObject):
         from engine.pngmeta import write_png
 
         try:
-            write_png(path, entry.pixels, entry.graph_dict, dict(entry.info))
+            graph = entry.shared_graph if entry.shared_graph is not None else entry.graph_dict
+            write_png(path, entry.pixels, graph, dict(entry.info))
         except KilnError as err:
             self.window.notify_error(str(err))
             return False

@@ -217,7 +217,8 @@ class RunControl(QObject):
         if seed is not None:
             info["seed"] = seed
         return ResultEntry(picture.rgb, node_id, title, result.job.graph_dict, info,
-                           display=picture.display, thumb=picture.thumb)
+                           display=picture.display, thumb=picture.thumb,
+                           shared_graph=result.job.shared_graph_dict)
 
 
 def _job_needs(job: Job, registry: NodeRegistry, node_id: str) -> bool:

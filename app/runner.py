@@ -35,6 +35,7 @@ class Job:
     graph_dict: dict  # the file document of the snapshot, for the history and saved PNGs (set by the worker)
     plan: RunPlan | None = None  # made on the worker: targets, order, the nodes whose pictures come back
     handle: RunHandle = field(default_factory=RunHandle)  # this job's own stop token
+    shared_graph_dict: dict | None = None  # graph_dict as a PNG on disk records it (privacy setting)
 
     @property
     def cancelled(self) -> bool:
@@ -212,7 +213,7 @@ class Runner(QObject):
             run = executor.run_plan(job.plan.watching(), on_event=self.event.emit, handle=job.handle)
         except ValidationError as err:
             return JobResult(job, ok=False, error_message=str(err), seconds=time.perf_counter() - t0,
-                             issues={i.node_id: i.message for i in err.issues if i.node_id})
+                             issues={nid: i.message for i in err.issues for nid in i.node_ids()})
         except KilnError as err:
             return JobResult(job, ok=False, error_message=str(err), seconds=time.perf_counter() - t0)
         return self._result(job, run)
@@ -221,7 +222,8 @@ class Runner(QObject):
         """The graph document for the history, and the job's plan (ValidationError for a bad graph)."""
         from engine.provenance import picture_graph
 
-        job.graph_dict = picture_graph(job.graph, self.registry)
+        job.graph_dict = picture_graph(job.graph, self.registry, absolute_paths=True)
+        job.shared_graph_dict = picture_graph(job.graph, self.registry, self.settings.absolute_paths)
         return executor.plan(job.graph, job.targets)
 
     def _typed_outputs(self, graph: Graph, node_id: str,

@@ -6,6 +6,7 @@ from typing import Any
 
 from PySide6.QtCore import QSettings, QStandardPaths
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -59,7 +60,11 @@ class AppSettings:
             cache_dir=cache_dir,
             memory_cache_bytes=int(self._get("engine/memory_cache_gib", 2.0, float) * GIB),
             disk_cache_bytes=int(self._get("engine/disk_cache_gib", 4.0, float) * GIB),
+            absolute_paths=self.flag_engine("absolute_paths"),
         )
+
+    def flag_engine(self, name: str) -> bool:
+        return self.store.value(f"engine/{name}", False) in (True, "true", "1", 1)
 
     def default_output_dir(self) -> str:
         pictures = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.PicturesLocation)
@@ -128,6 +133,9 @@ class SettingsDialog(QDialog):
         self.disk = _spin(current.disk_cache_bytes / GIB, 0, 4096, " GiB")
         self.cache_dir = _folder_field(self, current.cache_dir or "", "default user cache folder")
         self.output_dir = _folder_field(self, current.output_dir, "")
+        self.absolute_paths = QCheckBox("Record absolute file paths in saved PNGs")
+        self.absolute_paths.setToolTip("Off (private): paths relative to the graph's folder plus each file's sha256")
+        self.absolute_paths.setChecked(current.absolute_paths)
         self.model_dirs = QListWidget()
         self.model_dirs.addItems(list(current.model_dirs))
         form = QFormLayout()
@@ -138,6 +146,7 @@ class SettingsDialog(QDialog):
         form.addRow("Cache folder", self.cache_dir)
         form.addRow("Output folder", self.output_dir)
         form.addRow("Model folders", self._model_dirs_box())
+        form.addRow("Privacy", self.absolute_paths)
         ok_cancel = QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
         buttons = QDialogButtonBox(ok_cancel)
         buttons.accepted.connect(self.accept)
@@ -172,7 +181,8 @@ class SettingsDialog(QDialog):
             memory_cache_gib=float(self.memory.value()), disk_cache_gib=float(self.disk.value()),
             cache_dir=self.cache_dir.findChild(QLineEdit).text().strip(),
             output_dir=self.output_dir.findChild(QLineEdit).text().strip(),
-            model_dirs=[self.model_dirs.item(i).text() for i in range(self.model_dirs.count())])
+            model_dirs=[self.model_dirs.item(i).text() for i in range(self.model_dirs.count())],
+            absolute_paths=self.absolute_paths.isChecked())
         super().accept()
 
 

@@ -70,6 +70,7 @@ class ResultEntry:
     thumb: Any = None  # the same, small
     _qimage: QImage | None = None
     _thumb_image: QImage | None = None
+    shared_graph: dict | None = None  # what a saved PNG records (private paths unless the user keeps absolute)
 
     @property
     def image(self) -> QImage:

@@ -35,7 +35,10 @@ def _decode(ctx: ComputeContext, ae: Any, latent: Latent, tile: int | None,
     f = capabilities.factor
     tile_l = None if tile is None else max(1, tile // f)
     overlap_l = None if overlap is None else overlap // f
-    pixels = ae.decode_latents(samples, tile=tile_l, overlap=overlap_l, on_tile=_progress(ctx))
+    from engine.models.loader import fixed_cpu_threads
+
+    with fixed_cpu_threads():  # the same bytes whatever the thread setting or the machine's load
+        pixels = ae.decode_latents(samples, tile=tile_l, overlap=overlap_l, on_tile=_progress(ctx))
     return {"image": Image(pixels.float().cpu(), tuple(latent.seeds))}
 
 

@@ -128,9 +128,9 @@ def test_resolve_leaves_absolute_paths_and_unsaved_graphs_alone(tmp_path):
     assert paths.resolve("", str(tmp_path)) == ""
 
 
-def test_a_picture_made_from_a_graph_folder_reruns_from_anywhere(shared_folder, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    code, written = run_from(tmp_path, shared_folder / "graph.json", tmp_path)
+def test_a_picture_made_with_absolute_paths_reruns_from_anywhere(shared_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # absolute paths are the user's choice; private relative ones are the default
+    code, written = run_from(tmp_path, shared_folder / "graph.json", tmp_path, "--absolute-paths")
     assert code == 0
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -86,6 +86,8 @@ def test_a_graph_restored_from_the_history_after_opening_another_still_finds_its
 
 def test_a_picture_saved_from_the_viewer_reopens_with_its_input_picture_found(window, qtbot, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    window.settings.set_engine(absolute_paths=True)  # the privacy setting off: PNGs name files absolutely
+    window.runner.set_settings(window.settings.engine_settings())  # (private PNGs: test_picture_privacy.py)
     assert window.open_file(str(_inpainting_copy(tmp_path)))
     _rerun(window, qtbot, ["image"])  # Load Image alone: no model needed
     (tmp_path / "pictures").mkdir()
