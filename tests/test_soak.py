@@ -387,8 +387,16 @@ class Person:
 
 
 @pytest.fixture
-def person(qtbot, tmp_path):
+def person(qtbot, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
     from app.window import MainWindow
+
+    # A click can land on a path field's browse button: the person cancels the file dialog (a real,
+    # blocking dialog would stop the session).
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: ("", "")))
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: ("", "")))
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: ""))
 
     settings = make_settings(tmp_path)
     window = MainWindow(make_registry(), settings)
