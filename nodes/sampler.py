@@ -1,8 +1,9 @@
 """The Sampler node: denoise a latent with a model, guided by positive/negative conditioning.
 
 The heavy lifting is engine.sampling.pipeline.sample; this module checks the
-inputs, reports progress with a live preview each step, honours cancel, and
-counts UNet forward passes. torch is imported inside compute.
+inputs, reports progress with a live preview each step (and, for a large latent,
+within a step, block by block, without a preview), honours cancel (between the
+UNet's blocks too), and counts UNet forward passes. torch is imported inside compute.
 """
 from __future__ import annotations
 
@@ -111,7 +112,8 @@ def _sample(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str,
     on_step = _preview_fn(ctx, inputs, params, latent.samples.shape[1])
     try:
         out = sample(model, latent, inputs["positive"], negative, params["seed"], options,
-                     step_callback=on_step, on_model_eval=ctx.count_model_evals)
+                     step_callback=on_step, on_model_eval=ctx.count_model_evals,
+                     check_cancelled=ctx.check_cancelled, block_progress=ctx.progress)
     except ValueError as exc:  # conditioning that does not fit the latent or the model
         raise UserInputError(str(exc)) from exc
     return {"latent": out}

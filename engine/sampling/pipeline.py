@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from engine.models.diffusion import LatentDiffusionModel
 from engine.sampling import paper_samplers, samplers, unipc
+from engine.sampling.block_watch import BlockProgress, BlockWatch
 from engine.sampling.denoiser import DiscreteDenoiser, GuidedDenoiser
 from engine.sampling.names import (
     ETA_SAMPLERS,
@@ -56,6 +57,9 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "ddim": paper_samplers.sample_ddim,
     "plms": paper_samplers.sample_plms,
 }
+
+
+BLOCK_PROGRESS_CELLS = 128 * 128  # latents larger than this report progress within a UNet call
 
 
 def get_sampler(name: str) -> Callable[..., torch.Tensor]:
@@ -142,8 +146,14 @@ def with_shared_concat(positive: Conditioning, negative: Conditioning | None) ->
 def sample(model: LatentDiffusionModel, latent: Latent, positive: Conditioning,
            negative: Conditioning | None, seed: int, options: SamplingOptions,
            step_callback: Callable[[StepInfo], None] | None = None,
-           on_model_eval: Callable[[int], None] | None = None) -> Latent:
+           on_model_eval: Callable[[int], None] | None = None,
+           check_cancelled: Callable[[], None] | None = None,
+           block_progress: BlockProgress | None = None) -> Latent:
     """Denoise `latent` and return the result with each item's seed recorded.
+
+    `check_cancelled` is also called before each UNet block (it raises to stop inside a
+    long UNet call); `block_progress(done, total)` reports progress in blocks, for
+    latents over BLOCK_PROGRESS_CELLS cells only.
 
     A latent that already carries seeds (the picture of an earlier pass, upscaled or
     re-noised) keeps them: the seed that made the picture is the first pass's, and it
@@ -166,9 +176,12 @@ def sample(model: LatentDiffusionModel, latent: Latent, positive: Conditioning,
     model_fn: Callable[..., torch.Tensor] = guided
     if mask is not None:
         model_fn = MaskedDenoiser(guided, x0, initial_noise, mask)
-    callback = _step_reporter(step_callback, len(sigmas) - 1, model_fn)
-    out = get_sampler(options.sampler)(model_fn, x, sigmas, callback=callback, noise_sampler=noise,
-                                       **options.sampler_kwargs())
+    total = len(sigmas) - 1
+    large = x0.shape[-2] * x0.shape[-1] > BLOCK_PROGRESS_CELLS
+    with BlockWatch(model.unet, total, check_cancelled, block_progress if large else None) as watch:
+        callback = _step_reporter(step_callback, total, model_fn, watch)
+        out = get_sampler(options.sampler)(model_fn, x, sigmas, callback=callback, noise_sampler=noise,
+                                           **options.sampler_kwargs())
     if uses_paper_ending(options):  # the original code returns x_vp at alphas_cumprod[0]
         out = paper_samplers.to_paper_space(out, float(sigmas[-1]))
     if mask is not None:
@@ -199,11 +212,11 @@ def _check_options(options: SamplingOptions) -> None:
 
 
 def _step_reporter(step_callback: Callable[[StepInfo], None] | None, total: int,
-                   model_fn: Callable[..., torch.Tensor]) -> Callable[[dict[str, Any]], None] | None:
-    if step_callback is None:
-        return None
-
+                   model_fn: Callable[..., torch.Tensor], watch: BlockWatch) -> Callable[[dict[str, Any]], None]:
     def report(info: dict[str, Any]) -> None:
+        watch.step_done(info["i"] + 1)
+        if step_callback is None:
+            return
         x = info["x"]
         if isinstance(model_fn, MaskedDenoiser):
             known = model_fn.known_at(info["sigma"])
