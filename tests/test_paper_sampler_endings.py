@@ -13,11 +13,9 @@ import math
 
 import pytest
 import torch
-from torch import nn
+from test_sampling import small_unet_model
 
-from engine.models.configs import DiffusionConfig, UNetConfig
 from engine.models.diffusion import LatentDiffusionModel
-from engine.models.unet import UNetModel
 from engine.sampling.pipeline import SamplingOptions, sample
 from engine.values import Conditioning, Latent
 from nodes.sampler import SAMPLER
@@ -26,23 +24,10 @@ STEPS, SEED, BATCH = 10, 4, 2
 TOL = 1e-5  # relative to the largest value of the reference
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def model() -> LatentDiffusionModel:
-    """A tiny SD-shaped UNet (cross-attention), its zero-initialised output conv randomised."""
-    torch.manual_seed(0)
-    cfg = UNetConfig(in_channels=4, out_channels=4, model_channels=32, num_res_blocks=1, channel_mult=(1, 1),
-                     attention_resolutions=(2,), num_heads=2, use_spatial_transformer=True, context_dim=8)
-    unet = UNetModel(cfg)
-    nn.init.normal_(unet.out[2].weight, std=0.05)
-    return LatentDiffusionModel(unet, DiffusionConfig(), name="tiny-sd").eval()
+    """A tiny SD-shaped UNet with cross-attention (one thread: tests/conftest.py)."""
+    return small_unet_model()
 
 
 def text(seed: int) -> Conditioning:

@@ -68,25 +68,25 @@ class RasterPainterDialog(EditorDialog):
         """Set what the subclass needs before the raster is read."""
 
     def read_file(self, path: str) -> np.ndarray:
-        raise NotImplementedError
+        raise NotImplementedError("abstract: the mask and semantic painters each supply it (an ABC metaclass conflicts with Qt's)")
 
     def resized(self, raster: np.ndarray, width: int, height: int) -> np.ndarray:
-        raise NotImplementedError
+        raise NotImplementedError("abstract: the mask and semantic painters each supply it (an ABC metaclass conflicts with Qt's)")
 
     def _refresh(self, box: tuple[int, int, int, int] | None = None) -> None:
         """Redraw the overlay (all of it, or the (x0, y0, x1, y1) part)."""
-        raise NotImplementedError
+        raise NotImplementedError("abstract: the mask and semantic painters each supply it (an ABC metaclass conflicts with Qt's)")
 
     def paint_stroke(self, c0: tuple[float, float], c1: tuple[float, float], radius: float) -> Any:
         """Paint a brush segment; the box it changed, or None."""
-        raise NotImplementedError
+        raise NotImplementedError("abstract: the mask and semantic painters each supply it (an ABC metaclass conflicts with Qt's)")
 
     def fill_value(self, stroke: dict[str, Any]) -> int:
         """What a rectangle fills with."""
-        raise NotImplementedError
+        raise NotImplementedError("abstract: the mask and semantic painters each supply it (an ABC metaclass conflicts with Qt's)")
 
     def _build_panel(self) -> None:
-        raise NotImplementedError
+        raise NotImplementedError("abstract: the mask and semantic painters each supply it (an ABC metaclass conflicts with Qt's)")
 
     def drag_tool(self, x: int, y: int) -> None:
         """A drag with a tool other than brush, eraser and rectangle."""
