@@ -7,7 +7,7 @@ Conventions (every node follows them):
 - LATENT: `Latent`, samples float32 (B, C, h, w) already multiplied by the model's
   scale factor, an optional noise mask and per-item seeds.
 - MASK: a float32 tensor (B, 1, H, W) in [0, 1]; 1 = the region to (re)generate.
-- CONDITIONING: `Conditioning` (cross-attention context, concat channels, class/vector y).
+- CONDITIONING: `Conditioning` (cross-attention context, concat channels, class/vector y, regional prompts).
 - LAYOUT: `engine.layout.Layout`, labelled boxes [x0, y0, x1, y1] in normalised coordinates.
 - SEMANTIC_MAP: `SemanticMap`, int64 (B, H, W) class ids and the number of classes.
 - MODEL / AUTOENCODER / CONDITIONER: objects from engine.models (never written to disk).
@@ -48,6 +48,11 @@ class Conditioning:
     y: torch.Tensor | None = None  # (B,) class ids or (B, D) vectors
     regions: torch.Tensor | None = None  # (B, N, 4 + K) layout boxes for region channels (engine.models.regions)
     meta: dict[str, Any] = field(default_factory=dict)  # e.g. {"prompt": "..."}
+    # regional prompts (engine.models.regional): PromptRegions, how they apply ("attention" or "blend") and the
+    # global prompt's weight inside them
+    prompt_regions: tuple[Any, ...] = ()
+    region_mode: str = "attention"
+    region_background: float = 0.3
 
     def with_(self, **changes: Any) -> Conditioning:
         return replace(self, **changes)

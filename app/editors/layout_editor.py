@@ -385,7 +385,6 @@ class LayoutEditorDialog(EditorDialog):
         self.label_combo.addItems(drawing.LAYOUT_LABELS)
         self.label_combo.setToolTip("Label of new boxes and of the selected box")
         self.label_combo.currentTextChanged.connect(self.set_label)
-        self._vocabulary_changed(self.vocabulary_combo.currentText())
         self.panel.addLayout(form_row("Labels", self.vocabulary_combo))
         self.panel.addLayout(form_row("Box", self.label_combo))
         self.section("Boxes")
@@ -404,6 +403,7 @@ class LayoutEditorDialog(EditorDialog):
         self.table.itemChanged.connect(self._cell_changed)
         self.table.itemSelectionChanged.connect(self._table_selection)
         self.panel.addWidget(self.table)
+        self._vocabulary_changed(self.vocabulary_combo.currentText())
         self.delete_button = QPushButton("Delete box")
         self.delete_button.clicked.connect(self.delete_selected)
         self.panel.addWidget(self.delete_button)
@@ -421,8 +421,11 @@ class LayoutEditorDialog(EditorDialog):
         self.shortcut("Delete", self.delete_selected)
 
     def _vocabulary_changed(self, vocabulary: str) -> None:
-        """shapes world: pick one of the 18 labels; free text: type any label."""
-        self.label_combo.setEditable(vocabulary == "free text")
+        """shapes world: pick one of the 18 labels; free text: type any label (a box's prompt, for Regional
+        Prompts), in the combo or in the table's first column."""
+        free = vocabulary == "free text"
+        self.label_combo.setEditable(free)
+        self.table.horizontalHeaderItem(0).setText("Label / prompt" if free else COLUMNS[0])
         self.params["labels"] = vocabulary
 
 

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.models.regional import RegionalContext
+
 
 class GroupNorm32(nn.GroupNorm):
     """GroupNorm computed in fp32 (fp16 statistics overflow), returned in the input dtype."""
@@ -24,12 +26,13 @@ def normalization(channels: int) -> GroupNorm32:
     return GroupNorm32(32, channels)
 
 
-def multi_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
-    """q: (B, Tq, H*D), k/v: (B, Tk, H*D) -> (B, Tq, H*D)."""
+def multi_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
+                         bias: torch.Tensor | None = None) -> torch.Tensor:
+    """q: (B, Tq, H*D), k/v: (B, Tk, H*D), bias: additive (B, 1, Tq, Tk) or None -> (B, Tq, H*D)."""
     b, tq, inner = q.shape
     d = inner // heads
     q, k, v = (t.reshape(b, -1, heads, d).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
-    out = F.scaled_dot_product_attention(q, k, v)  # (B, H, Tq, D)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, H, Tq, D)
     return out.transpose(1, 2).reshape(b, tq, inner)
 
 
@@ -47,10 +50,11 @@ class CrossAttention(nn.Module):
         self.to_v = nn.Linear(context_dim, inner, bias=False)
         self.to_out = nn.Sequential(nn.Linear(inner, query_dim), nn.Dropout(dropout))
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        # x: (B, T, query_dim); context: (B, S, context_dim)
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+        # x: (B, T, query_dim); context: (B, S, context_dim); bias: (B, 1, T, S) added to the scores
         context = x if context is None else context
-        out = multi_head_attention(self.to_q(x), self.to_k(context), self.to_v(context), self.heads)
+        out = multi_head_attention(self.to_q(x), self.to_k(context), self.to_v(context), self.heads, bias)
         return self.to_out(out)
 
 
@@ -90,10 +94,11 @@ class BasicTransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.norm3 = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-        # x: (B, T, dim)
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None,
+                context_bias: torch.Tensor | None = None) -> torch.Tensor:
+        # x: (B, T, dim); context_bias: regional prompts' (B, 1, T, S) cross-attention bias
         x = x + self.attn1(self.norm1(x))
-        x = x + self.attn2(self.norm2(x), context)
+        x = x + self.attn2(self.norm2(x), context, context_bias)
         return x + self.ff(self.norm3(x))
 
 
@@ -138,8 +143,11 @@ class SpatialTransformer(nn.Module):
         )
         self.proj_out = nn.Linear(inner, channels) if use_linear else nn.Conv2d(inner, channels, 1)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | RegionalContext | None = None) -> torch.Tensor:
         b, _, h, w = x.shape
+        bias, tokens = None, context
+        if isinstance(context, RegionalContext):  # regional prompts: where each prompt's tokens are seen
+            bias, tokens = context.bias(h, w), context.tokens
         t = self.norm(x)
         if not self.use_linear:
             t = self.proj_in(t)
@@ -149,7 +157,7 @@ class SpatialTransformer(nn.Module):
         if self.position_features:
             t = t + self.pos_proj(self._position_features(h, w, t))
         for block in self.transformer_blocks:
-            t = block(t, context)
+            t = block(t, tokens, bias)
         if self.use_linear:
             t = self.proj_out(t)
         t = t.transpose(1, 2).reshape(b, -1, h, w)  # (B, inner, H, W)

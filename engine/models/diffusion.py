@@ -14,6 +14,7 @@ from torch import nn
 
 from engine.capabilities import ModelCapabilities, model_capabilities
 from engine.models.configs import DiffusionConfig, UNetConfig
+from engine.models.regional import RegionalContext, compile_regions
 from engine.models.regions import paint_regions
 from engine.values import Conditioning
 
@@ -49,6 +50,7 @@ class LatentDiffusionModel(nn.Module):
         alphas_cumprod = torch.cumprod(1.0 - make_betas(config), dim=0)
         self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)  # (T,) float64
         self._painted_cache: tuple[torch.Tensor, tuple, torch.Tensor] | None = None  # regions, size, painted
+        self._joined_cache: tuple[tuple, torch.Tensor | RegionalContext] | None = None  # regional prompts' context
 
     @property
     def prediction(self) -> str:
@@ -98,6 +100,22 @@ class LatentDiffusionModel(nn.Module):
             self._painted_cache = cached = (regions, size, painted)
         return cached[2]
 
+    def _context(self, cond: Conditioning, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor | RegionalContext:
+        """The cross-attention context: the prompt's, joined with its regional prompts' in attention mode."""
+        assert cond.crossattn is not None
+        context = _match_batch(cond.crossattn, x.shape[0]).to(x)
+        if not cond.prompt_regions or cond.region_mode != "attention":
+            return context
+        progress = _progress(t, self.config.timesteps)
+        active = tuple(r.active(progress) for r in cond.prompt_regions)
+        key = (cond.prompt_regions, cond.crossattn, active, x.shape[0], x.device, x.dtype, cond.region_background)
+        cached = self._joined_cache
+        if cached is not None and all(_same(a, b) for a, b in zip(cached[0], key, strict=True)):
+            return cached[1]  # the same regions at every step: their attention biases are made once
+        joined = compile_regions(context, cond.prompt_regions, x.shape[0], progress, cond.region_background)
+        self._joined_cache = (key, context if joined is None else joined)
+        return self._joined_cache[1]
+
     # nn.Module.apply(fn) is never used on a denoiser: samplers call apply(x, t, cond)
     def apply(self, x: torch.Tensor, t: torch.Tensor,  # type: ignore[override]
               cond: Conditioning | None) -> torch.Tensor:
@@ -109,7 +127,7 @@ class LatentDiffusionModel(nn.Module):
             x_in = torch.cat([x, concat], dim=1)
         if cond is not None:
             if cond.crossattn is not None:
-                context = _match_batch(cond.crossattn, x.shape[0]).to(x)
+                context = self._context(cond, x, t)
             if cond.y is not None:
                 y = _match_batch(cond.y, x.shape[0]).to(x.device)
         dtype = self.dtype
@@ -117,6 +135,15 @@ class LatentDiffusionModel(nn.Module):
             y = y.to(dtype)
         out = self.unet(x_in.to(dtype), t, context=None if context is None else context.to(dtype), y=y)
         return out.to(x.dtype)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a is b or (not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor) and a == b)
+
+
+def _progress(t: torch.Tensor, timesteps: int) -> float:
+    """How far along the diffusion time the batch is: 0 at the noisiest timestep, 1 at the cleanest."""
+    return 1.0 - float(t.detach().flatten()[0]) / max(timesteps - 1, 1)
 
 
 def _unet_config(unet: nn.Module) -> UNetConfig | None:

@@ -14,6 +14,7 @@ from torch import nn
 
 from engine.models.attention import QKVAttention, SpatialTransformer, normalization
 from engine.models.configs import UNetConfig
+from engine.models.regional import RegionalContext
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
@@ -38,7 +39,7 @@ class TimestepEmbedSequential(nn.Sequential):
     """Passes the embedding to TimestepBlocks and the context to SpatialTransformers."""
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor,  # type: ignore[override]  # the point of this class
-                context: torch.Tensor | None = None) -> torch.Tensor:
+                context: torch.Tensor | RegionalContext | None = None) -> torch.Tensor:
         for layer in self:
             if isinstance(layer, TimestepBlock):
                 x = layer(x, emb)
@@ -160,7 +161,7 @@ class UNetModel(nn.Module):
     """openaimodel.UNetModel: `forward(x, timesteps, context=None, y=None)`.
 
     x: (B, in_channels, h, w) latent (plus concatenated conditioning channels);
-    timesteps: (B,); context: (B, T, context_dim) for cross-attention;
+    timesteps: (B,); context: (B, T, context_dim) for cross-attention (or a RegionalContext: regional prompts);
     y: (B,) class ids (num_classes) or (B, adm_in_channels) vectors.
     """
 
@@ -252,7 +253,7 @@ class UNetModel(nn.Module):
                 self.output_blocks.append(TimestepEmbedSequential(*layers))
         return ch
 
-    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None,
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | RegionalContext | None = None,
                 y: torch.Tensor | None = None) -> torch.Tensor:
         emb = self._embedding(timesteps, y, x.shape[0])  # (B, 4*model_channels)
         dtype = self._weight_dtype

@@ -18,7 +18,9 @@ from collections.abc import Callable
 import torch
 
 from engine.models.diffusion import LatentDiffusionModel
+from engine.models.regional import regions_for_items
 from engine.models.regions import pad_regions
+from engine.sampling.region_blend import blend_passes, blended, run_all, uses_blend
 from engine.values import Conditioning
 
 # Pad cross-attention contexts by repetition only up to this many tokens;
@@ -147,20 +149,26 @@ class GuidedDenoiser:
 
     def __init__(self, denoiser: DiscreteDenoiser, cond: Conditioning | None,
                  uncond: Conditioning | None = None, scale: float = 1.0,
-                 on_model_eval: Callable[[int], None] | None = None):
+                 on_model_eval: Callable[[int], None] | None = None, record_uncond: bool = False):
         self.inner = denoiser
         self.cond = cond
-        self.uncond = uncond if scale != 1.0 else None
+        # record_uncond (CFG++ samplers): run the unconditional pass even at scale 1
+        self.uncond = uncond if scale != 1.0 or record_uncond else None
+        self.last_uncond: torch.Tensor | None = None  # the last call's unconditional prediction
         self.scale = float(scale)
         self.on_model_eval = on_model_eval
         self._batched: Conditioning | None = None
         self._batched_for = -1
+        self.batch_blend_passes = True  # blend-mode regions: all prompts in one UNet call where they stack
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         if isinstance(sigma, torch.Tensor) and sigma.ndim:
             sigma = _as_batch(sigma, x)
+        if uses_blend(self.cond) or uses_blend(self.uncond):
+            return self._blended(x, sigma)
         if self.uncond is None:
-            return self._run(x, sigma, self.cond)
+            self.last_uncond = self._run(x, sigma, self.cond)
+            return self.last_uncond
         both = self._batched_conditioning(x.shape[0])
         if both is not None:
             doubled = torch.cat([sigma, sigma]) if isinstance(sigma, torch.Tensor) and sigma.ndim else sigma
@@ -169,7 +177,26 @@ class GuidedDenoiser:
         else:
             uncond_x0 = self._run(x, sigma, self.uncond)
             cond_x0 = self._run(x, sigma, self.cond)
+        self.last_uncond = uncond_x0
         return uncond_x0 + (cond_x0 - uncond_x0) * self.scale
+
+    def _blended(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        """Blend-mode regional prompts: every prompt's prediction, averaged under its mask, then guided."""
+        level = float(sigma.flatten()[0]) if isinstance(sigma, torch.Tensor) else float(sigma)
+        progress = 1.0 - self.inner.sigma_to_t_scalar(level) / max(self.inner.num_timesteps - 1, 1)
+        sides = [c or Conditioning() for c in ((self.uncond, self.cond) if self.uncond is not None else (self.cond,))]
+        passes = [blend_passes(c, progress) for c in sides]
+        flat = [cond for conds, _ in passes for cond in conds]
+        outputs = run_all(self._run, x, sigma, flat, self.batch_blend_passes)
+        results, start = [], 0
+        for conds, regions in passes:
+            results.append(blended(outputs[start:start + len(conds)], regions))
+            start += len(conds)
+        if len(results) == 1:
+            self.last_uncond = results[0]
+            return results[0]
+        self.last_uncond = results[0]
+        return results[0] + (results[1] - results[0]) * self.scale
 
     def _run(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: Conditioning | None) -> torch.Tensor:
         if self.on_model_eval is not None:
@@ -189,6 +216,9 @@ def stack_conditionings(first: Conditioning | None, second: Conditioning | None,
     first = first or Conditioning()
     second = second or Conditioning()
     fields: dict[str, torch.Tensor | None] = {}
+    prompt_regions = _stacked_prompt_regions(first, second, batch)
+    if prompt_regions is None:
+        return None
     first, second = _with_equal_regions(first, second)
     for name in ("crossattn", "concat", "y", "regions"):
         a, b = getattr(first, name), getattr(second, name)
@@ -203,7 +233,20 @@ def stack_conditionings(first: Conditioning | None, second: Conditioning | None,
         if a is None or b is None or a.shape[1:] != b.shape[1:] or a.dtype != b.dtype:
             return None
         fields[name] = torch.cat([a, b.to(a.device)])
-    return Conditioning(**fields, meta=dict(second.meta))
+    with_regions = second if second.prompt_regions else first
+    return Conditioning(**fields, meta=dict(second.meta), prompt_regions=prompt_regions,
+                        region_mode=with_regions.region_mode, region_background=with_regions.region_background)
+
+
+def _stacked_prompt_regions(first: Conditioning, second: Conditioning, batch: int) -> tuple | None:
+    """Both sides' regional prompts, each kept to its own half of the stacked batch; None when the two
+    apply them differently (they then run as separate calls)."""
+    if first.prompt_regions and second.prompt_regions and (
+            (first.region_mode, first.region_background) != (second.region_mode, second.region_background)):
+        return None
+    if (first.prompt_regions or second.prompt_regions) and (first.crossattn is None or second.crossattn is None):
+        return None
+    return regions_for_items(first.prompt_regions, 0, batch) + regions_for_items(second.prompt_regions, batch, batch)
 
 
 def _with_equal_regions(a: Conditioning, b: Conditioning) -> tuple[Conditioning, Conditioning]:
