@@ -13,7 +13,7 @@ from nodes import build_registry
 ROOT = Path(__file__).resolve().parents[1]
 GRAPHS = ROOT / "resources" / "graphs"
 EXAMPLES = ("text_to_image", "layout_to_image", "image_to_image", "inpainting", "unconditional",
-            "semantic_to_image", "super_resolution", "default")
+            "semantic_to_image", "super_resolution", "default", "regional_prompts")
 BUILT_IN_MODELS = {"kiln-shapes-base.safetensors", "kiln-shapes-sr.safetensors", "kiln-shapes-semantic.safetensors"}
 REGISTRY = build_registry()
 

@@ -7,6 +7,7 @@
     python -m training.evaluate text-to-image --model resources/models/kiln-shapes-base.safetensors --n 200
     python -m training.evaluate layout-to-image --model resources/models/kiln-shapes-base.safetensors --n 200
     python -m training.evaluate inpainting --model resources/models/kiln-shapes-base.safetensors --n 200
+    python -m training.evaluate regional-prompts --model resources/models/kiln-shapes-base.safetensors --n 200
 
 One function per metric (training.metrics), each taking a `generate` callable that
 returns uint8 (S, S, 3) images, so that graphs run through the engine
@@ -16,6 +17,7 @@ returns uint8 (S, S, 3) images, so that graphs run through the engine
 - evaluate_text_to_image(generate(prompt, seed))        caption match: colour, shape, size, position, count
 - evaluate_one_object(generate(prompt, seed))           short prompts like "a red circle": that one object
 - evaluate_layout_to_image(generate(layout, seed))      mean box IoU and label accuracy
+- evaluate_regional_prompts(generate(prompt, boxes, seed)) every object in its box (IoU >= 0.5), mean IoU
 - evaluate_inpainting(generate(image, mask, seed, prompt)) PSNR in the hole and outside it, the object asked for
 - evaluate_semantic(generate(labels, seed))             label-map accuracy and mIoU of the result
 - evaluate_super_resolution(generate(low, seed))        PSNR against the 128 px render (and bicubic's), scene kept
@@ -42,10 +44,12 @@ from training.metrics import (
     evaluate_inpainting,
     evaluate_layout_to_image,
     evaluate_one_object,
+    evaluate_regional_prompts,
     evaluate_semantic,
     evaluate_super_resolution,
     evaluate_text_to_image,
     reconstruct,
+    scenes_with_objects,
 )
 from training.shapes_world import make_scene, render
 
@@ -143,6 +147,24 @@ def _base_model_command(args: argparse.Namespace) -> list[dict]:
     return [{**result, "steps": first, "refine": args.refine, "refine_steps": refine_steps}]
 
 
+def _regional_command(args: argparse.Namespace) -> list[dict]:
+    """regional_prompts.json on held-out scenes of 2 and 3 objects, next to the same model's whole caption."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    executor = pipeline.engine_executor()
+    generate = generators.regional_generator(args.model, args.steps, args.cfg, args.sampler, args.scheduler,
+                                             eta=args.eta, mode=args.mode, executor=executor)
+    prompt_only = None
+    if not args.no_prompt_only:
+        prompt_only = generators.text_generator(args.model, args.steps, args.cfg, args.sampler, args.scheduler,
+                                                executor=executor, eta=args.eta, plan=False)
+    seeds = scenes_with_objects(args.n, (2, 3), args.offset)
+    result = evaluate_regional_prompts(generate, seeds, args.size, prompt_only)
+    return [{**result, "mode": args.mode, "sampler": f"{args.sampler} {args.scheduler}", "eta": args.eta,
+             "cfg": args.cfg, "steps": args.steps}]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -182,9 +204,18 @@ def _parser() -> argparse.ArgumentParser:
                                 "0 = one pass)")
         p.set_defaults(run=_base_model_command, steps=25)
         base.append(p)
+    regional = sub.add_parser("regional-prompts", help="box success and IoU of regional_prompts.json (each object's "
+                              "phrase on its box, the background as the global prompt) on scenes of 2-3 objects")
+    regional.add_argument("--cfg", type=float, default=3.0, help="guidance scale (the negative is the empty prompt)")
+    regional.add_argument("--eta", type=float, default=pipeline.TEXT_ETA)
+    regional.add_argument("--mode", choices=("attention", "blend"), default="attention")
+    regional.add_argument("--no-prompt-only", action="store_true",
+                          help="skip the same scenes from their whole caption alone (the text path's own figure)")
+    regional.set_defaults(run=_regional_command, steps=25)
     pipelines = {sr: (pipeline.SR_SAMPLER, pipeline.SR_SCHEDULER),
-                 base[0]: (pipeline.TEXT_SAMPLER, pipeline.TEXT_SCHEDULER)}
-    for p in (sem, sr, *base):
+                 base[0]: (pipeline.TEXT_SAMPLER, pipeline.TEXT_SCHEDULER),
+                 regional: (pipeline.TEXT_SAMPLER, pipeline.TEXT_SCHEDULER)}
+    for p in (sem, sr, *base, regional):
         p.add_argument("--model", required=True, help="a checkpoint file (with its .json card beside it)")
         p.add_argument("--steps", type=int, help=f"sampler steps (super-resolution {pipeline.SR_STEPS}, the others 25; "
                        "inpainting: both passes together)")
@@ -193,7 +224,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--scheduler", default=scheduler, choices=SCHEDULER_NAMES)
         p.add_argument("--threads", type=int, default=1,
                        help="torch threads; 1 is fastest while other work shares the CPU (measured 5-10x)")
-    for p in (ae, oracle, sem, sr, *base):
+    for p in (ae, oracle, sem, sr, *base, regional):
         p.add_argument("--n", type=int, default=500, help="held-out scenes (seeds from 1,000,000 + offset)")
         p.add_argument("--offset", type=int, default=0)
         p.add_argument("--size", type=int, default=128)

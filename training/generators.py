@@ -62,6 +62,17 @@ def layout_graph(model: str, boxes: list[dict], seed: int, steps: int = 25, cfg:
         **_sampler_params("sampler", seed, steps, cfg, sampler, scheduler)})
 
 
+def regional_graph(model: str, background: str, boxes: list[dict], seed: int, steps: int = 25, cfg: float = 3.0,
+                   sampler: str = TEXT_SAMPLER, scheduler: str = TEXT_SCHEDULER, eta: float = TEXT_ETA,
+                   size: int = IMAGE_SIZE, mode: str = "attention"):
+    """regional_prompts.json (the global prompt, Layout Editor boxes as region prompts -> Regional Prompts ->
+    Sampler -> decode) with these prompts and sampling; the defaults are the example's own."""
+    return example_graph("regional_prompts", model, {
+        "prompt.text": background, "regions.boxes": boxes, "regional.mode": mode, "latent.width": size,
+        "latent.height": size, "latent.batch_size": 1,
+        **_sampler_params("sampler", seed, steps, cfg, sampler, scheduler, eta)})
+
+
 def inpaint_graph(model: str, image_path: str, mask_b64: str, seed: int, steps: int = 25, prompt: str = "",
                   sampler: str = "dpmpp_2m", scheduler: str = "karras", feather: int = 0, cfg: float = 1.0,
                   refine: float = 0.0, refine_steps: int = REFINE_STEPS) -> tuple[Any, str]:
@@ -94,6 +105,16 @@ def layout_generator(model: str, steps: int = 25, cfg: float = 3.0, sampler: str
     """generate(boxes, seed) -> uint8 (128, 128, 3), through the real nodes."""
     executor = executor or engine_executor()
     return lambda boxes, seed: run_image(executor, layout_graph(model, boxes, seed, steps, cfg, sampler, scheduler))
+
+
+def regional_generator(model: str, steps: int = 25, cfg: float = 3.0, sampler: str = TEXT_SAMPLER,
+                       scheduler: str = TEXT_SCHEDULER, eta: float = TEXT_ETA, mode: str = "attention",
+                       executor: Any = None) -> Callable[[str, list[dict], int], np.ndarray]:
+    """generate(global prompt, boxes whose labels are prompts, seed) -> uint8 (128, 128, 3), through
+    regional_prompts.json's real nodes."""
+    executor = executor or engine_executor()
+    return lambda background, boxes, seed: run_image(executor, regional_graph(
+        model, background, boxes, seed, steps, cfg, sampler, scheduler, eta, mode=mode))
 
 
 def inpaint_generator(model: str, steps: int = 25, sampler: str = "dpmpp_2m", scheduler: str = "karras",

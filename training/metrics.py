@@ -157,6 +157,59 @@ def evaluate_layout_to_image(generate: Callable[[list[dict], int], np.ndarray], 
             "mean_iou_any_label": float(np.mean(placed)), "count_accuracy": counts / len(seeds)}
 
 
+def scenes_with_objects(n: int, counts: Sequence[int] = (2, 3), offset: int = 0) -> list[int]:
+    """The first n held-out seeds (from 1,000,000 + offset) whose scenes hold one of `counts` objects."""
+    seeds, seed = [], 1_000_000 + offset
+    while len(seeds) < n:
+        if len(make_scene(seed).objects) in counts:
+            seeds.append(seed)
+        seed += 1
+    return seeds
+
+
+def region_phrase(obj: SceneObject) -> str:
+    """An object's regional prompt: 'a {size} {colour} {shape}' (where it goes is the box's business)."""
+    return f"a {obj.size} {obj.colour} {obj.shape}"
+
+
+def _boxes_found(analysis: Any, scene: Scene) -> tuple[bool, float]:
+    """Scene-level success (every object of its colour and shape in its box at IoU >= 0.5, the right count
+    and background) and the mean IoU of the requested boxes."""
+    boxes = layout(scene)
+    ious = layout_ious(analysis, boxes)
+    ok = (all(iou >= 0.5 for iou in ious) and len(analysis.objects) == len(boxes)
+          and analysis.background == scene.background)
+    return ok, float(np.mean(ious))
+
+
+def evaluate_regional_prompts(generate: Callable[[str, list[dict], int], np.ndarray], seeds: Sequence[int],
+                              size: int = 128,
+                              prompt_only: Callable[[str, int], np.ndarray] | None = None) -> dict:
+    """Each scene's background as the global prompt and each object's phrase as a prompt on its box; with
+    `prompt_only`, the same scenes from their whole caption alone, scored the same way (and by the caption)."""
+    hits, ious, caption_hits, caption_ious, caption_scene = [], [], [], [], []
+    for seed in seeds:
+        scene = make_scene(seed)
+        boxes = [{"label": region_phrase(o), "box": [float(v) for v in o.box]} for o in scene.objects]
+        image = _check_output(generate(f"on a {scene.background} background", boxes, seed), size, "regional")
+        ok, iou = _boxes_found(analyse(image), scene)
+        hits.append(ok)
+        ious.append(iou)
+        if prompt_only is not None:
+            analysis = analyse(_check_output(prompt_only(caption(scene), seed), size, "text-to-image"))
+            ok, iou = _boxes_found(analysis, scene)
+            caption_hits.append(ok)
+            caption_ious.append(iou)
+            caption_scene.append(bool(match_caption(analysis, scene).scene_ok))
+    result = {"metric": "regional_prompts", "n": len(seeds), **_rate("scene_accuracy", hits, seeds),
+              "mean_iou": float(np.mean(ious))}
+    if prompt_only is not None:
+        result.update(prompt_only_box_scene_accuracy=float(np.mean(caption_hits)),
+                      prompt_only_mean_iou=float(np.mean(caption_ious)),
+                      prompt_only_caption_scene_accuracy=float(np.mean(caption_scene)))
+    return result
+
+
 def hidden_object(scene: Scene, seed: int) -> tuple[SceneObject, tuple[float, float, float, float]]:
     """The object whose half the inpainting metric hides, and that half (x0, y0, x1, y1), chosen by seed."""
     rng = np.random.default_rng([seed, 7])

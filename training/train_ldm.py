@@ -53,6 +53,7 @@ from engine.models.configs import (
     UNetConfig,
 )
 from engine.models.keymaps import COND_PREFIX, UNET_PREFIX
+from engine.models.regional import DEFAULT_BACKGROUND, PromptRegion, RegionalContext, compile_regions
 from engine.models.regions import layout_regions, paint_regions
 from engine.models.token_conditioner import TokenConditioner, TokenConditionerConfig
 from training import shapes_world as world
@@ -132,6 +133,10 @@ class LdmTrainConfig:
     # phrase (as an artist prompts for what goes in the hole), and the share that hides only half of it
     p_ask_object: float = 0.0
     p_half_object: float = 0.0
+    # the share of the batch conditioned on regional prompts (engine.models.regional, attention mode): the
+    # background as the global prompt, each object's phrase as a prompt on its box, no layout tokens or
+    # region channels; taken before the text/layout/unconditional split
+    p_regional: float = 0.0
 
     @property
     def region_channels(self) -> int:
@@ -171,6 +176,7 @@ class Batch:
     latents: torch.Tensor  # (B, 4, 16, 16) scaled
     tokens: torch.Tensor  # (B, T)
     concat: torch.Tensor  # (B, 5 [+ K], 16, 16): masked latent, mask [, painted layout regions]
+    regions: tuple[tuple[int, tuple[int, ...], tuple[float, ...]], ...] = ()  # (item, prompt ids, box) each
 
 
 def make_batch(cfg: LdmTrainConfig, tokenizer, latents: torch.Tensor, seeds: list[int], scale: float,
@@ -178,9 +184,16 @@ def make_batch(cfg: LdmTrainConfig, tokenizer, latents: torch.Tensor, seeds: lis
     """A random batch of the encoded scenes; `scenes` (the seeds' scenes, made once) saves remaking them."""
     idx = rng.integers(0, len(seeds), size=cfg.batch)
     x = latents[idx].float() * scale  # (B, 4, h, w)
-    tokens, masks, layouts = [], [], []
-    for i in idx:
+    tokens, masks, layouts, regions = [], [], [], []
+    for k, i in enumerate(idx):
         scene = scenes[i] if scenes is not None else world.make_scene(seeds[i])
+        if cfg.p_regional > 0 and rng.random() < cfg.p_regional:
+            ids, prompts = _regional_prompts(tokenizer, scene, rng)
+            tokens.append(ids)
+            layouts.append([])
+            masks.append(np.zeros((x.shape[-1],) * 2, dtype=np.float32))
+            regions += [(k, tuple(prompt), box) for prompt, box in prompts]
+            continue
         ids, layout = _tokens_for(cfg, tokenizer, scene, rng)
         mask, hidden = _mask_for(cfg, scene, x.shape[-1], rng)
         # asking replaces the tokens drawn above, which are still drawn so that runs with p_ask_object 0
@@ -195,7 +208,21 @@ def make_batch(cfg: LdmTrainConfig, tokenizer, latents: torch.Tensor, seeds: lis
     parts = [x * (1 - mask) * has_mask, mask]
     if cfg.region_words:
         parts.append(paint_regions(layout_regions(layouts, cfg.region_words), *x.shape[-2:]))
-    return Batch(x, tokenizer.batch(tokens), torch.cat(parts, dim=1))
+    return Batch(x, tokenizer.batch(tokens), torch.cat(parts, dim=1), tuple(regions))
+
+
+def _regional_prompts(tokenizer, scene, rng: np.random.Generator
+                      ) -> tuple[list[int], list[tuple[list[int], tuple[float, ...]]]]:
+    """A regional-prompt training item: the background as the global prompt (left empty with p=0.2), and
+    per object its phrase (size dropped with p=0.3) on its box, each side moved by up to 0.02 as an
+    artist's box would be."""
+    background = f"on a {scene.background} background" if rng.random() >= 0.2 else ""
+    prompts = []
+    for obj in scene.objects:
+        phrase = world.object_phrase(obj, with_size=rng.random() >= 0.3, with_position=False)
+        box = np.clip(np.asarray(obj.box) + rng.uniform(-0.02, 0.02, size=4), 0.0, 1.0)
+        prompts.append((tokenizer.encode_text(phrase), tuple(float(v) for v in box)))
+    return tokenizer.encode_text(background), prompts
 
 
 def _tokens_for(cfg: LdmTrainConfig, tokenizer, scene, rng: np.random.Generator) -> tuple[list[int], list[dict]]:
@@ -261,8 +288,16 @@ class Trainer(ConcatTrainer):
     def concat(self, cond_input: Batch) -> torch.Tensor:
         return cond_input.concat
 
-    def context(self, cond_input: Batch) -> torch.Tensor:
-        return self.conditioner(cond_input.tokens)  # (B, T, width)
+    def context(self, cond_input: Batch) -> torch.Tensor | RegionalContext:
+        context = self.conditioner(cond_input.tokens)  # (B, T, width)
+        if not cond_input.regions:
+            return context
+        ids = torch.tensor([prompt for _, prompt, _ in cond_input.regions], device=context.device)
+        encoded = self.conditioner(ids)  # (R, T, width)
+        regions = [PromptRegion(encoded[j:j + 1], box=(box[0], box[1], box[2], box[3]), items=(item,))
+                   for j, (item, _, box) in enumerate(cond_input.regions)]
+        joined = compile_regions(context, regions, context.shape[0], 0.5, DEFAULT_BACKGROUND)
+        return context if joined is None else joined
 
     def train_step(self, batch: Batch, gen: torch.Generator) -> float:  # type: ignore[override]
         return super().train_step(batch.latents, batch, gen)
@@ -324,7 +359,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
 
 def _with_share_flags(cfg: LdmTrainConfig, args: argparse.Namespace) -> LdmTrainConfig:
     """A new run's config with --ask-object, --half-object, --text-share and --layout-share, when given."""
-    for name in ("ask_object", "half_object", "text_share", "layout_share"):
+    for name in ("ask_object", "half_object", "text_share", "layout_share", "regional_share"):
         value = getattr(args, name)
         if value is not None and not 0.0 <= value <= 1.0:
             raise KilnError(f"--{name.replace('_', '-')} must be between 0 and 1, not {value}")
@@ -334,6 +369,7 @@ def _with_share_flags(cfg: LdmTrainConfig, args: argparse.Namespace) -> LdmTrain
         raise KilnError(f"--text-share {p_text} and --layout-share {p_layout} add up to more than 1 "
                         f"(the rest of the batch is unconditional)")
     return replace(cfg, p_ask_object=cfg.p_ask_object if args.ask_object is None else args.ask_object,
+                   p_regional=cfg.p_regional if args.regional_share is None else args.regional_share,
                    p_half_object=cfg.p_half_object if args.half_object is None else args.half_object,
                    p_text=p_text, p_layout=p_layout)
 
@@ -351,6 +387,9 @@ def start_from_model(path: str, batch: int, lr: float, scenes: int | None = None
     The architecture and data settings come from its card; `batch` and `lr` are this run's
     (a GPU takes far larger batches than the CPU the model started on)."""
     config, weights, steps = exported_model(path, (UNET_PREFIX, COND_PREFIX))
+    # the layout planner rides in the conditioner's file space but trains apart (training.train_planner;
+    # its `copy` command puts it into the new model file)
+    weights = {k: v for k, v in weights.items() if not k.startswith(COND_PREFIX + "planner.")}
     try:
         cfg = LdmTrainConfig.from_dict({**config, "batch": batch, "lr": lr, "scenes": scenes or config["scenes"]})
     except (KeyError, TypeError) as exc:
@@ -459,6 +498,10 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--layout-share", type=float, default=None, metavar="P",
                     help=f"a new run: the share conditioned on layouts (default {LdmTrainConfig.p_layout}; with "
                          f"--init-from, the model's); the rest is unconditional")
+    tr.add_argument("--regional-share", type=float, default=None, metavar="P",
+                    help="a new run: the share of the batch conditioned on regional prompts (the background as "
+                         "the global prompt, each object's phrase on its box, by masked cross-attention), taken "
+                         "before the text/layout split (default 0; with --init-from, the model's)")
     tr.add_argument("--fp32", action="store_true", help="on a GPU too, run the forward pass in float32 "
                     "(by default bfloat16 there)")
     tr.add_argument("--compile", action="store_true", help="run the UNet through torch.compile (for a GPU: "
