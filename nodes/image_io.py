@@ -32,14 +32,15 @@ _MAX_PIXELS = 8192 * 8192
 def _load(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     import torch
 
-    rgba = _read_rgba(params["path"])  # (H, W, 4) uint8
+    rgba = read_rgba(params["path"])  # (H, W, 4) uint8
     array = torch.from_numpy(rgba).permute(2, 0, 1).float() / 255.0  # (4, H, W)
     pixels = array[:3].unsqueeze(0).contiguous()  # (1, 3, H, W)
     mask = (1.0 - array[3:]).unsqueeze(0).contiguous()  # (1, 1, H, W), 1 = transparent
     return {"image": Image(pixels), "mask": mask}
 
 
-def _read_rgba(path: str) -> Any:
+def read_rgba(path: str) -> Any:
+    """A picture file as (H, W, 4) uint8 RGBA, upright; UserInputError naming `path` if unreadable."""
     import numpy as np
     from PIL import Image as PILImage
     from PIL import ImageOps, UnidentifiedImageError
@@ -60,13 +61,22 @@ def _read_rgba(path: str) -> Any:
         raise UserInputError(f"{path}: too large to load", "path") from None
 
 
-def to_uint8_hwc(pixels: Any) -> list:
-    """(B, 3, H, W) floats in [0, 1] -> list of (H, W, 3) uint8 numpy arrays."""
+ROUNDING_MODES = ("round", "truncate")
+
+
+def to_uint8_hwc(pixels: Any, rounding: str = "round") -> list:
+    """(B, 3, H, W) floats in [0, 1] -> list of (H, W, 3) uint8 numpy arrays.
+
+    "round": to the nearest level (Kiln); "truncate": down, as ComfyUI's SaveImage
+    (`clip(255 * x, 0, 255).astype(uint8)`)."""
     import numpy as np
 
     # numpy: torch's thread pool makes this small element-wise job slow on a busy CPU
     array = pixels.detach().float().cpu().numpy()
-    rounded = np.rint(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)  # (B, 3, H, W)
+    if rounding == "truncate":
+        rounded = np.clip(array * 255.0, 0, 255).astype(np.uint8)  # (B, 3, H, W)
+    else:
+        rounded = np.rint(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
     return [np.ascontiguousarray(item.transpose(1, 2, 0)) for item in rounded]
 
 
@@ -74,7 +84,7 @@ def _save(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, A
     image: Image = inputs["image"]
     folder, stem = _output_place(ctx.settings.output_dir, params["prefix"])
     paths = []
-    for index, pixels in enumerate(to_uint8_hwc(image.pixels)):
+    for index, pixels in enumerate(to_uint8_hwc(image.pixels, params.get("rounding", "round"))):
         info = _image_info(ctx.node_id, image, index)
         paths.append(_write_new_png(folder, stem, pixels, ctx.graph_json, info))
     return {"image": image, FILES_KEY: paths}
@@ -131,13 +141,33 @@ def _write_new_png(folder: Path, stem: str, pixels: Any, graph: dict, info: dict
     """Write `{stem}_{NNNNN}.png` with the next free number; never overwrites a file."""
     from engine.pngmeta import encode_png
 
-    data = encode_png(pixels, graph, info)
+    return write_numbered_png(folder, stem, encode_png(pixels, graph, info))
+
+
+def write_numbered_png(folder: Path, stem: str, data: bytes) -> str:
+    """Write PNG bytes as `{stem}_{NNNNN}.png` with the next free number; never overwrites a file."""
     number = _next_number(folder, stem)
     while True:
         path = folder / f"{stem}_{number:05d}.png"
         if _create_exclusive(path, data):
             return str(path)
         number += 1
+
+
+def save_png_bytes(output_dir: str, prefix: str, data: bytes) -> str:
+    """Write encoded PNG bytes where SaveImage with `prefix` would put them (a render farm's driver
+    writes the pictures its workers made: same folder, same numbering)."""
+    folder, stem = _output_place(output_dir, prefix)
+    return write_numbered_png(folder, stem, data)
+
+
+def prefix_of(relative_path: str) -> str:
+    """The SaveImage prefix that wrote `relative_path` (`sub/kiln_00003.png` -> `sub/kiln`)."""
+    head, name = os.path.split(relative_path)
+    match = re.fullmatch(r"(.+)_\d{5,}\.png", name)
+    if match is None:
+        raise ValueError(f"{relative_path!r} is not a name SaveImage writes")
+    return os.path.join(head, match.group(1)) if head else match.group(1)
 
 
 def _next_number(folder: Path, stem: str) -> int:
@@ -177,7 +207,10 @@ SAVE_IMAGE = NodeSpec(
     inputs=(Input("image", SocketType.IMAGE),),
     outputs=(Output("image", SocketType.IMAGE, "the same image, for viewing"),),
     params=(Param("prefix", ParamType.STRING, "kiln", "file name start; may include sub-folders",
-                  inline=True, validator=prefix_problem),),
+                  inline=True, validator=prefix_problem),
+            Param("rounding", ParamType.CHOICE, "round", "floats to 8-bit levels: round to the nearest "
+                  "(Kiln) or truncate, as ComfyUI's SaveImage does (a converted ComfyUI graph sets it)",
+                  choices=ROUNDING_MODES)),
     output_node=True,
     side_effects=True,
 )

@@ -196,7 +196,7 @@ def test_validate_and_nodes_commands(graph_path, tmp_path, capsys):
     assert main(["nodes", "--json"]) == 0
     described = {d["type"]: d for d in json.loads(capsys.readouterr().out)}
     assert {"SolidImage", "LoadImage", "SaveImage", "PreviewImage", "Seed"} <= set(described)
-    assert [p["name"] for p in described["SaveImage"]["params"]] == ["prefix"]
+    assert [p["name"] for p in described["SaveImage"]["params"]] == ["prefix", "rounding"]
     assert main(["nodes"]) == 0 and "SaveImage" in capsys.readouterr().out
 
 

@@ -16,6 +16,7 @@ included, takes the last step to sigma 0 and returns the prediction of x0.
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,10 +26,12 @@ import torch
 import torch.nn.functional as F
 
 from engine.models.diffusion import LatentDiffusionModel
-from engine.sampling import paper_samplers, samplers, unipc
+from engine.sampling import comfy_convention, extra_samplers, paper_samplers, samplers, unipc
 from engine.sampling.block_watch import BlockProgress, BlockWatch
 from engine.sampling.denoiser import DiscreteDenoiser, GuidedDenoiser
 from engine.sampling.names import (
+    CFG_PP_SAMPLERS,
+    CONVENTIONS,
     ETA_SAMPLERS,
     PAPER_ENDING_SCHEDULERS,
     PAPER_SAMPLERS,
@@ -56,15 +59,33 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "ddpm": paper_samplers.sample_ddpm,
     "ddim": paper_samplers.sample_ddim,
     "plms": paper_samplers.sample_plms,
+    "dpmpp_3m_sde": extra_samplers.sample_dpmpp_3m_sde,
+    "ipndm": extra_samplers.sample_ipndm,
+    "deis": extra_samplers.sample_deis,
+    "res_multistep": extra_samplers.sample_res_multistep,
+    "res_multistep_ancestral": extra_samplers.sample_res_multistep_ancestral,
+    "euler_cfg_pp": extra_samplers.sample_euler_cfg_pp,
+    "euler_ancestral_cfg_pp": extra_samplers.sample_euler_ancestral_cfg_pp,
+    "dpmpp_2m_cfg_pp": extra_samplers.sample_dpmpp_2m_cfg_pp,
+    "res_multistep_cfg_pp": extra_samplers.sample_res_multistep_cfg_pp,
+}
+# Under the "comfyui" convention these names run ComfyUI's versions (engine.sampling.comfy_convention).
+COMFY_SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
+    "ddim": samplers.sample_euler,
+    "lms": functools.partial(samplers.sample_lms, final_denoised=True),
+    "uni_pc": unipc.sample_uni_pc_comfy,
+    "uni_pc_bh2": unipc.sample_uni_pc_bh2_comfy,
 }
 
 
 BLOCK_PROGRESS_CELLS = 128 * 128  # latents larger than this report progress within a UNet call
 
 
-def get_sampler(name: str) -> Callable[..., torch.Tensor]:
+def get_sampler(name: str, convention: str = "kiln") -> Callable[..., torch.Tensor]:
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; known: {', '.join(SAMPLER_NAMES)}")
+    if convention == "comfyui" and name in COMFY_SAMPLERS:
+        return COMFY_SAMPLERS[name]
     return SAMPLERS[name]
 
 
@@ -77,10 +98,20 @@ class SamplingOptions:
     denoise: float = 1.0  # 1 = from pure noise; 0 = return the latent unchanged
     eta: float = 1.0  # ancestral and SDE samplers: noise per step (0 = none)
     ddim_eta: float = 0.0  # ddim: 0 = deterministic (the paper's default)
+    convention: str = "kiln"  # "comfyui": ComfyUI's noise, timesteps and schedules (comfy_convention)
+    # ComfyUI's KSamplerAdvanced: steps start..end of the schedule, with or without the initial noise
+    add_noise: bool = True
+    start_step: int | None = None
+    end_step: int | None = None
+    leftover_noise: bool = False  # ending early: keep the noise of the last sigma (else step to 0)
+
+    @property
+    def comfy(self) -> bool:
+        return self.convention == "comfyui"
 
     def sampler_kwargs(self) -> dict[str, Any]:
         if self.sampler == "ddim":
-            return {"eta": self.ddim_eta}
+            return {} if self.comfy else {"eta": self.ddim_eta}
         return {"eta": self.eta} if self.sampler in ETA_SAMPLERS else {}
 
 
@@ -105,6 +136,11 @@ class MaskedDenoiser:
     def __init__(self, inner: Callable[..., torch.Tensor], x0: torch.Tensor, noise: torch.Tensor,
                  mask: torch.Tensor):
         self.inner, self.x0, self.noise, self.mask = inner, x0, noise, mask
+
+    @property
+    def last_uncond(self) -> torch.Tensor | None:
+        """The inner denoiser's last unconditional prediction (CFG++ samplers read it)."""
+        return getattr(self.inner, "last_uncond", None)
 
     def known_at(self, sigma: torch.Tensor | float) -> torch.Tensor:
         if isinstance(sigma, torch.Tensor) and sigma.ndim:
@@ -159,29 +195,29 @@ def sample(model: LatentDiffusionModel, latent: Latent, positive: Conditioning,
     re-noised) keeps them: the seed that made the picture is the first pass's, and it
     is the one the viewer and the saved PNG report."""
     _check_options(options)
-    denoiser = DiscreteDenoiser(model)
+    denoiser = comfy_convention.ComfyDenoiser(model) if options.comfy else DiscreteDenoiser(model)
     sigmas = _sigmas(denoiser, options)
-    seeds = batch_seeds(seed, latent.samples.shape[0])
+    batch = latent.samples.shape[0]
+    # ComfyUI's batch items share one seed (item k is not the picture of seed + k)
+    seeds = (seed,) * batch if options.comfy else batch_seeds(seed, batch)
     recorded = latent.seeds or seeds
     if len(sigmas) < 2:
         return Latent(latent.samples.clone(), latent.noise_mask, recorded)
     x0 = latent.samples.to(model.device, torch.float32)
-    noise = SeededNoise(seeds, x0.shape[1:], x0.device)
-    initial_noise = noise.draw()
-    sigma_0 = float(sigmas[0])
-    start_scale = math.sqrt(1 + sigma_0**2) if options.denoise >= 1 else sigma_0
-    x = x0 + initial_noise * start_scale
-    guided = GuidedDenoiser(denoiser, positive, with_shared_concat(positive, negative), options.cfg, on_model_eval)
+    initial_noise, step_noise, mask_noise = _noises(seed, x0, options)
+    x = x0 + initial_noise * _start_scale(options, float(sigmas[0]), denoiser.sigma_max)
+    guided = GuidedDenoiser(denoiser, positive, with_shared_concat(positive, negative), options.cfg, on_model_eval,
+                            record_uncond=options.sampler in CFG_PP_SAMPLERS)
     mask = prepare_mask(latent.noise_mask, x0)
     model_fn: Callable[..., torch.Tensor] = guided
     if mask is not None:
-        model_fn = MaskedDenoiser(guided, x0, initial_noise, mask)
+        model_fn = MaskedDenoiser(guided, x0, mask_noise, mask)
     total = len(sigmas) - 1
     large = x0.shape[-2] * x0.shape[-1] > BLOCK_PROGRESS_CELLS
     with BlockWatch(model.unet, total, check_cancelled, block_progress if large else None) as watch:
         callback = _step_reporter(step_callback, total, model_fn, watch)
-        out = get_sampler(options.sampler)(model_fn, x, sigmas, callback=callback, noise_sampler=noise,
-                                           **options.sampler_kwargs())
+        out = get_sampler(options.sampler, options.convention)(model_fn, x, sigmas, callback=callback,
+                                                               noise_sampler=step_noise, **options.sampler_kwargs())
     if uses_paper_ending(options):  # the original code returns x_vp at alphas_cumprod[0]
         out = paper_samplers.to_paper_space(out, float(sigmas[-1]))
     if mask is not None:
@@ -190,16 +226,50 @@ def sample(model: LatentDiffusionModel, latent: Latent, positive: Conditioning,
 
 
 def uses_paper_ending(options: SamplingOptions) -> bool:
-    """ddim/plms/ddpm with "ddim_uniform" end as the original code: last step to alphas_cumprod[0]."""
-    return options.sampler in PAPER_SAMPLERS and options.scheduler in PAPER_ENDING_SCHEDULERS
+    """ddim/plms/ddpm with "ddim_uniform" end as the original code: last step to alphas_cumprod[0]
+    (Kiln's convention, when the run goes to the end of the schedule)."""
+    return (options.sampler in PAPER_SAMPLERS and options.scheduler in PAPER_ENDING_SCHEDULERS
+            and not options.comfy and options.end_step is None)
 
 
 def _sigmas(denoiser: DiscreteDenoiser, options: SamplingOptions) -> torch.Tensor:
-    """(steps + 1,) sigmas, or fewer for a partial denoise; the paper's ending where it applies."""
-    sigmas = img2img_sigmas(denoiser, options.scheduler, options.steps, options.denoise)
+    """(steps + 1,) sigmas, or fewer for a partial denoise; the paper's ending where it applies; the
+    advanced sampler's part of them. Repeated sigmas (long schedules over few timesteps) are dropped."""
+    if options.comfy:
+        sigmas = comfy_convention.comfy_sigmas(denoiser, options.scheduler, options.sampler, options.steps,
+                                               options.denoise)
+        sigmas = torch.unique_consecutive(sigmas)
+    else:
+        sigmas = img2img_sigmas(denoiser, options.scheduler, options.steps, options.denoise)
     if uses_paper_ending(options):
         sigmas = paper_samplers.with_paper_ending(sigmas, denoiser.sigma_min)
-    return sigmas
+    return comfy_convention.split_sigmas(sigmas, options.start_step, options.end_step, options.leftover_noise)
+
+
+def _noises(seed: int, x0: torch.Tensor,
+            options: SamplingOptions) -> tuple[torch.Tensor, Callable[..., torch.Tensor], torch.Tensor]:
+    """(initial noise, per-step noise sampler, the noise that re-noises the known part of a masked latent)."""
+    if options.comfy:
+        initial = comfy_convention.batch_noise(seed, x0.shape).to(x0.device)
+        step: Callable[..., torch.Tensor] = comfy_convention.StepNoise(seed, x0)
+        own_draw = options.sampler == "ddim"  # ComfyUI's "ddim" re-noises the known part with seed + 1
+        masked = comfy_convention.batch_noise(seed + 1, x0.shape).to(x0.device) if own_draw else initial
+    else:
+        noise = SeededNoise(batch_seeds(seed, x0.shape[0]), x0.shape[1:], x0.device)
+        initial = noise.draw()
+        step, masked = noise, initial
+    if not options.add_noise:
+        masked = masked if options.comfy and options.sampler == "ddim" else torch.zeros_like(initial)
+        initial = torch.zeros_like(initial)
+    return initial, step, masked
+
+
+def _start_scale(options: SamplingOptions, sigma_0: float, sigma_max: float) -> float:
+    """sqrt(1 + sigma_0^2) from pure noise (x_T ~ N(0, I) in the paper's terms), else sigma_0."""
+    if options.comfy:
+        return comfy_convention.start_scale(sigma_0, sigma_max)
+    full = options.denoise >= 1 and not options.start_step
+    return math.sqrt(1 + sigma_0**2) if full else sigma_0
 
 
 def _check_options(options: SamplingOptions) -> None:
@@ -209,6 +279,8 @@ def _check_options(options: SamplingOptions) -> None:
         raise ValueError(f"unknown scheduler {options.scheduler!r}; known: {', '.join(SCHEDULER_NAMES)}")
     if options.steps < 1:
         raise ValueError(f"steps must be at least 1, got {options.steps}")
+    if options.convention not in CONVENTIONS:
+        raise ValueError(f"unknown convention {options.convention!r}; known: {', '.join(CONVENTIONS)}")
 
 
 def _step_reporter(step_callback: Callable[[StepInfo], None] | None, total: int,

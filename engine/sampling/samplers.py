@@ -165,14 +165,20 @@ def _gauss_legendre(n: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 @torch.no_grad()
 def sample_lms(model: Model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict | None = None,
-               callback: Callback = None, noise_sampler: NoiseSampler = None, order: int = 4) -> torch.Tensor:
-    """Linear multistep in sigma over up to `order` past derivatives."""
+               callback: Callback = None, noise_sampler: NoiseSampler = None, order: int = 4,
+               final_denoised: bool = False) -> torch.Tensor:
+    """Linear multistep in sigma over up to `order` past derivatives.
+
+    final_denoised: a step to sigma 0 returns the prediction (ComfyUI's lms) instead of integrating."""
     extra, s = extra_args or {}, _floats(sigmas)
     derivatives: list[torch.Tensor] = []  # newest first
     for i in range(len(s) - 1):
         denoised = model(x, s[i], **extra)
         _report(callback, i, x, denoised, s[i], s[i + 1])
         derivatives = [to_d(x, s[i], denoised)] + derivatives[: order - 1]
+        if final_denoised and s[i + 1] == 0:
+            x = denoised
+            continue
         cur_order = len(derivatives)
         for j, d in enumerate(derivatives):
             x = x + d * lms_coefficient(cur_order, s, i, j)

@@ -3,7 +3,8 @@
 Every schedule returns a float32 CPU tensor of steps + 1 sigmas ending in 0.
 The "normal", "sgm_uniform", "simple" and "ddim_uniform" schedules pick the
 model's own timesteps (spaced in different ways); "karras" and "exponential"
-space sigma itself between the model's smallest and largest sigma.
+space sigma itself between the model's smallest and largest sigma. "beta",
+"linear_quadratic" and "kl_optimal" are ComfyUI's schedules of those names.
 "ddim_uniform" and "ddim_uniform_to_zero" give the same sigmas: they differ only
 for the paper's samplers (ddim, plms, ddpm), which with "ddim_uniform" end as the
 original code does, at alphas_cumprod[0] (`engine.sampling.pipeline`).
@@ -14,7 +15,10 @@ import math
 from collections.abc import Callable
 from typing import Protocol
 
+import numpy as np
 import torch
+
+from engine.sampling.beta_dist import beta_ppf
 
 
 class SigmaTable(Protocol):
@@ -72,6 +76,37 @@ def exponential_schedule(model: SigmaTable, steps: int) -> torch.Tensor:
     return _append_zero(log_sigmas.exp())
 
 
+def beta_schedule(model: SigmaTable, steps: int, alpha: float = 0.6, beta: float = 0.6) -> torch.Tensor:
+    """Timesteps at the Beta(alpha, beta) quantiles of 1, 1 - 1/steps, ... (Lee et al. 2024, arXiv
+    2407.12173), rounded to the table; a timestep equal to the one before is skipped (ComfyUI's "beta")."""
+    last = model.num_timesteps - 1
+    quantiles = 1 - np.linspace(0, 1, steps, endpoint=False)
+    timesteps = np.rint(beta_ppf(quantiles, alpha, beta) * last).astype(int)
+    keep = [int(t) for k, t in enumerate(timesteps) if k == 0 or t != timesteps[k - 1]]
+    return _append_zero(model.sigmas[keep])
+
+
+def linear_quadratic_schedule(model: SigmaTable, steps: int, threshold: float = 0.025) -> torch.Tensor:
+    """Mochi's schedule, scaled by sigma_max: 1 - s with s linear up to `threshold` over the first half
+    of the steps, then quadratic up to 1 (ComfyUI's "linear_quadratic")."""
+    if steps == 1:
+        return torch.tensor([model.sigma_max, 0.0])
+    linear = steps // 2
+    quad = steps - linear
+    diff = linear - threshold * steps
+    a = diff / (linear * quad**2)
+    b = threshold / linear - 2 * diff / quad**2
+    c = a * linear**2
+    s = [k * threshold / linear for k in range(linear)] + [a * k * k + b * k + c for k in range(linear, steps)]
+    return (torch.tensor([1.0 - v for v in s] + [0.0], dtype=torch.float64) * model.sigma_max).float()
+
+
+def kl_optimal_schedule(model: SigmaTable, steps: int) -> torch.Tensor:
+    """tan of atan(sigma) evenly spaced from sigma_max to sigma_min (arXiv 2404.14507, ComfyUI's "kl_optimal")."""
+    w = torch.arange(steps, dtype=torch.float64) / max(steps - 1, 1)
+    return _append_zero((w * math.atan(model.sigma_min) + (1 - w) * math.atan(model.sigma_max)).tan())
+
+
 def _append_zero(sigmas: torch.Tensor) -> torch.Tensor:
     return torch.cat([sigmas.to(torch.float64), sigmas.new_zeros(1, dtype=torch.float64)]).float()
 
@@ -84,6 +119,9 @@ SCHEDULERS: dict[str, Callable[[SigmaTable, int], torch.Tensor]] = {
     "simple": simple_schedule,
     "ddim_uniform": ddim_uniform_schedule,
     "ddim_uniform_to_zero": ddim_uniform_schedule,  # same sigmas; see paper_ending below
+    "beta": beta_schedule,
+    "linear_quadratic": linear_quadratic_schedule,
+    "kl_optimal": kl_optimal_schedule,
 }
 SCHEDULER_NAMES: tuple[str, ...] = tuple(SCHEDULERS)
 

@@ -108,3 +108,42 @@ def sample_uni_pc(model: Model, x: torch.Tensor, sigmas: torch.Tensor, extra_arg
 def sample_uni_pc_bh2(model: Model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict | None = None,
                       callback: Callback = None, noise_sampler: NoiseSampler = None) -> torch.Tensor:
     return sample_uni_pc(model, x, sigmas, extra_args, callback, noise_sampler, variant="bh2")
+
+
+COMFY_LAST_SIGMA = 0.001  # ComfyUI's UniPC stops here instead of at sigma 0
+
+
+@torch.no_grad()
+def sample_uni_pc_comfy(model: Model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict | None = None,
+                        callback: Callback = None, noise_sampler: NoiseSampler = None,
+                        variant: str = "bh1") -> torch.Tensor:
+    """UniPC run as ComfyUI runs it (its "uni_pc" / "uni_pc_bh2").
+
+    Differences from `sample_uni_pc`: a last sigma of 0 becomes 0.001 and the last step is a
+    first-order UniP step there (no model call, no corrector) instead of returning the prediction;
+    the order is min(3, steps - 1), rising 1, 2, ... at the start and falling at the end
+    (min(order, steps + 1 - k) for step k) whatever the number of steps; one step returns x as is.
+    """
+    extra, s = extra_args or {}, _floats(sigmas)
+    if s[-1] == 0:
+        s[-1] = COMFY_LAST_SIGMA
+    steps = len(s) - 1
+    order = min(3, steps - 1)
+    history = [(-math.log(s[0]), model(x, s[0], **extra))]
+    if steps < 2:
+        _report(callback, 0, x, history[0][1], s[0], s[-1])
+        return x
+    for k in range(1, steps + 1):
+        _report(callback, k - 1, x, history[-1][1], s[k - 1], s[k])
+        x, pending = _predict(x, history, s[k - 1], s[k], max(1, min(k, order, steps + 1 - k)), variant)
+        if k == steps:
+            break
+        out = model(x, s[k], **extra)
+        x = _correct(pending, out)
+        history = (history + [(-math.log(s[k]), out)])[-order:]
+    return x
+
+
+def sample_uni_pc_bh2_comfy(model: Model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict | None = None,
+                            callback: Callback = None, noise_sampler: NoiseSampler = None) -> torch.Tensor:
+    return sample_uni_pc_comfy(model, x, sigmas, extra_args, callback, noise_sampler, variant="bh2")
