@@ -12,6 +12,7 @@ from engine.errors import UserInputError, quote
 from engine.memory import check_fits
 from engine.spec import ComputeContext, Input, NodeSpec, Output, Param, ParamType, SocketType
 from engine.values import Image
+from nodes.resize_ops import CROP_METHODS, center_crop_to_aspect
 
 MAX_SIDE = 8192
 
@@ -47,10 +48,14 @@ def _invert(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str,
 def _resize(pixels: Any, width: int, height: int, method: str) -> Any:
     import torch.nn.functional as F
 
-    if method == "nearest":
+    if method in ("nearest", "nearest-exact"):
         return F.interpolate(pixels, size=(height, width), mode="nearest-exact")
     if method == "area":
         return F.interpolate(pixels, size=(height, width), mode="area")
+    if method in ("bilinear", "lanczos"):
+        from nodes.resize_ops import resize
+
+        return resize(pixels, width, height, method).clamp(0.0, 1.0)
     out = F.interpolate(pixels, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
     return out.clamp(0.0, 1.0)
 
@@ -67,15 +72,29 @@ def _blend(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, 
     return {"image": Image(a.pixels * (1.0 - f) + pb * f, a.seeds or b.seeds)}
 
 
+def scale_size(size: tuple[int, int], factor: float, width: int, height: int) -> tuple[int, int]:
+    """(width, height) for ImageScale: both given; one given, the other by the aspect ratio; or by factor."""
+    w, h = size
+    if width and height:
+        return width, height
+    if width:
+        return width, max(1, round(h * width / w))
+    if height:
+        return max(1, round(w * height / h)), height
+    return max(1, round(w * factor)), max(1, round(h * factor))
+
+
 def _scale(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     image: Image = inputs["image"]
-    w, h = image.size
-    factor = float(params["factor"])
-    width = params["width"] or max(1, round(w * factor))
-    height = params["height"] or max(1, round(h * factor))
+    width, height = scale_size(image.size, float(params["factor"]), params["width"], params["height"])
     if width > MAX_SIDE or height > MAX_SIDE:
-        raise UserInputError(f"{width}x{height} is larger than {MAX_SIDE} pixels a side", "factor")
-    return {"image": Image(_resize(image.pixels, width, height, params["method"]), image.seeds)}
+        given = [name for name in ("width", "height") if params[name]]
+        raise UserInputError(f"{width}x{height} is larger than {MAX_SIDE} pixels a side",
+                             given[0] if len(given) == 1 else "width" if given else "factor")
+    pixels = image.pixels
+    if params["crop"] == "center":
+        pixels = center_crop_to_aspect(pixels, width, height)
+    return {"image": Image(_resize(pixels, width, height, params["method"]), image.seeds)}
 
 
 SOLID_IMAGE = NodeSpec(
@@ -113,17 +132,24 @@ IMAGE_BLEND = NodeSpec(
 IMAGE_SCALE = NodeSpec(
     type="ImageScale", title="Scale Image", category="image",
     aliases=("Upscale Image", "Upscale Image By", "ImageScaleBy", "Resize Image", "Hires fix"),
-    help="Resize by a factor, or to width/height when those are not 0.",
+    help="Resize to width x height; with one of them 0, the other follows the aspect ratio; with both 0, "
+         "by the factor. 'center' crop trims the picture to the new aspect ratio first instead of "
+         "stretching it. bicubic is antialiased; lanczos is PIL's filter.",
+    version=2,
     compute=_scale,
     inputs=(Input("image", SocketType.IMAGE),),
     outputs=(Output("image", SocketType.IMAGE),),
     params=(
         Param("factor", ParamType.FLOAT, 2.0, "scale when width/height are 0", min=0.01, max=16.0,
               step=0.25, inline=True),
-        Param("width", ParamType.INT, 0, "target width (0 = from factor)", min=0, max=MAX_SIDE),
-        Param("height", ParamType.INT, 0, "target height (0 = from factor)", min=0, max=MAX_SIDE),
-        Param("method", ParamType.CHOICE, "bicubic", "resampling filter",
-              choices=("bicubic", "area", "nearest")),
+        Param("width", ParamType.INT, 0, "target width (0 = from the height's aspect, or the factor)",
+              min=0, max=MAX_SIDE),
+        Param("height", ParamType.INT, 0, "target height (0 = from the width's aspect, or the factor)",
+              min=0, max=MAX_SIDE),
+        Param("method", ParamType.CHOICE, "bicubic", "resampling filter (nearest is nearest-exact)",
+              choices=("bicubic", "area", "nearest", "nearest-exact", "bilinear", "lanczos")),
+        Param("crop", ParamType.CHOICE, "disabled", "center: trim to the new aspect ratio instead of "
+              "stretching", choices=CROP_METHODS),
     ),
 )
 

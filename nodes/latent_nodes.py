@@ -206,7 +206,7 @@ SET_LATENT_NOISE_MASK = NodeSpec(
 
 INPAINT_CONDITIONING = NodeSpec(
     type="InpaintConditioning", title="Inpaint Conditioning", category="conditioning",
-    aliases=("VAE Encode (for Inpainting)", "InpaintModelConditioning", "Inpaint"),
+    aliases=("InpaintModelConditioning", "Inpaint"),
     help="For inpainting models: adds the encoded masked image and the mask (at latent size) as concat "
          "channels (the sampler gives the negative the positive's when it has none). Stable Diffusion "
          "inpainting: mask then masked-image latent, hole grey. LDM inpainting_big: masked-image latent then "
@@ -226,7 +226,7 @@ INPAINT_CONDITIONING = NodeSpec(
 
 COMPOSITE_MASKED = NodeSpec(
     type="CompositeMasked", title="Paste Inpainted Result", category="latent",
-    aliases=("ImageCompositeMasked", "Image Composite Masked"),
+    aliases=("Paste back",),
     help="Pastes the decoded result onto the original through the mask, feathered inwards only, so every "
          "pixel outside the mask is exactly the original (the autoencoder round trip never touches it).",
     compute=_composite_masked,

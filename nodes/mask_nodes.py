@@ -241,7 +241,7 @@ MASK_THRESHOLD = NodeSpec(
 
 MASK_COMBINE = NodeSpec(
     type="MaskCombine", title="Combine Masks", category="mask",
-    aliases=("MaskComposite", "Mask Composite"),
+    aliases=("Merge Masks", "Mask union"),
     help="union (either), intersect (both), subtract (a but not b) or difference (one, not both). "
          "b is resized to a when only the scale differs.",
     compute=_combine,
@@ -253,7 +253,7 @@ MASK_COMBINE = NodeSpec(
 
 MASK_GROW_FEATHER = NodeSpec(
     type="MaskGrowFeather", title="Grow / Feather Mask", category="mask",
-    aliases=("Grow Mask", "GrowMask", "Feather Mask", "FeatherMask"),
+    aliases=("Expand Mask", "Soften Mask"),
     help="Grow (or shrink) the region by a round kernel, then soften its edge.",
     compute=_grow_feather,
     inputs=(Input("mask", SocketType.MASK),),

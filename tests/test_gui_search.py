@@ -42,7 +42,9 @@ def test_other_tools_names_find_the_kiln_node_first(window, qtbot, typed, kiln_t
 
 
 def test_upscale_finds_the_resize_and_the_super_resolution_model(window, qtbot):
-    assert set(_type(window, qtbot, "upscale")[:2]) == {"ImageScale", "SuperResolutionConditioning"}
+    # with ComfyUI's Upscale Latent (By): the four upscalers first, whatever their order
+    found = set(_type(window, qtbot, "upscale")[:4])
+    assert found == {"ImageScale", "SuperResolutionConditioning", "LatentUpscale", "LatentUpscaleBy"}
 
 
 def test_enter_places_the_node_found_by_its_comfyui_name(window, qtbot):
