@@ -15,23 +15,38 @@ if TYPE_CHECKING:
     from engine.spec import EngineSettings
 
 BUILTIN_MODELS_DIR = Path(__file__).resolve().parents[1] / "resources" / "models"
-CHECKPOINTS = "checkpoints"  # the list of full models (Load Checkpoint)
+CHECKPOINTS = "checkpoints"  # the list of full models (Load Checkpoint), and their folder kind
+# Folder kinds: what model_folders(settings, kind) searches. Each is also the name of the subfolder
+# that holds that kind in a model folder, as in ComfyUI's models/ folder (so a user may add that).
+VAE = "vae"  # standalone autoencoders
+LORAS = "loras"  # LoRA / LyCORIS files
+EMBEDDINGS = "embeddings"  # textual-inversion embeddings (`embedding:NAME` in a prompt)
+FOLDER_KINDS = (CHECKPOINTS, VAE, LORAS, EMBEDDINGS)
 
 
-def model_folders(settings: EngineSettings | None) -> list[Path]:
-    """Folders searched for model files: the built-in models first, then the user's."""
-    extra = [Path(os.path.expanduser(d)) for d in (settings.model_dirs if settings else ())]
-    return [BUILTIN_MODELS_DIR, *extra]
+def model_folders(settings: EngineSettings | None, kind: str = CHECKPOINTS) -> list[Path]:
+    """Folders searched for model files of `kind`, in order: the built-in models, then each of the
+    user's model folders (settings.model_dirs, `main.py run --models`), each followed by its
+    subfolder named `kind` where there is one. A model folder may so be a flat folder of files
+    (whose kinds the lists tell apart by content) or ComfyUI's models/ folder."""
+    if kind not in FOLDER_KINDS:
+        raise ValueError(f"unknown model folder kind {kind!r} (known: {', '.join(FOLDER_KINDS)})")
+    roots = [BUILTIN_MODELS_DIR, *(Path(os.path.expanduser(d)) for d in (settings.model_dirs if settings else ()))]
+    folders: list[Path] = []
+    for root in roots:
+        folders += [root] + ([root / kind] if (root / kind).is_dir() else [])
+    return folders
 
 
-def find_model_file(value: str, settings: EngineSettings | None) -> str | None:
-    """A path as given when it exists, else the first model folder holding `value`; None if none does."""
+def find_model_file(value: str, settings: EngineSettings | None, kind: str = CHECKPOINTS) -> str | None:
+    """A path as given when it exists, else the first folder of `kind` holding `value`; None if none does."""
     if not value:
         return None
     given = Path(os.path.expanduser(value))
     if given.exists():
         return str(given)
-    return next((str(folder / value) for folder in model_folders(settings) if (folder / value).exists()), None)
+    folders = model_folders(settings, kind)
+    return next((str(folder / value) for folder in folders if (folder / value).exists()), None)
 
 
 class ChoiceSource(Protocol):
@@ -43,14 +58,15 @@ class ChoiceSource(Protocol):
 
 
 class ModelFolderFiles:
-    """Entries of the model folders that `accepts` takes (first folder first, each name once)."""
+    """Entries of the folders of one kind that `accepts` takes (first folder first, each name once)."""
 
-    def __init__(self, accepts: Callable[[Path], bool]):
+    def __init__(self, accepts: Callable[[Path], bool], kind: str = CHECKPOINTS):
         self.accepts = accepts
+        self.kind = kind
 
     def list(self, settings: EngineSettings | None) -> list[str]:
         names: list[str] = []
-        for folder in model_folders(settings):
+        for folder in model_folders(settings, self.kind):
             if not folder.is_dir():
                 continue
             for entry in sorted(folder.iterdir(), key=lambda p: p.name.lower()):
@@ -59,7 +75,7 @@ class ModelFolderFiles:
         return names
 
     def resolve(self, value: str, settings: EngineSettings | None) -> str | None:
-        return find_model_file(value, settings)
+        return find_model_file(value, settings, self.kind)
 
 
 class ChoiceProvider:

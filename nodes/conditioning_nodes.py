@@ -5,6 +5,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.capabilities import ConditionerCapabilities
+from engine.choices import EMBEDDINGS, model_folders
 from engine.errors import UserInputError
 from engine.layout import Layout, LayoutError
 from engine.spec import ComputeContext, Input, NodeSpec, Output, Param, ParamType, SocketType
@@ -35,6 +36,9 @@ def _text_encode(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping
     if not params["text"].strip() and conditioner.capabilities.accepts in _EMPTY_PROMPT_OK:
         return {"conditioning": Conditioning()}
     _require(conditioner, "text", "TextEncode")
+    if getattr(conditioner, "kind", None) in ("clip", "openclip"):  # `embedding:NAME` in the prompt
+        folders = model_folders(ctx.settings, EMBEDDINGS)
+        return {"conditioning": conditioner.encode([params["text"]], embedding_folders=folders)}
     return {"conditioning": conditioner.encode([params["text"]])}
 
 
@@ -80,7 +84,9 @@ TEXT_ENCODE = NodeSpec(
     type="TextEncode", title="Text Encode", category="conditioning",
     aliases=("CLIP Text Encode", "CLIP Text Encode (Prompt)", "CLIPTextEncode", "Prompt", "Negative prompt"),
     help="Encodes a prompt with the model's text encoder (CLIP, OpenCLIP, the paper's BERT, or the built-in "
-         "word model). CLIP prompts longer than 75 tokens are encoded in chunks and joined.",
+         "word model). CLIP prompts longer than 75 tokens are encoded in chunks and joined. CLIP prompts take "
+         "ComfyUI's weighting: (word) x1.1, ((word)) x1.21, (word:1.3), [word] /1.1, \\( for a bracket, and "
+         "embedding:NAME for a textual-inversion file in an 'embeddings' model folder.",
     compute=_text_encode, inputs=(_CONDITIONER_IN,), outputs=(_CONDITIONING_OUT,),
     params=(Param("text", ParamType.TEXT, "", "the prompt", inline=True),),
 )

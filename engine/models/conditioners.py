@@ -9,7 +9,9 @@ clearly when a prompt is given to, say, a class-conditional model.
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import torch
@@ -20,7 +22,8 @@ from engine.capabilities import Accepts, ConditionerCapabilities
 from engine.errors import KilnError, UserInputError, quote, quote_list
 from engine.models.configs import ConditionerConfig
 from engine.models.keymaps import openclip_source_key
-from engine.models.tokenizers import Missing, WordTokenizer, bert_ids, clip_chunks
+from engine.models.prompt_weights import has_weighting
+from engine.models.tokenizers import Missing, WordTokenizer, bert_ids, clip_chunks, clip_tokenizer_for
 from engine.values import Conditioning, SemanticMap
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -59,7 +62,8 @@ class Conditioner(nn.Module):
         return Conditioning()
 
     def _wrap(self, tensor: torch.Tensor, **meta: Any) -> Conditioning:
-        return Conditioning(**{self.target: tensor}, meta=meta)
+        fields: dict[str, Any] = {self.target: tensor}
+        return Conditioning(**fields, meta=meta)
 
 
 class NullConditioner(Conditioner):
@@ -89,37 +93,62 @@ def clip_text_config(p: dict[str, Any]) -> Any:
 
 
 class CLIPConditioner(Conditioner):
-    """transformers CLIPTextModel; last hidden state (SD 1.x) or penultimate + final norm (SD 2.x)."""
+    """CLIP text transformer; last hidden state (SD 1.x) or penultimate + final norm (SD 2.x)."""
 
     kind = "clip"
     accepts = "text"
 
     def __init__(self, config: ConditionerConfig, target: str = "crossattn", tokenizer: Any = None):
         super().__init__(config, target)
-        from transformers import CLIPTextModel
+        from engine.models.clip_text import CLIPTextTransformer, TextConfig
 
-        self.transformer = _TextModelHolder(CLIPTextModel(clip_text_config(config.params)))
-        self.tokenizer = tokenizer if tokenizer is not None else Missing("CLIP", ())
+        # Kiln's own copy of transformers' CLIPTextModel (same keys, same outputs): no transformers import
+        self.transformer = _TextModelHolder(CLIPTextTransformer(TextConfig.from_params(config.params)))
+        self.tokenizer = clip_tokenizer_for(tokenizer, int(config.params["vocab"]))
+        self.clip_layer: int | None = None  # CLIP Set Last Layer's choice; None: the model's own layer
+
+    def with_clip_layer(self, layer: int) -> CLIPConditioner:
+        """The same weights read out at hidden layer `layer` (-1 the last, -2 the penultimate, ...;
+        beyond the first layer: the last, as ComfyUI does), each time through the final layer norm."""
+        clone = copy.copy(self)  # shares the modules; only the layer differs
+        clone.clip_layer = int(layer)
+        return clone
+
+    def output_layer(self) -> int:
+        """The hidden layer encodings come from: -1 the last (SD 1.x), -2 the penultimate (SD 2.x), ..."""
+        if self.clip_layer is None:
+            return -1 if self.config.params.get("layer", "last") == "last" else -2
+        return self.clip_layer if 0 < -self.clip_layer <= int(self.config.params["layers"]) else -1
 
     @property
-    def text_model(self) -> Any:  # transformers' CLIPTextTransformer (its final_layer_norm is used too)
+    def text_model(self) -> Any:  # engine.models.clip_text.CLIPTextTransformer (its final_layer_norm is used too)
         return self.transformer.text_model
 
     def token_chunks(self, text: str) -> list[list[int]]:
         p = self.config.params
         return clip_chunks(self.tokenizer, text, int(p["max_length"]), p.get("pad", "eos"))
 
-    def encode_ids(self, ids: torch.Tensor) -> torch.Tensor:
-        """(B, 77) token ids -> (B, 77, width) hidden states."""
-        ids = ids.to(self.device)
-        if self.config.params.get("layer", "last") == "last":
-            return self.text_model(input_ids=ids).last_hidden_state
-        out = self.text_model(input_ids=ids, output_hidden_states=True)
-        return self.text_model.final_layer_norm(out.hidden_states[-2])
+    def encode_ids(self, ids: torch.Tensor, vectors: dict[tuple[int, int], torch.Tensor] | None = None
+                   ) -> torch.Tensor:
+        """(B, 77) token ids -> (B, 77, width) hidden states; `vectors` replace the token embeddings
+        at their (row, position) (textual-inversion embeddings)."""
+        from engine.models.clip_weighting import token_vectors
+
+        ids, layer = ids.to(self.device), self.output_layer()
+        with token_vectors(self.text_model.embeddings.token_embedding, vectors):
+            if layer == -1:
+                return self.text_model(input_ids=ids).last_hidden_state
+            out = self.text_model(input_ids=ids, output_hidden_states=True)
+        return self.text_model.final_layer_norm(out.hidden_states[layer])
 
     @torch.no_grad()
-    def encode(self, texts: Sequence[str]) -> Conditioning:
-        """Prompts -> (B, 77*chunks, width); chunks are padded with the empty prompt to the longest."""
+    def encode(self, texts: Sequence[str], embedding_folders: Sequence[Path] = ()) -> Conditioning:
+        """Prompts -> (B, 77*chunks, width); chunks are padded with the empty prompt to the longest.
+        Prompts with weights or embeddings are read as ComfyUI reads them (engine.models.clip_weighting)."""
+        if any(has_weighting(t) for t in texts):
+            from engine.models.clip_weighting import encode_texts
+
+            return self._wrap(encode_texts(self, texts, embedding_folders), prompt=list(texts))
         chunks = [self.token_chunks(t) for t in texts]
         longest = max(len(c) for c in chunks)
         empty = self.token_chunks("")[0]

@@ -1,8 +1,13 @@
 """Tokenizers: CLIP BPE and BERT WordPiece found locally (never downloaded), and a word vocabulary.
 
 CLIP and BERT tokenizers are looked up in folders beside the checkpoint first,
-then in the local Hugging Face cache with `local_files_only=True`. When none is
-found the conditioner still loads; encoding text then raises a message that
+then in the local Hugging Face cache with `local_files_only=True`. CLIP then
+falls back to the tokenizer Kiln ships (engine.models.clip_vocab): a folder
+beside the checkpoint may hold a fine-tune's own vocabulary, so it comes first,
+and the HF cache holds the same vocabulary as the shipped file, so its order
+does not change ids (it is looked at first only because that costs a few file
+checks, while the shipped one takes a quarter of a second to build). When none
+is found the conditioner still loads; encoding text then raises a message that
 names what is missing and where it was looked for.
 """
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import KilnError, UserInputError, clip, quote_list
+from engine.models.clip_vocab import BundledCLIPTokenizer
 
 # Hugging Face repos to look for in the local cache; "repo:subfolder" for pipelines.
 CLIP_REPOS = ("openai/clip-vit-large-patch14", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
@@ -47,10 +53,38 @@ def tokenizer_dirs(checkpoint: str | os.PathLike) -> list[Path]:
 
 
 def find_clip_tokenizer(dirs: Sequence[Path], repos: Sequence[str] = CLIP_REPOS) -> Any:
-    """A transformers CLIPTokenizer from the first folder with vocab.json + merges.txt, else the HF cache."""
-    from transformers import CLIPTokenizer
+    """A transformers CLIPTokenizer from the first folder with vocab.json + merges.txt, else the HF cache,
+    else the shipped one (built when first used)."""
+    found = _find(_LazyCLIPTokenizer, "CLIP", dirs, ("vocab.json", "merges.txt"), repos)
+    return BundledCLIPTokenizer(found.looked_in) if isinstance(found, Missing) else found
 
-    return _find(CLIPTokenizer, "CLIP", dirs, ("vocab.json", "merges.txt"), repos)
+
+class _LazyCLIPTokenizer:
+    """Imports transformers (seconds) only when tokenizer files were found, not on every checkpoint load."""
+
+    @staticmethod
+    def from_pretrained(folder: str, **kwargs: Any) -> Any:
+        from transformers import CLIPTokenizer
+
+        return CLIPTokenizer.from_pretrained(folder, **kwargs)
+
+
+def clip_tokenizer_for(tokenizer: Any, vocab: int) -> Any:
+    """The tokenizer a CLIP text model of `vocab` tokens uses: the one found, except that Kiln's
+    shipped 49408-token one does not fit a model of another size (then: Missing, saying so)."""
+    if tokenizer is None:
+        return Missing("CLIP", ())
+    if isinstance(tokenizer, BundledCLIPTokenizer) and vocab != tokenizer.vocab_size:
+        shipped = f"Kiln's own CLIP tokenizer ({tokenizer.vocab_size} tokens; this model has {vocab})"
+        return Missing("CLIP", (*tokenizer.looked_in, shipped))
+    return tokenizer
+
+
+def tokenizer_report(found: Any, used: Any) -> str:
+    """A load report's word for the tokenizer: missing, bundled (Kiln's own CLIP one), found or none."""
+    if isinstance(found, BundledCLIPTokenizer):
+        return "missing" if isinstance(used, Missing) else "bundled"
+    return "missing" if isinstance(found, Missing) else ("found" if found else "none")
 
 
 def find_bert_tokenizer(dirs: Sequence[Path], repos: Sequence[str] = BERT_REPOS) -> Any:
