@@ -16,6 +16,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QUndoStack
 
 from engine import atomic
+from engine.comfy.importer import ComfyReport
 from engine.errors import GraphFileError, KilnError
 from engine.graph import Backdrop, Graph, Link, Node
 from engine.spec import NodeRegistry
@@ -91,18 +92,21 @@ class Document(QObject):
     def new(self) -> None:
         self.set_graph(Graph(), None)
 
-    def open(self, path: str, as_template: bool = False) -> None:
+    def open(self, path: str, as_template: bool = False, comfy: ComfyReport | None = None) -> None:
         """Load a .json graph or a Kiln PNG; raises GraphFileError (KilnError) with a clear line.
 
-        `as_template`: a shipped example, opened as an unsaved copy (Save asks for a new name)."""
+        `as_template`: a shipped example, opened as an unsaved copy (Save asks for a new name).
+        A ComfyUI file is converted, its node types Kiln lacks kept as marked placeholders; `comfy`
+        is filled with what the conversion did, and Save asks for a new name (never over the workflow)."""
         from engine import graph_file
 
         if not os.path.exists(path):
             raise GraphFileError(path, "no such file")
-        graph = graph_file.load(path)
+        comfy = comfy if comfy is not None else ComfyReport()
+        graph = graph_file.load(path, comfy=comfy, lenient=True)
         is_png = path.lower().endswith(".png")
         # A PNG holds a picture, not an editable graph file: saving must ask for a new name.
-        own_file = not (is_png or as_template)
+        own_file = not (is_png or as_template or comfy.converted)
         self.set_graph(graph, os.path.abspath(path) if own_file else None,
                        template=os.path.abspath(path) if as_template else None)
 

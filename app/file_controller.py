@@ -18,6 +18,7 @@ from PySide6.QtWidgets import QFileDialog, QMenu, QMessageBox
 from app.canvas.view import PAN_HINT
 from app.commands import ReplaceGraphCommand
 from app.document import read_recovery
+from engine.comfy.importer import ComfyReport, missing_text
 from engine.errors import KilnError
 from engine.spec import ROLE_OPENS_PICTURES, ParamType
 
@@ -47,13 +48,15 @@ def documents_dir() -> str:
 
 
 def embeds_graph(path: str) -> bool:
-    """A PNG with a Kiln graph in it (False for other pictures, or a PNG that cannot be read)."""
+    """A PNG with a Kiln or ComfyUI graph in it (False for other pictures, or a PNG that cannot be read)."""
     from engine import pngmeta
+    from engine.comfy import workflow as comfy
 
     try:
-        return pngmeta.GRAPH_KEY in pngmeta.read_png_text(path)
+        texts = pngmeta.read_png_text(path)
     except KilnError:
         return False
+    return pngmeta.GRAPH_KEY in texts or comfy.is_comfy_png(texts)
 
 
 class FileController(QObject):
@@ -130,19 +133,33 @@ class FileController(QObject):
 
     def load_path(self, path: str) -> bool:
         example = is_example(path)
+        report = ComfyReport()
         try:
-            self.doc.open(path, as_template=example)
+            self.doc.open(path, as_template=example, comfy=report)
         except KilnError as err:
             self.window.notify_error(str(err))
             return False
         self.settings.add_recent(path)
-        if example:
+        if report.converted:
+            self.log_conversion(path, report)
+        elif example:
             self.window.log.info(f"opened the example {os.path.basename(path)}: Save asks where to keep your copy")
         else:
             self.settings.set_last_dir(path)
             self.window.log.info(f"opened {path}")
         QTimer.singleShot(0, self.frame_on_open)
         return True
+
+    def log_conversion(self, path: str, report: ComfyReport) -> None:
+        """Say that a ComfyUI file was converted, what was left out, and which node types Kiln lacks."""
+        self.settings.set_last_dir(path)
+        log = self.window.log
+        log.add("warn", f"{report.summary(path, self.doc.graph)}; Save asks for a name for the Kiln graph")
+        if report.missing:
+            log.add("error", "node types Kiln lacks, shown as disabled 'Missing:' nodes without links: "
+                    + missing_text(report.missing))
+        for line in [*report.notes, *(str(issue) for issue in report.issues)]:
+            log.add("warn", line)
 
     def fill_recent(self, menu: QMenu) -> None:
         menu.clear()

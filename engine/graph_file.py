@@ -32,7 +32,7 @@ became "disabled", groups became backdrops). Each future format change adds one
 `migrate_vN_to_vN+1` to `_MIGRATIONS`.
 
 `load` also accepts a PNG written by Kiln (the graph is embedded, see
-engine.pngmeta). Every problem raises GraphFileError naming the file and, for a
+engine.pngmeta), and converts ComfyUI workflows, API prompts and PNGs (engine.comfy). Every problem raises GraphFileError naming the file and, for a
 structural problem, the node. Only JSON is read: nothing is unpickled.
 """
 from __future__ import annotations
@@ -43,11 +43,15 @@ import math
 import os
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine import atomic, sniff
+from engine.comfy import formats as comfy_format
 from engine.errors import GraphFileError, clip, quote
 from engine.graph import Backdrop, Graph, Link, Node
+
+if TYPE_CHECKING:
+    from engine.comfy.importer import ComfyReport
 
 FORMAT_NAME = "kiln.graph"
 FORMAT_VERSION = 1
@@ -128,22 +132,23 @@ def save(graph: Graph, path: str | os.PathLike) -> None:
 # --- reading ---------------------------------------------------------------
 
 
-def load(path: str | os.PathLike) -> Graph:
+def load(path: str | os.PathLike, comfy: ComfyReport | None = None, lenient: bool = False) -> Graph:
     """Read a graph file (.json) or a PNG written by Kiln (its embedded graph).
 
-    Only regular files are opened; the kind is told from the first bytes, and a text file over
-    MAX_GRAPH_BYTES is refused before it is read (engine.sniff)."""
+    A ComfyUI workflow, API prompt or PNG is converted (engine.comfy): `comfy`, when given, is
+    filled with what the conversion did; `lenient` keeps node types Kiln lacks as placeholders
+    instead of refusing the file (the editor). Only regular files are opened; the kind is told from
+    the first bytes, and a text file over MAX_GRAPH_BYTES is refused before it is read (engine.sniff)."""
     path = os.fspath(path)
     head, size = sniff.read_capped(path, MAX_GRAPH_BYTES)
     if head.startswith(_PNG_SIGNATURE):
-        from engine import pngmeta  # Pillow is only needed for images
-
-        graph = graph_from_dict(pngmeta.read_png_graph(path), source=path)
+        graph = graph_from_dict(_png_document(path), source=path, comfy=comfy, lenient=lenient)
     else:
         kind = sniff.binary_kind(head, size)
         if kind:
             raise GraphFileError(path, f"is {kind}, not a Kiln graph")
-        graph = loads(_decode(sniff.read_whole(path, MAX_GRAPH_BYTES), path), source=path)
+        graph = loads(_decode(sniff.read_whole(path, MAX_GRAPH_BYTES), path), source=path, comfy=comfy,
+                      lenient=lenient)
     graph.base_dir = os.path.dirname(os.path.abspath(path))
     return graph
 
@@ -160,7 +165,18 @@ def _decode(raw: bytes, source: str) -> str:
         raise GraphFileError(source, f"is not UTF-8 text (bad byte at offset {exc.start}), not a Kiln graph") from None
 
 
-def loads(text: str, source: str = "<memory>") -> Graph:
+def _png_document(path: str) -> Any:
+    """The Kiln graph document in a PNG, else the ComfyUI one it carries."""
+    from engine import pngmeta  # Pillow is only needed for images
+    from engine.comfy import workflow as comfy
+
+    texts = pngmeta.read_png_text(path)
+    if comfy.is_comfy_png(texts):
+        return comfy.png_document(texts, path)
+    return pngmeta.read_png_graph(path)
+
+
+def loads(text: str, source: str = "<memory>", comfy: ComfyReport | None = None, lenient: bool = False) -> Graph:
     """Parse graph file text; `source` names the file in error messages."""
     if not text.strip():
         raise GraphFileError(source, "is empty, not a Kiln graph")
@@ -175,7 +191,7 @@ def loads(text: str, source: str = "<memory>") -> Graph:
         raise GraphFileError(source, f"is JSON nested too deeply at line {_deep_line(text)}") from None
     except ValueError as exc:  # e.g. an integer literal with thousands of digits
         raise GraphFileError(source, f"is not usable JSON ({_first_line(exc)})") from None
-    return graph_from_dict(data, source)
+    return graph_from_dict(data, source, comfy=comfy, lenient=lenient)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
@@ -221,10 +237,15 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).split(":")[0].splitlines() or [type(exc).__name__])[0][:100]
 
 
-def graph_from_dict(data: Any, source: str = "<memory>") -> Graph:
-    """Build a Graph from a parsed file document of any supported version."""
+def graph_from_dict(data: Any, source: str = "<memory>", comfy: ComfyReport | None = None,
+                    lenient: bool = False) -> Graph:
+    """Build a Graph from a parsed file document of any supported version, or a ComfyUI one."""
     try:
         _check_json_tree(data, (), 0)
+        if comfy_format.detect(data):
+            from engine.comfy.workflow import convert
+
+            return convert(data, source, comfy, lenient)
         document = _upgrade(data)
         return _parse_v1(document)
     except _Malformed as exc:

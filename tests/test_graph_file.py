@@ -155,8 +155,10 @@ def test_a_newer_version_says_so_plainly():
 
 
 @pytest.mark.parametrize("name, content, expected", [
-    ("comfy.json", (FIXTURES / "comfyui_workflow.json").read_bytes(), "is a ComfyUI workflow, not a Kiln graph"),
-    ("api.json", (FIXTURES / "comfyui_api.json").read_bytes(), "is a ComfyUI API prompt, not a Kiln graph"),
+    ("comfy.json", b'{"nodes": [{"id": 1, "type": "ControlNetLoader"}], "links": []}',
+     "is a ComfyUI workflow that uses node types Kiln lacks: ControlNetLoader (node 1)"),
+    ("api.json", b'{"3": {"class_type": "ControlNetApply", "inputs": {}}}',
+     "is a ComfyUI API prompt that uses node types Kiln lacks: ControlNetApply (node 3)"),
     ("random.json", b'{"name": "shopping", "items": [1, 2]}', 'not a Kiln graph (it has no "format"'),
     ("list.json", b"[1, 2, 3]", "is JSON (a list) but not a Kiln graph"),
     ("other.json", b'{"format": "blender.nodes", "version": 1}', "is a 'blender.nodes' file, not a Kiln graph"),

@@ -107,7 +107,8 @@ def test_a_comfyui_png_is_recognised(tmp_path):
     path = tmp_path / "ComfyUI_00001_.png"
     _plain_png(path, {"prompt": '{"3": {"class_type": "KSampler"}}', "workflow": "{}"})
     with pytest.raises(GraphFileError, match="is a ComfyUI image; it has no Kiln graph embedded"):
-        graph_file.load(path)
+        pngmeta.read_png_graph(path)
+    assert graph_file.load(path).nodes["3"].type == "Sampler"  # converted (engine.comfy; tests/test_comfy_import.py)
 
 
 def test_a_file_that_is_not_a_png(tmp_path):
