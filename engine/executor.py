@@ -46,6 +46,7 @@ class RunResult:
     seconds: float = 0.0
     error: NodeError | None = None  # `.details` holds the traceback of an unexpected failure
     files: list[str] = field(default_factory=list)
+    memory: dict[str, Any] | None = None  # models on the device/CPU, evictions, peak (engine.model_budget)
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.nodes.values() if r.status == status)
@@ -75,6 +76,7 @@ class Executor:
         self.settings = settings or EngineSettings()
         self.cache = cache if cache is not None else ResultCache.from_settings(self.settings)
         self.models = models if models is not None else ModelStore()
+        self.models.configure(self.settings)
         self._run_lock = threading.Lock()
         self._current: RunHandle | None = None  # the handle of the run in progress
 
@@ -353,6 +355,7 @@ class _Run:
                 break
         self.collect_outputs()
         self.result.model_evals = self.model_evals
+        self.result.memory = self.executor.models.report()
         self.result.seconds = time.perf_counter() - t0
         self.emit(E.RunFinished(self.result.ok, self.result.cancelled, self.result.seconds))
         return self.result
@@ -439,7 +442,8 @@ def _key_part(ref: _Ref | _Missing) -> tuple[str, str]:
 def _call_compute(spec: NodeSpec, ctx: ComputeContext, inputs: dict[str, Any], params: dict[str, Any]) -> Any:
     """Run a node's compute, turning every failure except cancel into a NodeError."""
     try:
-        return spec.compute(ctx, inputs, dict(params))
+        with ctx.models.using(inputs.values()):  # its models on the device, safe from eviction
+            return spec.compute(ctx, inputs, dict(params))
     except (Cancelled, NodeError):
         raise
     except UserInputError as exc:

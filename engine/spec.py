@@ -184,6 +184,13 @@ class EngineSettings:
     disk_cache_bytes: int = 4 * 1024**3
     threads: int = 0  # torch CPU threads; 0: the cores other processes leave idle (models.loader.cpu_threads)
     absolute_paths: bool = False  # saved PNGs record absolute file paths (False: relative + sha256, private)
+    # Device memory for models (engine.model_budget), in bytes: None = the free device memory when the
+    # first model loads, less a reserve (no limit on the CPU); models past it wait in CPU memory, up to
+    # cpu_offload_budget (None: no limit), and are dropped (reloaded from disk on use) beyond that.
+    vram_budget: int | None = None
+    cpu_offload_budget: int | None = None
+    low_vram: str = "auto"  # auto | on | off: only the model part in use on the device
+    sequential_offload: bool = False  # stream the UNet's blocks through the device one at a time
 
 
 # A compute result may also carry, under this key, the paths of files it wrote

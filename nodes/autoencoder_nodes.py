@@ -36,9 +36,13 @@ def _decode(ctx: ComputeContext, ae: Any, latent: Latent, tile: int | None,
     tile_l = None if tile is None else max(1, tile // f)
     overlap_l = None if overlap is None else overlap // f
     from engine.models.loader import fixed_cpu_threads
+    from engine.oom import decode_with_fallback, decoding_workload
 
     with fixed_cpu_threads():  # the same bytes whatever the thread setting or the machine's load
-        pixels = ae.decode_latents(samples, tile=tile_l, overlap=overlap_l, on_tile=_progress(ctx))
+        # out of device memory: again in ever smaller tiles (engine.oom)
+        pixels = decode_with_fallback(lambda t: ae.decode_latents(samples, tile=t, overlap=overlap_l,
+                                                                  on_tile=_progress(ctx)),
+                                      tile_l, decoding_workload(ae, samples))
     return {"image": Image(pixels.float().cpu(), tuple(latent.seeds))}
 
 

@@ -63,6 +63,7 @@ def resolve_checkpoint_path(name: str, settings: EngineSettings | None = None) -
 
 def _load(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     from engine.models.loader import load_checkpoint, resolve_device, resolve_dtype, use_cpu_threads
+    from engine.offload import estimate_checkpoint_bytes
 
     settings = ctx.settings
     path = resolve_checkpoint_path(params["checkpoint"], settings)
@@ -73,7 +74,8 @@ def _load(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, A
             use_cpu_threads(settings.threads)
         dtype = resolve_dtype(settings.precision, device)
         loaded = ctx.models.get("checkpoint", path, lambda: load_checkpoint(path, device, dtype, use_ema=use_ema),
-                                extra=(str(device), str(dtype), use_ema))
+                                extra=(str(device), str(dtype), use_ema),
+                                size_hint=lambda: estimate_checkpoint_bytes(path, dtype, use_ema))
     except UserInputError:
         raise
     except KilnError as exc:

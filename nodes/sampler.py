@@ -13,12 +13,23 @@ from typing import Any
 from engine.capabilities import ModelCapabilities
 from engine.errors import UserInputError, quote
 from engine.model_geometry import nearest_multiples
-from engine.sampling.names import SAMPLER_NAMES, SCHEDULER_NAMES
+from engine.sampling.names import CONVENTIONS, SAMPLER_NAMES, SCHEDULER_NAMES
 from engine.spec import SEED_MAX, ComputeContext, Input, NodeSpec, Output, Param, ParamType, SocketType
 from engine.values import Latent
 
 DEFAULT_SAMPLER = "dpmpp_2m"  # second order, one UNet call per step: the best all-rounder at 20-30 steps
 DEFAULT_SCHEDULER = "karras"
+SAMPLER_HELP = (
+    "the update rule; ddim, plms and ddpm are the paper's samplers, exact with the ddim_uniform scheduler. "
+    "*_cfg_pp: CFG++ (steps with the unconditional prediction; use cfg near 1). Under the comfyui "
+    "convention ddim is ComfyUI's (an Euler step) and uni_pc ends as ComfyUI's; dpmpp_sde, dpmpp_2m_sde and "
+    "dpmpp_3m_sde draw seeded per-step noise where ComfyUI uses a Brownian tree (the same pictures only "
+    "with eta 0)")
+CONVENTION_HELP = (
+    "kiln: Kiln's own rules (batch item k uses seed + k, fractional timesteps, the paper's ddim). comfyui: "
+    "ComfyUI's, to get the same picture as its KSampler: one noise draw for the whole batch, per-step "
+    "noise re-seeded, timesteps rounded to the table, ComfyUI's sigma lists and names (a converted "
+    "ComfyUI graph sets it)")
 
 
 def _check_inputs(model: Any, latent: Latent, negative: Any, cfg: float) -> None:
@@ -98,22 +109,34 @@ def _preview_fn(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[
     return on_step
 
 
-def _sample(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    from engine.sampling.pipeline import SamplingOptions, sample
+def sampling_options(params: Mapping[str, Any], **advanced: Any) -> Any:
+    """The pipeline's SamplingOptions for a sampler node's params (SamplerAdvanced adds its fields)."""
+    from engine.sampling.pipeline import SamplingOptions
+
+    return SamplingOptions(sampler=params["sampler"], scheduler=params["scheduler"], steps=params["steps"],
+                           cfg=params["cfg"], denoise=params.get("denoise", 1.0), eta=params["eta"],
+                           ddim_eta=params["ddim_eta"], convention=params.get("convention", "kiln"), **advanced)
+
+
+def _sample(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any],
+            options: Any = None) -> dict[str, Any]:
+    from engine.oom import sample_with_retry, sampling_workload
+    from engine.sampling.pipeline import sample
 
     model, latent = inputs["model"], inputs["latent"]
     negative = inputs.get("negative")
     _check_inputs(model, latent, negative, params["cfg"])
     _check_latent_size(ctx, model, latent, inputs.get("autoencoder"))
-    options = SamplingOptions(sampler=params["sampler"], scheduler=params["scheduler"], steps=params["steps"],
-                              cfg=params["cfg"], denoise=params["denoise"], eta=params["eta"],
-                              ddim_eta=params["ddim_eta"])
+    options = options or sampling_options(params)
     ctx.check_cancelled()
     on_step = _preview_fn(ctx, inputs, params, latent.samples.shape[1])
-    try:
-        out = sample(model, latent, inputs["positive"], negative, params["seed"], options,
-                     step_callback=on_step, on_model_eval=ctx.count_model_evals,
-                     check_cancelled=ctx.check_cancelled, block_progress=ctx.progress)
+    work = sampling_workload(model, latent.samples, inputs.get("autoencoder"))
+    try:  # out of device memory: the idle models leave the device and it runs once more (engine.oom)
+        out = sample_with_retry(lambda: sample(
+            model, latent, inputs["positive"], negative, params["seed"], options,
+            step_callback=on_step, on_model_eval=ctx.count_model_evals,
+            check_cancelled=ctx.check_cancelled, block_progress=ctx.progress),
+            lambda: ctx.models.free_device(inputs.values()), work)
     except ValueError as exc:  # conditioning that does not fit the latent or the model
         raise UserInputError(str(exc)) from exc
     return {"latent": out}
@@ -121,7 +144,7 @@ def _sample(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str,
 
 SAMPLER = NodeSpec(
     type="Sampler", title="Sampler", category="sampling",
-    aliases=("KSampler", "KSampler (Advanced)", "SamplerCustom", "txt2img", "img2img", "Sampling method"),
+    aliases=("KSampler", "SamplerCustom", "txt2img", "img2img", "Sampling method"),
     help="Denoises the latent step by step. denoise < 1 keeps part of the input (image to image); a latent "
          "noise mask limits the change to the masked region. cfg > 1 pushes the result towards the positive "
          "and away from the negative conditioning (one batched UNet call per step; cfg 1 skips the negative).",
@@ -134,17 +157,18 @@ SAMPLER = NodeSpec(
                   help="only for previews: its preview colours, and full decodes if asked")),
     outputs=(Output("latent", SocketType.LATENT, "with each item's seed recorded"),),
     params=(
-        Param("seed", ParamType.SEED, 0, "batch item k uses seed + k", min=0, max=SEED_MAX, inline=True),
+        Param("seed", ParamType.SEED, 0, "batch item k uses seed + k (comfyui convention: one draw for the "
+              "whole batch)", min=0, max=SEED_MAX, inline=True),
         Param("steps", ParamType.INT, 25, "denoising steps", min=1, max=1000, inline=True),
         Param("cfg", ParamType.FLOAT, 5.0, "classifier-free guidance scale (1 = off)", min=0.0, max=30.0,
               step=0.5, inline=True),
-        Param("sampler", ParamType.CHOICE, DEFAULT_SAMPLER, "the update rule; ddim, plms and ddpm are the "
-              "paper's samplers, exact with the ddim_uniform scheduler", choices=SAMPLER_NAMES, inline=True),
+        Param("sampler", ParamType.CHOICE, DEFAULT_SAMPLER, SAMPLER_HELP, choices=SAMPLER_NAMES, inline=True),
         Param("scheduler", ParamType.CHOICE, DEFAULT_SCHEDULER, "how the noise levels are spaced. ddim_uniform: "
               "the paper's timesteps; with ddim/plms/ddpm the last step ends at the first timestep, as the "
               "paper's code (a trace of noise is left); ddim_uniform_to_zero: the same timesteps, the last step "
               "to noise 0 (the predicted clean latent, as every other sampler ends)",
               choices=SCHEDULER_NAMES, inline=True),
+        Param("convention", ParamType.CHOICE, "kiln", CONVENTION_HELP, choices=CONVENTIONS),
         Param("denoise", ParamType.FLOAT, 1.0, "1 = from pure noise; lower keeps more of the input latent",
               min=0.0, max=1.0, step=0.01),
         Param("eta", ParamType.FLOAT, 1.0, "ancestral and SDE samplers: fresh noise per step (0 = none)",
