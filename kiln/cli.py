@@ -2,8 +2,11 @@
 
     python main.py run GRAPH.json|IMAGE.png [--set NODE.PARAM=VALUE]... [--out DIR] [--json]
                        [--batch FILE.jsonl] [--device D] [--threads N] [--cache-dir D] [--no-disk-cache]
-                       [--absolute-paths | --private-paths]
+                       [--models DIR]...
+                       [--vram-budget GB] [--cpu-offload-budget GB] [--low-vram auto|on|off] [--sequential-offload]
+                       [--absolute-paths | --private-paths] [--cluster local|auto|ADDRESS [--workers N]]
     python main.py validate GRAPH
+    python main.py convert SOURCE OUT.json [--to kiln|comfyui|comfyui-workflow]
     python main.py nodes [--json]
     python main.py inspect-model FILE [--json]
 
@@ -87,10 +90,11 @@ def _registry(registry: NodeRegistry | None) -> NodeRegistry:
     return build_registry()
 
 
-def _load_graph(path: str) -> Graph:
-    from engine import graph_file
+def _load_graph(path: str, issues: list[Any] | None = None) -> Graph:
+    """A graph file or PNG; a ComfyUI one is converted, saying so on stderr (kiln.convert_cmd)."""
+    from kiln.convert_cmd import load_reporting
 
-    return graph_file.load(path)
+    return load_reporting(path, issues)
 
 
 # --- GUI ---------------------------------------------------------------------
@@ -238,6 +242,11 @@ _MAX_BATCH_BYTES = 16 * 1024 * 1024
 
 def read_batch(path: str, graph: Graph, registry: NodeRegistry) -> list[Graph]:
     """One graph per non-blank JSONL line of `{"NODE.PARAM": value}` overrides, all checked now."""
+    return [apply_overrides(graph, job) for job in read_batch_overrides(path, graph, registry)]
+
+
+def read_batch_overrides(path: str, graph: Graph, registry: NodeRegistry) -> list[list[Override]]:
+    """The overrides of each job of a batch file, each job checked as `read_batch` checks it."""
     from engine import sniff
     from engine.errors import GraphFileError
     from engine.validate import check
@@ -256,12 +265,13 @@ def read_batch(path: str, graph: Graph, registry: NodeRegistry) -> list[Graph]:
         if not line.strip():
             continue
         try:
-            job = apply_overrides(graph, _batch_overrides(line, graph, registry))
+            overrides = _batch_overrides(line, graph, registry)
+            job = apply_overrides(graph, overrides)
             check(job, registry)
             _check_sizes(job, registry)
         except KilnError as exc:
             raise UsageError(f"{path}:{number}: {exc}") from None
-        jobs.append(job)
+        jobs.append(overrides)
     if not jobs:
         raise UsageError(f"{path}: no jobs (expected one JSON object per line)")
     return jobs
@@ -301,12 +311,42 @@ def _run_parser() -> _Parser:
                    help="CPU threads for torch (default 0: the cores other processes leave idle)")
     p.add_argument("--cache-dir", metavar="DIR", help="result cache folder (default: user cache)")
     p.add_argument("--no-disk-cache", action="store_true", help="keep results in memory only")
+    p.add_argument("--models", action="append", default=[], metavar="DIR",
+                   help="a model folder, searched after the built-in models as the editor's model folders are: "
+                        "checkpoints, VAEs, LoRAs and embeddings by name, in DIR or its subfolders checkpoints/, "
+                        "vae/, loras/, embeddings/ (ComfyUI's models/ folder works); repeatable")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--absolute-paths", dest="absolute_paths", action="store_true", default=False,
                        help="PNGs record the absolute paths of the files the run read")
     where.add_argument("--private-paths", dest="absolute_paths", action="store_false",
                        help="PNGs record file paths relative to the graph's folder plus a sha256 (default)")
+    _memory_options(p)
+    from kiln.cluster import add_cluster_options  # no Ray import
+
+    add_cluster_options(p)
     return p
+
+
+def _memory_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vram-budget", metavar="GB", type=_gigabytes,
+                   help="device memory for models (default: the free memory at start, less a reserve)")
+    p.add_argument("--cpu-offload-budget", metavar="GB", type=_gigabytes,
+                   help="CPU memory for models moved off the device (default: no limit; beyond it they "
+                        "are dropped and reloaded from disk on use)")
+    p.add_argument("--low-vram", choices=("auto", "on", "off"), default="auto",
+                   help="only the model part in use on the device (auto: when a model does not fit whole)")
+    p.add_argument("--sequential-offload", action="store_true",
+                   help="stream the UNet's blocks through the device one by one (slowest, least memory)")
+
+
+def _gigabytes(text: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1e6:
+        raise argparse.ArgumentTypeError(f"{quote(text)} is not a size in GB (e.g. 6 or 3.5)")
+    return int(value * 1024**3)
 
 
 def _device(text: str) -> str:
@@ -333,9 +373,11 @@ def cmd_run(argv: list[str], registry: NodeRegistry | None) -> int:
     registry = _registry(registry)
     _warn_missing_files(args.graph, graph.base_dir)
     graph = apply_overrides(graph, [parse_set(item, graph, registry) for item in args.set])
+    if args.cluster or args.workers:
+        return _run_on_cluster(args, graph, registry)
     jobs = read_batch(args.batch, graph, registry) if args.batch else None
     if jobs is None:
-        _check_sizes(graph, registry)
+        _check_sizes(graph, registry, tuple(args.models))
     executor = _make_executor(args, registry)
     if jobs is None:
         with _collector_paused():
@@ -344,6 +386,20 @@ def cmd_run(argv: list[str], registry: NodeRegistry | None) -> int:
         _report(summary, args.json, result)
         return 0 if result.ok else _fail(str(result.error), 1)
     return _run_batch(executor, jobs, args.json)
+
+
+def _run_on_cluster(args: argparse.Namespace, graph: Graph, registry: NodeRegistry) -> int:
+    """--cluster: the batch on a Ray render farm (kiln.cluster_batch; Ray is imported only then)."""
+    from kiln.cluster import import_ray
+    from kiln.cluster_batch import run_batch_on_cluster
+
+    if not args.cluster or not args.batch:
+        raise UsageError("--cluster runs a --batch JOBS.jsonl" if args.cluster else "--workers goes with --cluster")
+    import_ray()  # say at once when Ray is missing
+    return run_batch_on_cluster(graph, read_batch_overrides(args.batch, graph, registry),
+                                _make_executor(args, registry).settings, registry, (apply_overrides, _summary),
+                                target=args.cluster, workers=args.workers, as_json=args.json,
+                                disk_cache=not args.no_disk_cache)
 
 
 def _warn_missing_files(path: str, base_dir: str | None) -> None:
@@ -388,8 +444,10 @@ def _make_executor(args: argparse.Namespace, registry: NodeRegistry) -> Any:
     from engine.spec import EngineSettings
 
     settings = EngineSettings(output_dir=args.out or os.getcwd(), device=args.device or "auto",
-                              cache_dir=args.cache_dir, threads=args.threads,
-                              absolute_paths=args.absolute_paths)
+                              cache_dir=args.cache_dir, threads=args.threads, model_dirs=tuple(args.models),
+                              absolute_paths=args.absolute_paths, vram_budget=args.vram_budget,
+                              cpu_offload_budget=args.cpu_offload_budget, low_vram=args.low_vram,
+                              sequential_offload=args.sequential_offload)
     cache = ResultCache.from_settings(settings, disk=not args.no_disk_cache)
     return Executor(registry, settings, cache)
 
@@ -401,6 +459,8 @@ def _summary(result: Any) -> dict[str, Any]:
         "model_evals": result.model_evals,
         "seconds": round(result.seconds, 4),
     }
+    if result.memory and result.memory.get("device"):  # a model was loaded: where it sits, evictions, peak
+        summary["memory"] = result.memory
     if result.error is not None:
         summary["error"] = str(result.error)
     return summary
@@ -445,9 +505,10 @@ def cmd_validate(argv: list[str], registry: NodeRegistry | None) -> int:
     args = parser.parse_args(argv)
     from engine.validate import validate
 
-    graph = _load_graph(args.graph)
+    issues: list[Any] = []  # a ComfyUI file's conversion may find some (a checkpoint Kiln lacks)
+    graph = _load_graph(args.graph, issues)
     registry = _registry(registry)
-    issues = validate(graph, registry) + _size_issues(graph, registry)
+    issues += validate(graph, registry) + _size_issues(graph, registry)
     for issue in issues:
         print(issue)
     if issues:
@@ -456,21 +517,21 @@ def cmd_validate(argv: list[str], registry: NodeRegistry | None) -> int:
     return 0
 
 
-def _size_issues(graph: Graph, registry: NodeRegistry) -> list[Any]:
+def _size_issues(graph: Graph, registry: NodeRegistry, model_dirs: tuple[str, ...] = ()) -> list[Any]:
     """Picture sizes the graph's checkpoints cannot sample, where the checkpoint files tell (no torch)."""
     from engine.choices import CHECKPOINTS
     from engine.model_geometry import size_issues
     from engine.spec import EngineSettings
 
-    settings = EngineSettings()
+    settings = EngineSettings(model_dirs=model_dirs)
     return size_issues(graph, registry, lambda name: registry.choices.resolve(CHECKPOINTS, name, settings))
 
 
-def _check_sizes(graph: Graph, registry: NodeRegistry) -> None:
+def _check_sizes(graph: Graph, registry: NodeRegistry, model_dirs: tuple[str, ...] = ()) -> None:
     """Refuse, before anything runs, a picture size the checkpoint cannot sample (exit 2)."""
     from engine.errors import ValidationError
 
-    issues = _size_issues(graph, registry)
+    issues = _size_issues(graph, registry, model_dirs)
     if issues:
         raise ValidationError(issues)
 
@@ -504,9 +565,18 @@ def cmd_inspect_model(argv: list[str], registry: NodeRegistry | None) -> int:
     return int(inspect_main(args.file, args.json))
 
 
+def cmd_convert(argv: list[str], registry: NodeRegistry | None) -> int:
+    from kiln.convert_cmd import convert_main
+
+    parser = _Parser(prog="main.py convert", description="Convert a ComfyUI workflow (UI or API format, or a "
+                     "PNG) to a Kiln graph, or a Kiln graph to ComfyUI's formats.", epilog=EXIT_STATUS)
+    return convert_main(argv, registry, parser)
+
+
 COMMANDS: dict[str, Callable[[list[str], NodeRegistry | None], int]] = {
     "run": cmd_run,
     "validate": cmd_validate,
     "nodes": cmd_nodes,
     "inspect-model": cmd_inspect_model,
+    "convert": cmd_convert,
 }
