@@ -128,6 +128,7 @@ def test_ctrl_c_stops_the_driver_cleanly_keeping_the_pictures_written(cluster, t
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and len(list(out.glob("*.png"))) < 2 and driver.poll() is None:
         time.sleep(0.1)
+    assert driver.poll() is None, driver.communicate()  # still running when Ctrl+C comes (else: why it ended)
     driver.send_signal(signal.SIGINT)
     stdout, stderr = driver.communicate(timeout=60)
     assert driver.returncode == 130, stderr

@@ -144,6 +144,16 @@ def scene_samples(seeds: Sequence[int], size: int = 128, rng: np.random.Generato
     return samples
 
 
+def _default_signals() -> None:
+    """In a forked worker: SIGTERM kills again. The parent may catch it (a trainer's StopRequest, or Ray in
+    the same process); a worker that inherited such a handler would outlive Pool.terminate, which then
+    waits for it forever."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+
+
 def encode_scenes(ae: torch.nn.Module, seeds: list[int], cache: Path, batch: int = 64, workers: int = 0
                   ) -> torch.Tensor:
     """(N, 4, 16, 16) float16 unscaled latents (posterior mode) of the scenes' 128 px renders, cached.
@@ -163,7 +173,7 @@ def encode_scenes(ae: torch.nn.Module, seeds: list[int], cache: Path, batch: int
             return saved["latents"]
     parts = [seeds[start:start + batch] for start in range(0, len(seeds), batch)]
     render = functools.partial(render_batch, size=IMAGE_SIZE)
-    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 0 else None
+    pool = multiprocessing.get_context("fork").Pool(workers, _default_signals) if workers > 0 else None
     chunks, device = [], next(ae.parameters()).device
     try:
         for i, images in enumerate(pool.imap(render, parts) if pool else map(render, parts)):
