@@ -77,6 +77,19 @@ class ModelFolderFiles:
     def resolve(self, value: str, settings: EngineSettings | None) -> str | None:
         return find_model_file(value, settings, self.kind)
 
+    def require(self, value: str, settings: EngineSettings | None, what: str, param: str) -> str:
+        """The file `value` names; a UserInputError on `param` naming the folders searched when none is."""
+        from engine.errors import UserInputError, quote
+
+        if not value:
+            raise UserInputError(f"choose {what} file", param=param)
+        found = self.resolve(value, settings)
+        if found is None:
+            searched = ", ".join(str(d) for d in model_folders(settings, self.kind))
+            raise UserInputError(f"{what.split(' ', 1)[-1]} {quote(value)} not found (looked in {searched})",
+                                 param=param)
+        return found
+
 
 class ChoiceProvider:
     """Named choice sources: `list` for menus, `resolve` for the file a chosen value names."""

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.choices import VAE, ModelFolderFiles, model_folders
-from engine.errors import KilnError, UserInputError, quote
+from engine.choices import VAE, ModelFolderFiles
+from engine.errors import KilnError, UserInputError
 from engine.spec import ComputeContext, EngineSettings, NodeSpec, Output, Param, ParamType, SocketType
 from nodes.lora_loader import safetensors_keys
 
@@ -35,13 +35,7 @@ AUTOENCODER_FILES = ModelFolderFiles(_is_autoencoder, VAE)
 
 
 def resolve_autoencoder_path(name: str, settings: EngineSettings | None) -> str:
-    if not name:
-        raise UserInputError("choose an autoencoder file", param="vae_name")
-    found = AUTOENCODER_FILES.resolve(name, settings)
-    if found is None:
-        searched = ", ".join(str(d) for d in model_folders(settings, VAE))
-        raise UserInputError(f"autoencoder {quote(name)} not found (looked in {searched})", param="vae_name")
-    return found
+    return AUTOENCODER_FILES.require(name, settings, "an autoencoder", "vae_name")
 
 
 def _load(ctx: ComputeContext, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.choices import LORAS, ModelFolderFiles, model_folders
-from engine.errors import UserInputError, quote
+from engine.choices import LORAS, ModelFolderFiles
+from engine.errors import UserInputError
 from engine.spec import ComputeContext, EngineSettings, Input, NodeSpec, Output, Param, ParamType, SocketType
 
 log = logging.getLogger(__name__)
@@ -44,13 +44,7 @@ LORA_FILES = ModelFolderFiles(_is_lora, LORAS)
 
 
 def resolve_lora_path(name: str, settings: EngineSettings | None) -> str:
-    if not name:
-        raise UserInputError("choose a LoRA file", param="lora_name")
-    found = LORA_FILES.resolve(name, settings)
-    if found is None:
-        searched = ", ".join(str(d) for d in model_folders(settings, LORAS))
-        raise UserInputError(f"LoRA {quote(name)} not found (looked in {searched})", param="lora_name")
-    return found
+    return LORA_FILES.require(name, settings, "a LoRA", "lora_name")
 
 
 def apply_lora(path: str, model: Any, conditioner: Any | None, strength_model: float,
